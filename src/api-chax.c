@@ -1,0 +1,165 @@
+/* Dialect C (seed 002): ChaxAI under /ai. Errors are {"error": "..."}. */
+#include <string.h>
+#include <stdio.h>
+
+#include "rc.h"
+#include "pool.h"
+#include "util.h"
+#include "api.h"
+
+#define TITLE_CHARS 30
+
+static json_t *
+conv_json(const struct conv *c)
+{
+	return json_pack("{s:s,s:s,s:I,s:I}", "conversationId", c->id, "title", c->title,
+			 "createTimestamp", (json_int_t)c->created_at, "updateTimestamp",
+			 (json_int_t)c->updated_at);
+}
+
+static void
+total_header(struct req *r, int64_t total)
+{
+	req_header(r, "X-Total-Count: %lld", (long long)total);
+}
+
+int
+chax_record_list(struct req *r)
+{
+	struct conv *rows = NULL;
+	struct page pg;
+	int64_t page, size, total;
+	char err[ERR_LEN];
+	int n, i, rc;
+	json_t *a;
+
+	if (api_page_query(r, "page", "page_size", "pageSize", 100, &page, &size, &pg))
+		return -1;
+	rc = store_conv_list(r->store, r->pool, api_owner(r), pg, &rows, &n, &total, err);
+	if (rc != RC_OK)
+		return api_store_fail(r, rc, err);
+	a = json_array();
+	for (i = 0; i < n; i++)
+		json_array_append_new(a, conv_json(&rows[i]));
+	total_header(r, total);
+	return req_json(r, 200, a);
+}
+
+int
+chax_message_list(struct req *r)
+{
+	struct conv c;
+	struct msg *rows = NULL;
+	struct page pg;
+	int64_t page, size, total;
+	char err[ERR_LEN];
+	int n, i, rc;
+	json_t *a;
+
+	rc = store_conv_get(r->store, r->pool, r->params[0], api_owner(r), &c, err);
+	if (rc == RC_NOTFOUND)
+		return req_fail(r, 404, 0, "Conversation not found");
+	if (rc != RC_OK)
+		return api_store_fail(r, rc, err);
+	if (api_page_query(r, "page", "page_size", "pageSize", 100, &page, &size, &pg))
+		return -1;
+	rc = store_msg_list(r->store, r->pool, &c, pg, &rows, &n, &total, err);
+	if (rc != RC_OK)
+		return api_store_fail(r, rc, err);
+	a = json_array();
+	for (i = 0; i < n; i++)
+		json_array_append_new(a, json_pack("{s:s,s:s,s:b,s:b,s:s}", "msgId",
+						   rows[i].msg_id, "role", rows[i].role,
+						   "visiableInClient", rows[i].visible, "unfinished",
+						   rows[i].unfinished, "error",
+						   rows[i].error ? rows[i].error : ""));
+	total_header(r, total);
+	return req_json(r, 200, a);
+}
+
+int
+chax_message_content(struct req *r)
+{
+	struct msg m;
+	char err[ERR_LEN];
+	int rc;
+
+	rc = store_msg_get_by_msgid(r->store, r->pool, r->params[0], api_owner(r), &m, err);
+	if (rc == RC_NOTFOUND)
+		return req_fail(r, 404, 0, "Message not found");
+	if (rc != RC_OK)
+		return api_store_fail(r, rc, err);
+	return req_json(r, 200, json_pack("{s:s,s:s}", "content", m.content, "error",
+					  m.error ? m.error : ""));
+}
+
+/* A title from the first words of the content: white space collapsed, at most
+ * TITLE_CHARS code points. */
+static char *
+title_from(struct pool *p, const char *s)
+{
+	char *t = pool_alloc(p, strlen(s) + 1), *o = t;
+	int space = 0;
+
+	if (!t)
+		return NULL;
+	while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r')
+		s++;
+	for (; *s; s++) {
+		if (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r' || *s == '\f' ||
+		    *s == '\v') {
+			space = 1;
+			continue;
+		}
+		if (space)
+			*o++ = ' ';
+		space = 0;
+		*o++ = *s;
+	}
+	*o = '\0';
+	t[utf8_prefix(t, TITLE_CHARS)] = '\0';
+	return t;
+}
+
+int
+chax_chat(struct req *r)
+{
+	const char *cid, *content;
+	struct store_post in;
+	struct store_posted out;
+	char err[ERR_LEN];
+	json_t *j;
+	int rc;
+
+	if (api_field(r, "conversationId", &cid) || api_field(r, "content", &content))
+		return -1;
+	switch (api_content_check(content)) {
+	case 1:
+		return req_fail(r, 400, 0, "content is required");
+	case 2:
+		return req_fail(r, 400, 0, "content is too long");
+	}
+	if (cid && !*cid)
+		cid = NULL;
+	memset(&in, 0, sizeof(in));
+	in.conv_id = cid;
+	in.owner = api_owner(r);
+	in.create = 0;
+	in.conv_user = api_acting_user(r, NULL);
+	in.title = title_from(r->pool, content);
+	in.sender = in.conv_user;
+	in.role = "user";
+	in.content = content;
+	in.placeholder = 1;
+	if (!in.title)
+		return req_fail(r, 500, 0, NULL);
+	rc = store_post(r->store, r->pool, &in, &out, err);
+	if (rc == RC_NOTFOUND)
+		return req_fail(r, 404, 0, "Conversation not found");
+	if (rc != RC_OK)
+		return api_store_fail(r, rc, err);
+	j = conv_json(&out.conv);
+	json_object_set_new(j, "userMsgId", json_string(out.msg.msg_id));
+	json_object_set_new(j, "msgId", json_string(out.reply.msg_id));
+	return req_json(r, 200, j);
+}

@@ -1,0 +1,178 @@
+/* Dialect A (seed 000): the lightweight IM service. /api/message, /api/ai, /health. */
+#include <string.h>
+
+#include "rc.h"
+#include "pool.h"
+#include "util.h"
+#include "config.h"
+#include "api.h"
+
+#define E_EMPTY 1001
+#define E_TOO_LONG 1002
+#define E_SESSION 1003
+
+static json_t *
+im_message(const struct msg *m)
+{
+	const char *type = "TEXT", *from = m->user_id;
+
+	if (strcmp(m->role, "assistant") == 0) {
+		type = "AI_REPLY";
+		from = "ai_bot";
+	} else if (strcmp(m->role, "system") == 0) {
+		type = "SYSTEM";
+		from = "system";
+	}
+	return json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:o}", "id", (json_int_t)m->id, "message_id",
+			 m->msg_id, "session_id", m->conv_id, "from_user_id", from, "msg_type",
+			 type, "msg_content", m->content, "created_at", api_time(D_A, m->created_at));
+}
+
+/* A session id (1-48 code points) from a string; writes 1003 and returns -1 when bad. */
+static int
+im_session_ok(struct req *r, const char *sid)
+{
+	if (!sid || !*sid || utf8_count(sid) > SESSION_ID_MAX)
+		return req_fail(r, 400, E_SESSION,
+				sid && *sid ? "会话ID长度不能超过48个字符" : "会话ID不能为空");
+	return 0;
+}
+
+int
+im_send(struct req *r)
+{
+	const char *content, *sid, *user;
+	struct store_post in;
+	struct store_posted out;
+	char err[ERR_LEN];
+	int rc;
+
+	if (api_field(r, "content", &content) || api_field(r, "session_id", &sid))
+		return -1;
+	switch (api_content_check(content)) {
+	case 1:
+		return req_fail(r, 400, E_EMPTY, "消息内容不能为空");
+	case 2:
+		return req_fail(r, 400, E_TOO_LONG, "消息内容过长");
+	}
+	if (im_session_ok(r, sid))
+		return -1;
+	user = api_acting_user(r, NULL);
+	memset(&in, 0, sizeof(in));
+	in.conv_id = sid;
+	in.owner = api_owner(r);
+	in.create = 1;
+	in.conv_user = user;
+	in.title = sid;
+	in.sender = user;
+	in.role = "user";
+	in.content = content;
+	rc = store_post(r->store, r->pool, &in, &out, err);
+	if (rc == RC_NOTFOUND)
+		return req_fail(r, 404, 0, "会话不存在");
+	if (rc != RC_OK)
+		return api_store_fail(r, rc, err);
+	return req_json(r, 200, im_message(&out.msg));
+}
+
+int
+im_get(struct req *r)
+{
+	const char *id = r->params[0];
+	struct msg m;
+	char err[ERR_LEN];
+	int64_t n;
+	int rc;
+
+	if (parse_uint(id, INT64_MAX, &n) == RC_OK)
+		rc = store_msg_get(r->store, r->pool, n, api_owner(r), &m, err);
+	else
+		rc = store_msg_get_by_msgid(r->store, r->pool, id, api_owner(r), &m, err);
+	if (rc == RC_NOTFOUND)
+		return req_fail(r, 404, 0, "消息不存在");
+	if (rc != RC_OK)
+		return api_store_fail(r, rc, err);
+	return req_json(r, 200, im_message(&m));
+}
+
+/* The conversation of a list request: 0 and found (*have = 1) or absent (*have = 0, an
+ * empty list); -1 after writing an error. */
+static int
+im_conv(struct req *r, struct conv *c, int *have, struct page *pg, int64_t *page,
+	int64_t *size)
+{
+	const char *sid = req_query(r, "session_id");
+
+	if (im_session_ok(r, sid) || api_page_query(r, "page", "page_size", NULL, 20, page, size, pg))
+		return -1;
+	return api_named_conv(r, sid, c, have, "会话不存在");
+}
+
+int
+im_list(struct req *r)
+{
+	struct conv c;
+	struct page pg;
+	struct msg *rows = NULL;
+	int64_t page, size, total = 0;
+	char err[ERR_LEN];
+	int have, n = 0, i, rc;
+	json_t *arr;
+
+	if (im_conv(r, &c, &have, &pg, &page, &size))
+		return -1;
+	if (have && (rc = store_msg_list(r->store, r->pool, &c, pg, &rows, &n, &total, err)))
+		return api_store_fail(r, rc, err);
+	arr = json_array();
+	for (i = 0; i < n; i++)
+		json_array_append_new(arr, im_message(&rows[i]));
+	return req_json(r, 200, json_pack("{s:o,s:I,s:I,s:I}", "messages", arr, "total",
+					  (json_int_t)total, "page", (json_int_t)page, "page_size",
+					  (json_int_t)size));
+}
+
+int
+im_records(struct req *r)
+{
+	struct conv c;
+	struct page pg;
+	struct run *rows = NULL;
+	int64_t page, size, total = 0;
+	char err[ERR_LEN];
+	int have, n = 0, i, rc;
+	json_t *arr;
+
+	if (im_conv(r, &c, &have, &pg, &page, &size))
+		return -1;
+	if (have && (rc = store_run_list(r->store, r->pool, &c, pg, &rows, &n, &total, err)))
+		return api_store_fail(r, rc, err);
+	arr = json_array();
+	for (i = 0; i < n; i++) {
+		const struct run *x = &rows[i];
+		json_array_append_new(
+			arr, json_pack("{s:I,s:s,s:s,s:s,s:o,s:i,s:o,s:o,s:o}", "id",
+				       (json_int_t)x->id, "record_id", x->record_id, "session_id",
+				       x->conv_id, "user_message_id", x->user_msg_id, "ai_message_id",
+				       api_str_or_null(x->ai_msg_id), "status", x->status,
+				       "duration_ms",
+				       x->duration_ms < 0 ? json_null() : json_integer(x->duration_ms),
+				       "error_message", api_str_or_null(x->error_message), "created_at",
+				       api_time(D_A, x->created_at)));
+	}
+	return req_json(r, 200, json_pack("{s:o,s:I,s:I,s:I}", "records", arr, "total",
+					  (json_int_t)total, "page", (json_int_t)page, "page_size",
+					  (json_int_t)size));
+}
+
+int
+im_health(struct req *r)
+{
+	char err[ERR_LEN];
+	int64_t v;
+
+	if (store_version(r->store, &v, err) != RC_OK)
+		return req_json(r, 503, json_pack("{s:s,s:s,s:s}", "status", "error", "version",
+						  PACKAGE_VERSION, "database", err));
+	return req_json(r, 200, json_pack("{s:s,s:s,s:s}", "status", "ok", "version",
+					  PACKAGE_VERSION, "database", "ok"));
+}

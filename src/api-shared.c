@@ -1,0 +1,170 @@
+/* The chrome every dialect shares: pagination, body fields, identity, times, errors. */
+#include <string.h>
+#include <stdio.h>
+#include <syslog.h>
+
+#include "rc.h"
+#include "pool.h"
+#include "util.h"
+#include "config.h"
+#include "api.h"
+
+static const char *
+bad_page_msg(struct req *r)
+{
+	return r->dialect == D_C ? "invalid page or page_size" : "分页参数不合法";
+}
+
+/* Validate page and size (already parsed) into pg; 0, or -1 after writing the 400. */
+static int
+page_finish(struct req *r, int64_t page, int64_t size, int64_t *pp, int64_t *ps,
+	    struct page *pg)
+{
+	if (page < 1 || page > PAGE_MAX || size < 1 || size > PAGE_SIZE_MAX)
+		return req_fail(r, 400, 0, bad_page_msg(r));
+	*pp = page;
+	*ps = size;
+	pg->limit = size;
+	pg->offset = (page - 1) * size;
+	return 0;
+}
+
+static int
+page_text(const char *s, int64_t max, int64_t *out)
+{
+	return s ? parse_uint(s, max, out) : RC_OK;
+}
+
+int
+api_page_query(struct req *r, const char *pname, const char *sname, const char *alias,
+	       int64_t def, int64_t *page, int64_t *size, struct page *pg)
+{
+	const char *ps = req_query(r, pname), *ss = req_query(r, sname);
+	int64_t p = 1, s = def;
+
+	if (!ss && alias)
+		ss = req_query(r, alias);
+	if (page_text(ps, PAGE_MAX, &p) != RC_OK || page_text(ss, PAGE_SIZE_MAX, &s) != RC_OK)
+		return req_fail(r, 400, 0, bad_page_msg(r));
+	return page_finish(r, p, s, page, size, pg);
+}
+
+/* An integer field of the body: absent or null keeps *out; 0 ok, -1 bad. */
+static int
+json_int_field(json_t *o, const char *name, int64_t max, int64_t *out)
+{
+	json_t *v = json_object_get(o, name);
+
+	if (!v || json_is_null(v))
+		return 0;
+	if (json_is_integer(v)) {
+		*out = json_integer_value(v);
+		return *out >= 1 && *out <= max ? 0 : -1;
+	}
+	if (json_is_string(v))
+		return parse_uint(json_string_value(v), max, out) == RC_OK ? 0 : -1;
+	return -1;
+}
+
+int
+api_page_json(struct req *r, const char *pname, const char *sname, const char *alias,
+	      int64_t def, int64_t *page, int64_t *size, struct page *pg)
+{
+	int64_t p = 1, s = def;
+	const char *sn = sname;
+
+	if (alias && !json_object_get(r->json, sname))
+		sn = alias;
+	if (json_int_field(r->json, pname, PAGE_MAX, &p) != 0 ||
+	    json_int_field(r->json, sn, PAGE_SIZE_MAX, &s) != 0)
+		return req_fail(r, 400, 0, bad_page_msg(r));
+	return page_finish(r, p, s, page, size, pg);
+}
+
+int
+api_field(struct req *r, const char *name, const char **out)
+{
+	json_t *v = json_object_get(r->json, name);
+
+	*out = NULL;
+	if (!v || json_is_null(v))
+		return 0;
+	if (!json_is_string(v)) {
+		const char *m = r->dialect == D_C ?
+			pool_printf(r->pool, "%s must be a string", name) :
+			pool_printf(r->pool, "%s 必须是字符串", name);
+		return req_fail(r, 400, 0, m);
+	}
+	*out = json_string_value(v);
+	return 0;
+}
+
+int
+api_content_check(const char *s)
+{
+	if (!s || utf8_blank(s))
+		return 1;
+	if (utf8_count(s) > CONTENT_MAX)
+		return 2;
+	return 0;
+}
+
+const char *
+api_acting_user(struct req *r, const char *given)
+{
+	if (given && utf8_count(given) > USER_ID_MAX) {
+		req_fail(r, 400, 0, r->dialect == D_C ? "user id is too long" : "用户ID过长");
+		return NULL;
+	}
+	if (given && !*given)
+		given = NULL;
+	if (r->user) {
+		if (given && strcmp(given, r->user) != 0) {
+			req_fail(r, 403, 0, r->dialect == D_C ? "user id does not match the token" :
+								"用户ID与令牌不符");
+			return NULL;
+		}
+		return r->user;
+	}
+	return given && *given ? given : DEFAULT_USER;
+}
+
+json_t *
+api_time(enum dialect d, int64_t ms)
+{
+	char t[32];
+
+	if (d == D_C)
+		return json_integer(ms);
+	time_iso(t, ms, d == D_B || d == D_D);
+	return json_string(t);
+}
+
+json_t *
+api_str_or_null(const char *s)
+{
+	return s ? json_string(s) : json_null();
+}
+
+int
+api_store_fail(struct req *r, int rc, const char *err)
+{
+	fprintf(stderr, "aichatd: %s %s: store error %d: %s\n", r->method, r->path, rc, err);
+	return req_fail(r, 500, 0, NULL);
+}
+
+int
+api_named_conv(struct req *r, const char *id, struct conv *c, int *have, const char *gone)
+{
+	char err[ERR_LEN];
+	int rc = store_conv_get(r->store, r->pool, id, api_owner(r), c, err);
+
+	*have = rc == RC_OK;
+	if (rc == RC_NOTFOUND)
+		rc = store_conv_taken(r->store, id, err) == RC_NOTFOUND ? RC_OK : RC_NOTFOUND;
+	if (rc == RC_NOTFOUND)
+		return req_fail(r, 404, 0, gone);
+	if (rc != RC_OK)
+		return api_store_fail(r, rc, err);
+	return 0;
+}

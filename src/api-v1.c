@@ -1,0 +1,224 @@
+/* Dialect D (seed 003): /api/v1 sessions, model configs and the operation log. */
+#include <string.h>
+#include <stdio.h>
+
+#include "rc.h"
+#include "pool.h"
+#include "util.h"
+#include "api.h"
+
+#define MODEL_NAME_MAX 100
+#define PROMPT_MAX 20000
+
+static int
+ok(struct req *r, json_t *data)
+{
+	return req_json(r, 200, json_pack("{s:i,s:s,s:o}", "code", 200, "message", "success",
+					  "data", data ? data : json_null()));
+}
+
+/* Stored JSON text back to a value; null when absent or unreadable. */
+static json_t *
+json_text(const char *s)
+{
+	json_t *j = s ? json_loads(s, JSON_DECODE_ANY, NULL) : NULL;
+
+	return j ? j : json_null();
+}
+
+int
+v1_session_create(struct req *r)
+{
+	const char *uid, *cfgid, *user;
+	struct conv c;
+	struct mcfg m;
+	char err[ERR_LEN];
+	int rc;
+
+	if (api_field(r, "user_id", &uid) || api_field(r, "model_config_id", &cfgid))
+		return -1;
+	if (!(user = api_acting_user(r, uid)))
+		return -1;
+	if (cfgid && *cfgid) {
+		rc = store_mcfg_get(r->store, r->pool, cfgid, &m, err);
+		if (rc == RC_NOTFOUND)
+			return req_fail(r, 404, 0, "模型配置不存在");
+		if (rc != RC_OK)
+			return api_store_fail(r, rc, err);
+	} else {
+		cfgid = NULL;
+	}
+	rc = store_conv_create(r->store, r->pool, NULL, user, "新会话", cfgid, &c, err);
+	if (rc != RC_OK)
+		return api_store_fail(r, rc, err);
+	return ok(r, json_pack("{s:s}", "session_id", c.id));
+}
+
+static json_t *
+message_json(const struct msg *m)
+{
+	const char *type = strcmp(m->role, "assistant") == 0 ? "ai" : m->role;
+
+	return json_pack("{s:s,s:s,s:s,s:o,s:o}", "message_id", m->msg_id, "type", type,
+			 "content", m->content, "created_time", api_time(D_D, m->created_at),
+			 "metadata", json_text(m->metadata));
+}
+
+int
+v1_messages_list(struct req *r)
+{
+	struct conv c;
+	struct page pg;
+	struct msg *rows = NULL;
+	int64_t page, size, total;
+	char err[ERR_LEN];
+	int n, i, rc;
+	json_t *a;
+
+	rc = store_conv_get(r->store, r->pool, r->params[0], api_owner(r), &c, err);
+	if (rc == RC_NOTFOUND)
+		return req_fail(r, 404, 0, "会话不存在");
+	if (rc != RC_OK)
+		return api_store_fail(r, rc, err);
+	if (api_page_query(r, "page_num", "page_size", NULL, 20, &page, &size, &pg))
+		return -1;
+	rc = store_msg_list(r->store, r->pool, &c, pg, &rows, &n, &total, err);
+	if (rc != RC_OK)
+		return api_store_fail(r, rc, err);
+	a = json_array();
+	for (i = 0; i < n; i++)
+		json_array_append_new(a, message_json(&rows[i]));
+	return ok(r, json_pack("{s:o,s:I,s:I,s:I}", "messages", a, "total", (json_int_t)total,
+			       "page_num", (json_int_t)page, "page_size", (json_int_t)size));
+}
+
+static json_t *
+mcfg_json(const struct mcfg *m)
+{
+	json_t *params = json_text(m->parameters);
+
+	if (!json_is_object(params)) {
+		json_decref(params);
+		params = json_object();
+	}
+	return json_pack("{s:s,s:s,s:s,s:s,s:o,s:s,s:o}", "config_id", m->config_id, "provider",
+			 m->provider, "model_name", m->model_name, "model_version",
+			 m->model_version, "parameters", params, "system_prompt", m->system_prompt,
+			 "updated_time", api_time(D_D, m->updated_at));
+}
+
+int
+v1_mcfg_list(struct req *r)
+{
+	struct mcfg *rows = NULL;
+	char err[ERR_LEN];
+	int n, i, rc;
+	json_t *a;
+
+	rc = store_mcfg_list(r->store, r->pool, &rows, &n, err);
+	if (rc != RC_OK)
+		return api_store_fail(r, rc, err);
+	a = json_array();
+	for (i = 0; i < n; i++)
+		json_array_append_new(a, mcfg_json(&rows[i]));
+	return ok(r, json_pack("{s:o}", "models", a));
+}
+
+/* A bounded string field for a config; -1 after a written 400. */
+static int
+cfg_field(struct req *r, const char *name, size_t min, size_t max, const char **out)
+{
+	size_t n;
+
+	if (api_field(r, name, out))
+		return -1;
+	if (!*out)
+		return 0;
+	n = utf8_count(*out);
+	if (n < min || n > max)
+		return req_fail(r, 400, 0, pool_printf(r->pool, "%s 长度不合法", name));
+	return 0;
+}
+
+int
+v1_mcfg_put(struct req *r)
+{
+	struct mcfg m;
+	json_t *params = json_object_get(r->json, "parameters");
+	char err[ERR_LEN], log[512];
+	int64_t updated;
+	int rc;
+
+	memset(&m, 0, sizeof(m));
+	m.config_id = r->params[0];
+	if (cfg_field(r, "model_name", 1, MODEL_NAME_MAX, (const char **)&m.model_name) ||
+	    cfg_field(r, "model_version", 0, MODEL_NAME_MAX, (const char **)&m.model_version) ||
+	    cfg_field(r, "provider", 1, 16, (const char **)&m.provider) ||
+	    cfg_field(r, "system_prompt", 0, PROMPT_MAX, (const char **)&m.system_prompt))
+		return -1;
+	if (m.provider && strcmp(m.provider, "builtin") && strcmp(m.provider, "openai") &&
+	    strcmp(m.provider, "n8n"))
+		return req_fail(r, 400, 0, "provider 必须是 builtin、openai 或 n8n");
+	if (params && !json_is_null(params)) {
+		json_t *obj = params;
+		if (json_is_string(params))
+			obj = json_loads(json_string_value(params), 0, NULL);
+		if (!json_is_object(obj)) {
+			if (obj != params)
+				json_decref(obj);
+			return req_fail(r, 400, 0, "parameters 必须是 JSON 对象");
+		}
+		m.parameters = json_dumps(obj, JSON_COMPACT);
+		if (obj != params)
+			json_decref(obj);
+		if (!m.parameters)
+			return req_fail(r, 500, 0, NULL);
+		pool_cleanup(r->pool, free, m.parameters);
+	}
+	rc = store_mcfg_update(r->store, &m, &updated, err);
+	if (rc == RC_NOTFOUND)
+		return req_fail(r, 404, 0, "模型配置不存在");
+	if (rc != RC_OK)
+		return api_store_fail(r, rc, err);
+	snprintf(log, sizeof(log), "model config %.64s updated by %.128s%s%s%s%s%s", m.config_id,
+		 r->user ? r->user : "anonymous", m.provider ? " provider" : "",
+		 m.model_name ? " model_name" : "", m.model_version ? " model_version" : "",
+		 m.parameters ? " parameters" : "", m.system_prompt ? " system_prompt" : "");
+	store_log(r->store, "info", log);
+	return ok(r, json_pack("{s:s,s:o}", "config_id", m.config_id, "updated_time",
+			       api_time(D_D, updated)));
+}
+
+int
+v1_logs(struct req *r)
+{
+	const char *level = req_query(r, "level"), *from = req_query(r, "start_time"),
+		   *to = req_query(r, "end_time");
+	int64_t from_ms = -1, to_ms = -1, page, size, total;
+	struct logent *rows = NULL;
+	struct page pg;
+	char err[ERR_LEN];
+	int n, i, rc;
+	json_t *a;
+
+	if (level && !*level)
+		level = NULL;
+	if (level && strcmp(level, "info") && strcmp(level, "warning") && strcmp(level, "error"))
+		return req_fail(r, 400, 0, "level 必须是 info、warning 或 error");
+	if ((from && *from && time_parse(from, &from_ms) != RC_OK) ||
+	    (to && *to && time_parse(to, &to_ms) != RC_OK))
+		return req_fail(r, 400, 0, "时间格式不合法");
+	if (api_page_query(r, "page_num", "page_size", NULL, 20, &page, &size, &pg))
+		return -1;
+	rc = store_log_list(r->store, r->pool, level, from_ms, to_ms, pg, &rows, &n, &total, err);
+	if (rc != RC_OK)
+		return api_store_fail(r, rc, err);
+	a = json_array();
+	for (i = 0; i < n; i++)
+		json_array_append_new(a, json_pack("{s:I,s:s,s:s,s:o}", "log_id",
+						   (json_int_t)rows[i].id, "level", rows[i].level,
+						   "message", rows[i].message, "created_time",
+						   api_time(D_D, rows[i].created_at)));
+	return ok(r, json_pack("{s:o,s:I,s:I,s:I}", "logs", a, "total", (json_int_t)total,
+			       "page_num", (json_int_t)page, "page_size", (json_int_t)size));
+}

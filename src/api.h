@@ -1,0 +1,96 @@
+/*
+ * api: the handlers, one file per dialect, and the shared chrome they use.
+ *   api-im.c       dialect A (seed 000): /api/message, /api/ai, /health
+ *   api-aichat.c   dialect B (seed 001): /api/chat/session*, /api/chat/message*, /aichat
+ *   api-chax.c     dialect C (seed 002): /ai
+ *   api-v1.c       dialect D (seed 003): /api/v1
+ *   api-workflow.c dialect E (seed 004): /api/chat/send, /history, /stream
+ *   api-shared.c   pagination, body fields, identity, times
+ * A handler returns 0 after req_json(), or the -1 of req_fail().
+ */
+#ifndef AICHATD_API_H
+#define AICHATD_API_H
+
+#include <jansson.h>
+
+#include "req.h"
+#include "store.h"
+
+#define CONTENT_MAX 5000 /* code points */
+#define SESSION_ID_MAX 48
+#define TITLE_MAX 200
+#define USER_ID_MAX 128
+#define PAGE_MAX 2147483647LL
+#define PAGE_SIZE_MAX 100
+#define DEFAULT_USER "default_user"
+
+/* dialect A */
+int im_send(struct req *r);
+int im_get(struct req *r);
+int im_list(struct req *r);
+int im_records(struct req *r);
+int im_health(struct req *r);
+/* dialect B */
+int aichat_session_create(struct req *r);
+int aichat_session_get(struct req *r);
+int aichat_sessions_list(struct req *r);
+int aichat_session_delete(struct req *r);
+int aichat_session_rename(struct req *r);
+int aichat_message_post(struct req *r);
+int aichat_message_get(struct req *r);
+int aichat_messages_list(struct req *r);
+int aichat_message_delete(struct req *r);
+int aichat_message_edit(struct req *r);
+int aichat_view_list(struct req *r);
+int aichat_view_listshow(struct req *r);
+int aichat_view_session(struct req *r);
+/* dialect C */
+int chax_record_list(struct req *r);
+int chax_message_list(struct req *r);
+int chax_message_content(struct req *r);
+int chax_chat(struct req *r);
+/* dialect D */
+int v1_session_create(struct req *r);
+int v1_messages_list(struct req *r);
+int v1_mcfg_list(struct req *r);
+int v1_mcfg_put(struct req *r);
+int v1_logs(struct req *r);
+/* dialect E */
+int wf_history(struct req *r);
+
+/* ---- shared chrome (api-shared.c) ---- */
+
+/* Pagination from the query string: page parameter `pname`, size parameter `sname` (and
+ * its alias `alias`, may be NULL), default size `def`. On a bad value writes the 400 and
+ * returns -1. */
+int api_page_query(struct req *r, const char *pname, const char *sname, const char *alias,
+		   int64_t def, int64_t *page, int64_t *size, struct page *pg);
+/* The same from the JSON body (integers, or strings holding them). */
+int api_page_json(struct req *r, const char *pname, const char *sname, const char *alias,
+		  int64_t def, int64_t *page, int64_t *size, struct page *pg);
+
+/* A string field of r->json: *out is NULL when absent or null. A present field of another
+ * type writes a 400 (`msg`, or a generic one) and returns -1. */
+int api_field(struct req *r, const char *name, const char **out);
+/* Content rules shared by every dialect: 0 ok, 1 empty or blank, 2 too long. */
+int api_content_check(const char *s);
+
+/* The user a request acts for, given an optional user id from the body or path: with auth
+ * on, a different id is a 403 (returns NULL after writing it); with auth off, the given id
+ * or DEFAULT_USER. */
+const char *api_acting_user(struct req *r, const char *given);
+/* The visibility filter for the store: the token's user, or NULL with auth off. */
+#define api_owner(r) ((r)->user)
+
+/* A conversation named by a client (A's session_id, E's sessionId): found (*have = 1), or
+ * never used (*have = 0: lists as empty); -1 after writing a 404 with `gone` when it is
+ * deleted or someone else's. */
+int api_named_conv(struct req *r, const char *id, struct conv *c, int *have, const char *gone);
+/* A timestamp as the dialect renders it. New reference. */
+json_t *api_time(enum dialect d, int64_t ms);
+/* json_string() of possibly NULL text: null for NULL. New reference. */
+json_t *api_str_or_null(const char *s);
+/* A store failure that is not "not found": log it and write a 500. Returns -1. */
+int api_store_fail(struct req *r, int rc, const char *err);
+
+#endif

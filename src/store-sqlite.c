@@ -1,0 +1,1037 @@
+/*
+ * The SQLite implementation of store.h: the only file with SQL in it (besides schema/).
+ * Statements are prepared on first use and kept for the life of the connection.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+#include <sqlite3.h>
+
+#include "rc.h"
+#include "pool.h"
+#include "util.h"
+#include "schema.h"
+#include "store.h"
+
+enum stmt_id {
+	S_BEGIN,
+	S_COMMIT,
+	S_ROLLBACK,
+	S_CONV_GET,
+	S_CONV_EXISTS,
+	S_CONV_INSERT,
+	S_CONV_TOUCH,
+	S_CONV_LIST_ALL,
+	S_CONV_LIST_USER,
+	S_CONV_COUNT_ALL,
+	S_CONV_COUNT_USER,
+	S_CONV_RENAME,
+	S_CONV_DELETE,
+	S_MSG_INSERT,
+	S_MSG_GET,
+	S_MSG_GET_BY_MSGID,
+	S_MSG_LIST,
+	S_MSG_LATEST,
+	S_MSG_EDIT,
+	S_MSG_DELETE,
+	S_PAIRS,
+	S_PAIRS_COUNT,
+	S_RUN_LIST,
+	S_RUN_COUNT,
+	S_MCFG_LIST,
+	S_MCFG_GET,
+	S_MCFG_ENSURE,
+	S_MCFG_UPDATE,
+	S_LOG_ADD,
+	S_LOG_PRUNE,
+	S_LOG_LIST,
+	S_LOG_COUNT,
+	S_VERSION,
+	S__COUNT
+};
+
+#define CONV_COLS "seq, id, user_id, title, model_config, msg_count, created_at, updated_at"
+#define MSG_COLS                                                                              \
+	"m.id, m.msg_id, c.id, m.user_id, m.role, m.content, m.error, m.metadata, "           \
+	"m.unfinished, m.visible, m.created_at, m.updated_at"
+#define VISIBLE_CONV "c.is_deleted = 0 AND (?2 IS NULL OR c.user_id = ?2)"
+
+static const char *const stmt_sql[S__COUNT] = {
+	[S_BEGIN] = "BEGIN IMMEDIATE",
+	[S_COMMIT] = "COMMIT",
+	[S_ROLLBACK] = "ROLLBACK",
+	[S_CONV_GET] = "SELECT " CONV_COLS " FROM conversations c WHERE id = ?1 AND " VISIBLE_CONV,
+	[S_CONV_EXISTS] = "SELECT 1 FROM conversations WHERE id = ?1",
+	[S_CONV_INSERT] = "INSERT INTO conversations (id, user_id, title, model_config, "
+			  "created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+	[S_CONV_TOUCH] = "UPDATE conversations SET updated_at = max(updated_at, ?2), "
+			 "msg_count = msg_count + ?3 WHERE seq = ?1",
+	[S_CONV_LIST_ALL] = "SELECT " CONV_COLS " FROM conversations WHERE is_deleted = 0 "
+			    "ORDER BY updated_at DESC, seq DESC LIMIT ?2 OFFSET ?3",
+	[S_CONV_LIST_USER] = "SELECT " CONV_COLS " FROM conversations WHERE is_deleted = 0 "
+			     "AND user_id = ?1 ORDER BY updated_at DESC, seq DESC LIMIT ?2 OFFSET ?3",
+	[S_CONV_COUNT_ALL] = "SELECT count(*) FROM conversations WHERE is_deleted = 0",
+	[S_CONV_COUNT_USER] = "SELECT count(*) FROM conversations WHERE is_deleted = 0 "
+			      "AND user_id = ?1",
+	[S_CONV_RENAME] = "UPDATE conversations AS c SET title = ?3, updated_at = ?4 "
+			  "WHERE id = ?1 AND " VISIBLE_CONV,
+	[S_CONV_DELETE] = "UPDATE conversations AS c SET is_deleted = 1 WHERE id = ?1 AND "
+			  VISIBLE_CONV,
+	[S_MSG_INSERT] = "INSERT INTO messages (msg_id, conv_seq, user_id, role, content, "
+			 "unfinished, metadata, created_at, updated_at) "
+			 "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)",
+	[S_MSG_GET] = "SELECT " MSG_COLS " FROM messages m JOIN conversations c "
+		      "ON c.seq = m.conv_seq WHERE m.id = ?1 AND m.is_deleted = 0 AND " VISIBLE_CONV,
+	[S_MSG_GET_BY_MSGID] = "SELECT " MSG_COLS " FROM messages m JOIN conversations c "
+			       "ON c.seq = m.conv_seq WHERE m.msg_id = ?1 AND m.is_deleted = 0 "
+			       "AND " VISIBLE_CONV,
+	[S_MSG_LIST] = "SELECT " MSG_COLS " FROM messages m JOIN conversations c "
+		       "ON c.seq = m.conv_seq WHERE m.conv_seq = ?1 AND m.is_deleted = 0 "
+		       "ORDER BY m.id LIMIT ?2 OFFSET ?3",
+	[S_MSG_LATEST] = "SELECT * FROM (SELECT " MSG_COLS " FROM messages m JOIN conversations c "
+			 "ON c.seq = m.conv_seq WHERE m.conv_seq = ?1 AND m.is_deleted = 0 "
+			 "ORDER BY m.id DESC LIMIT ?2) ORDER BY 1",
+	[S_MSG_EDIT] = "UPDATE messages SET content = ?2, updated_at = ?3 "
+		       "WHERE id = ?1 AND is_deleted = 0",
+	[S_MSG_DELETE] = "UPDATE messages SET is_deleted = 1, updated_at = ?2 "
+			 "WHERE id = ?1 AND is_deleted = 0 RETURNING conv_seq",
+	[S_PAIRS] = "SELECT u.id, u.user_id, u.content, u.created_at, "
+		    "(SELECT a.content FROM messages a WHERE a.conv_seq = u.conv_seq "
+		    "AND a.is_deleted = 0 AND a.id > u.id AND a.role = 'assistant' "
+		    "AND a.id < coalesce((SELECT min(n.id) FROM messages n WHERE "
+		    "n.conv_seq = u.conv_seq AND n.is_deleted = 0 AND n.id > u.id "
+		    "AND n.role = 'user'), 9223372036854775807) ORDER BY a.id LIMIT 1) "
+		    "FROM messages u WHERE u.conv_seq = ?1 AND u.is_deleted = 0 "
+		    "AND u.role = 'user' ORDER BY u.id LIMIT ?2 OFFSET ?3",
+	[S_PAIRS_COUNT] = "SELECT count(*) FROM messages WHERE conv_seq = ?1 AND is_deleted = 0 "
+			  "AND role = 'user'",
+	[S_RUN_LIST] = "SELECT r.id, r.record_id, c.id, um.msg_id, am.msg_id, r.status, "
+		       "r.duration_ms, r.error_message, r.created_at FROM runs r "
+		       "JOIN conversations c ON c.seq = r.conv_seq "
+		       "JOIN messages um ON um.id = r.user_msg "
+		       "LEFT JOIN messages am ON am.id = r.ai_msg "
+		       "WHERE r.conv_seq = ?1 ORDER BY r.id LIMIT ?2 OFFSET ?3",
+	[S_RUN_COUNT] = "SELECT count(*) FROM runs WHERE conv_seq = ?1",
+	[S_MCFG_LIST] = "SELECT config_id, provider, model_name, model_version, parameters, "
+			"system_prompt, updated_at FROM model_configs ORDER BY config_id",
+	[S_MCFG_GET] = "SELECT config_id, provider, model_name, model_version, parameters, "
+		       "system_prompt, updated_at FROM model_configs WHERE config_id = ?1",
+	[S_MCFG_ENSURE] = "INSERT OR IGNORE INTO model_configs (config_id, provider, model_name, "
+			  "model_version, parameters, system_prompt, updated_at) "
+			  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+	[S_MCFG_UPDATE] = "UPDATE model_configs SET provider = coalesce(?2, provider), "
+			  "model_name = coalesce(?3, model_name), "
+			  "model_version = coalesce(?4, model_version), "
+			  "parameters = coalesce(?5, parameters), "
+			  "system_prompt = coalesce(?6, system_prompt), updated_at = ?7 "
+			  "WHERE config_id = ?1",
+	[S_LOG_ADD] = "INSERT INTO logs (level, message, created_at) VALUES (?1, ?2, ?3)",
+	[S_LOG_PRUNE] = "DELETE FROM logs WHERE id <= ?1",
+	[S_LOG_LIST] = "SELECT id, level, message, created_at FROM logs WHERE "
+		       "(?1 IS NULL OR level = ?1) AND created_at >= ?2 AND created_at <= ?3 "
+		       "ORDER BY created_at DESC, id DESC LIMIT ?4 OFFSET ?5",
+	[S_LOG_COUNT] = "SELECT count(*) FROM logs WHERE (?1 IS NULL OR level = ?1) "
+			"AND created_at >= ?2 AND created_at <= ?3",
+	[S_VERSION] = "SELECT coalesce(max(version), 0) FROM schema_migrations",
+};
+
+#define LOG_KEEP 100000
+
+struct store {
+	sqlite3 *db;
+	sqlite3_stmt *stmt[S__COUNT];
+};
+
+static int
+db_fail(struct store *st, char *err, const char *what)
+{
+	snprintf(err, ERR_LEN, "%s: %s", what, sqlite3_errmsg(st->db));
+	return RC_ERR;
+}
+
+/* The prepared statement, reset and unbound, ready for binding; NULL on failure. */
+static sqlite3_stmt *
+db_stmt(struct store *st, enum stmt_id id, char *err)
+{
+	sqlite3_stmt *s = st->stmt[id];
+
+	if (s) {
+		sqlite3_reset(s);
+		sqlite3_clear_bindings(s);
+		return s;
+	}
+	if (sqlite3_prepare_v3(st->db, stmt_sql[id], -1, SQLITE_PREPARE_PERSISTENT, &s, NULL) !=
+	    SQLITE_OK) {
+		db_fail(st, err, "prepare");
+		return NULL;
+	}
+	st->stmt[id] = s;
+	return s;
+}
+
+static void
+bind_text(sqlite3_stmt *s, int i, const char *v)
+{
+	if (v)
+		sqlite3_bind_text(s, i, v, -1, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(s, i);
+}
+
+static char *
+col_text(struct pool *p, sqlite3_stmt *s, int i)
+{
+	const unsigned char *t = sqlite3_column_text(s, i);
+
+	if (!t)
+		return NULL;
+	return pool_strndup(p, (const char *)t, (size_t)sqlite3_column_bytes(s, i));
+}
+
+/* Run a statement that returns no rows (or whose rows do not matter). */
+static int
+db_exec_stmt(struct store *st, sqlite3_stmt *s, char *err)
+{
+	int r = sqlite3_step(s);
+
+	sqlite3_reset(s);
+	if (r != SQLITE_DONE && r != SQLITE_ROW)
+		return db_fail(st, err, "step");
+	return RC_OK;
+}
+
+static int
+db_begin(struct store *st, char *err)
+{
+	sqlite3_stmt *s = db_stmt(st, S_BEGIN, err);
+
+	return s ? db_exec_stmt(st, s, err) : RC_ERR;
+}
+
+static int
+db_commit(struct store *st, char *err)
+{
+	sqlite3_stmt *s = db_stmt(st, S_COMMIT, err);
+
+	return s ? db_exec_stmt(st, s, err) : RC_ERR;
+}
+
+static void
+db_rollback(struct store *st)
+{
+	char err[ERR_LEN];
+	sqlite3_stmt *s;
+
+	if (sqlite3_get_autocommit(st->db))
+		return;
+	s = db_stmt(st, S_ROLLBACK, err);
+	if (s)
+		db_exec_stmt(st, s, err);
+}
+
+/* A single-integer query; RC_NOTFOUND when it returns no row. */
+static int
+db_int(struct store *st, sqlite3_stmt *s, int64_t *out, char *err)
+{
+	int r = sqlite3_step(s);
+
+	if (r == SQLITE_ROW) {
+		*out = sqlite3_column_int64(s, 0);
+		sqlite3_reset(s);
+		return RC_OK;
+	}
+	sqlite3_reset(s);
+	if (r == SQLITE_DONE)
+		return RC_NOTFOUND;
+	return db_fail(st, err, "step");
+}
+
+struct store *
+store_open(const char *path, char *err)
+{
+	struct store *st = calloc(1, sizeof(*st));
+	char *emsg = NULL;
+
+	if (!st) {
+		snprintf(err, ERR_LEN, "out of memory");
+		return NULL;
+	}
+	if (sqlite3_open_v2(path, &st->db,
+			    SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+			    NULL) != SQLITE_OK) {
+		snprintf(err, ERR_LEN, "open %s: %s", path,
+			 st->db ? sqlite3_errmsg(st->db) : "out of memory");
+		store_close(st);
+		return NULL;
+	}
+	sqlite3_busy_timeout(st->db, 10000);
+	sqlite3_extended_result_codes(st->db, 1);
+	if (sqlite3_exec(st->db,
+			 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
+			 "PRAGMA foreign_keys = ON; PRAGMA cache_size = -16384; "
+			 "PRAGMA mmap_size = 268435456; PRAGMA temp_store = MEMORY;",
+			 NULL, NULL, &emsg) != SQLITE_OK) {
+		snprintf(err, ERR_LEN, "configure %s: %s", path, emsg ? emsg : "?");
+		sqlite3_free(emsg);
+		store_close(st);
+		return NULL;
+	}
+	return st;
+}
+
+void
+store_close(struct store *st)
+{
+	int i;
+
+	if (!st)
+		return;
+	for (i = 0; i < S__COUNT; i++)
+		sqlite3_finalize(st->stmt[i]);
+	sqlite3_close(st->db);
+	free(st);
+}
+
+int
+store_version(struct store *st, int64_t *version, char *err)
+{
+	sqlite3_stmt *s = db_stmt(st, S_VERSION, err);
+
+	if (!s)
+		return RC_ERR;
+	return db_int(st, s, version, err);
+}
+
+int
+store_migrate(struct store *st, char *err)
+{
+	size_t i;
+	char *emsg = NULL;
+
+	if (sqlite3_exec(st->db,
+			 "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY "
+			 "KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+			 NULL, NULL, &emsg) != SQLITE_OK)
+		goto fail;
+	for (i = 0; i < schema_migrations_count; i++) {
+		const struct schema_migration *m = &schema_migrations[i];
+		sqlite3_stmt *s;
+		int r, have;
+
+		if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, &emsg) != SQLITE_OK)
+			goto fail;
+		/* checked inside the write transaction: another process may have just applied it */
+		if (sqlite3_prepare_v2(st->db,
+				       "SELECT 1 FROM schema_migrations WHERE version = ?1", -1, &s,
+				       NULL) != SQLITE_OK)
+			goto fail_db;
+		sqlite3_bind_int(s, 1, m->version);
+		r = sqlite3_step(s);
+		sqlite3_finalize(s);
+		if (r != SQLITE_ROW && r != SQLITE_DONE)
+			goto fail_db;
+		have = r == SQLITE_ROW;
+		if (!have) {
+			if (sqlite3_exec(st->db, m->sql, NULL, NULL, &emsg) != SQLITE_OK)
+				goto fail;
+			if (sqlite3_prepare_v2(st->db,
+					       "INSERT INTO schema_migrations (version, name, "
+					       "applied_at) VALUES (?1, ?2, ?3)",
+					       -1, &s, NULL) != SQLITE_OK)
+				goto fail_db;
+			sqlite3_bind_int(s, 1, m->version);
+			sqlite3_bind_text(s, 2, m->name, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(s, 3, time_now_ms());
+			r = sqlite3_step(s);
+			sqlite3_finalize(s);
+			if (r != SQLITE_DONE)
+				goto fail_db;
+		}
+		if (sqlite3_exec(st->db, "COMMIT", NULL, NULL, &emsg) != SQLITE_OK)
+			goto fail;
+	}
+	return RC_OK;
+fail_db:
+	snprintf(err, ERR_LEN, "migrate: %s", sqlite3_errmsg(st->db));
+	db_rollback(st);
+	return RC_ERR;
+fail:
+	snprintf(err, ERR_LEN, "migrate: %s", emsg ? emsg : sqlite3_errmsg(st->db));
+	sqlite3_free(emsg);
+	db_rollback(st);
+	return RC_ERR;
+}
+
+/* ---- conversations ---- */
+
+static void
+conv_row(struct pool *p, sqlite3_stmt *s, struct conv *c)
+{
+	c->seq = sqlite3_column_int64(s, 0);
+	c->id = col_text(p, s, 1);
+	c->user_id = col_text(p, s, 2);
+	c->title = col_text(p, s, 3);
+	c->model_config = col_text(p, s, 4);
+	c->msg_count = sqlite3_column_int64(s, 5);
+	c->created_at = sqlite3_column_int64(s, 6);
+	c->updated_at = sqlite3_column_int64(s, 7);
+}
+
+/* Step a statement expected to yield one row read by fill; RC_NOTFOUND when none. */
+#define STEP_ONE(st, s, err, fill)                                                            \
+	do {                                                                                  \
+		int r_ = sqlite3_step(s);                                                     \
+		if (r_ == SQLITE_ROW) {                                                       \
+			fill;                                                                 \
+			sqlite3_reset(s);                                                     \
+			return RC_OK;                                                         \
+		}                                                                             \
+		sqlite3_reset(s);                                                             \
+		if (r_ == SQLITE_DONE)                                                        \
+			return RC_NOTFOUND;                                                   \
+		return db_fail(st, err, "step");                                              \
+	} while (0)
+
+int
+store_conv_get(struct store *st, struct pool *p, const char *id, const char *owner,
+	       struct conv *out, char *err)
+{
+	sqlite3_stmt *s = db_stmt(st, S_CONV_GET, err);
+
+	if (!s)
+		return RC_ERR;
+	bind_text(s, 1, id);
+	bind_text(s, 2, owner);
+	STEP_ONE(st, s, err, conv_row(p, s, out));
+}
+
+int
+store_conv_taken(struct store *st, const char *id, char *err)
+{
+	sqlite3_stmt *s = db_stmt(st, S_CONV_EXISTS, err);
+	int64_t one;
+
+	if (!s)
+		return RC_ERR;
+	bind_text(s, 1, id);
+	return db_int(st, s, &one, err);
+}
+
+/* Insert a conversation inside the caller's transaction. */
+static int
+conv_insert(struct store *st, struct pool *p, const char *id, const char *user_id,
+	    const char *title, const char *model_config, int64_t now, struct conv *out,
+	    char *err)
+{
+	char uuid[IDS_UUID_LEN + 1];
+	sqlite3_stmt *s = db_stmt(st, S_CONV_INSERT, err);
+	int r;
+
+	if (!s)
+		return RC_ERR;
+	if (!id) {
+		if (ids_uuid4(uuid) != RC_OK) {
+			snprintf(err, ERR_LEN, "no randomness for an id");
+			return RC_ERR;
+		}
+		id = uuid;
+	}
+	bind_text(s, 1, id);
+	bind_text(s, 2, user_id);
+	bind_text(s, 3, title);
+	bind_text(s, 4, model_config);
+	sqlite3_bind_int64(s, 5, now);
+	r = sqlite3_step(s);
+	sqlite3_reset(s);
+	if (r == SQLITE_CONSTRAINT_UNIQUE || r == SQLITE_CONSTRAINT_PRIMARYKEY) {
+		snprintf(err, ERR_LEN, "conversation id taken");
+		return RC_CONFLICT;
+	}
+	if (r != SQLITE_DONE)
+		return db_fail(st, err, "insert conversation");
+	out->seq = sqlite3_last_insert_rowid(st->db);
+	out->id = pool_strdup(p, id);
+	out->user_id = pool_strdup(p, user_id);
+	out->title = pool_strdup(p, title);
+	out->model_config = pool_strdup(p, model_config);
+	out->msg_count = 0;
+	out->created_at = out->updated_at = now;
+	if (!out->id || !out->user_id || !out->title) {
+		snprintf(err, ERR_LEN, "out of memory");
+		return RC_NOMEM;
+	}
+	return RC_OK;
+}
+
+int
+store_conv_create(struct store *st, struct pool *p, const char *id, const char *user_id,
+		  const char *title, const char *model_config, struct conv *out, char *err)
+{
+	return conv_insert(st, p, id, user_id, title, model_config, time_now_ms(), out, err);
+}
+
+int
+store_conv_list(struct store *st, struct pool *p, const char *user, struct page pg,
+		struct conv **rows, int *n, int64_t *total, char *err)
+{
+	sqlite3_stmt *s;
+	struct conv *v;
+	int r, i = 0;
+
+	s = db_stmt(st, user ? S_CONV_COUNT_USER : S_CONV_COUNT_ALL, err);
+	if (!s)
+		return RC_ERR;
+	if (user)
+		bind_text(s, 1, user);
+	if ((r = db_int(st, s, total, err)) != RC_OK)
+		return r;
+	v = pool_alloc(p, sizeof(*v) * (size_t)(pg.limit ? pg.limit : 1));
+	s = db_stmt(st, user ? S_CONV_LIST_USER : S_CONV_LIST_ALL, err);
+	if (!v || !s)
+		return v ? RC_ERR : RC_NOMEM;
+	if (user)
+		bind_text(s, 1, user);
+	sqlite3_bind_int64(s, 2, pg.limit);
+	sqlite3_bind_int64(s, 3, pg.offset);
+	while ((r = sqlite3_step(s)) == SQLITE_ROW && i < pg.limit)
+		conv_row(p, s, &v[i++]);
+	sqlite3_reset(s);
+	if (r != SQLITE_DONE && r != SQLITE_ROW)
+		return db_fail(st, err, "list conversations");
+	*rows = v;
+	*n = i;
+	return RC_OK;
+}
+
+/* Run an UPDATE keyed by conversation id and owner; RC_NOTFOUND when it changed nothing. */
+static int
+conv_update(struct store *st, enum stmt_id id_, const char *id, const char *owner,
+	    const char *title, char *err)
+{
+	sqlite3_stmt *s = db_stmt(st, id_, err);
+	int r;
+
+	if (!s)
+		return RC_ERR;
+	bind_text(s, 1, id);
+	bind_text(s, 2, owner);
+	if (title) {
+		bind_text(s, 3, title);
+		sqlite3_bind_int64(s, 4, time_now_ms());
+	}
+	r = db_exec_stmt(st, s, err);
+	if (r != RC_OK)
+		return r;
+	return sqlite3_changes(st->db) ? RC_OK : RC_NOTFOUND;
+}
+
+int
+store_conv_rename(struct store *st, const char *id, const char *owner, const char *title,
+		  char *err)
+{
+	return conv_update(st, S_CONV_RENAME, id, owner, title, err);
+}
+
+int
+store_conv_delete(struct store *st, const char *id, const char *owner, char *err)
+{
+	return conv_update(st, S_CONV_DELETE, id, owner, NULL, err);
+}
+
+/* ---- messages ---- */
+
+static void
+msg_row(struct pool *p, sqlite3_stmt *s, struct msg *m)
+{
+	m->id = sqlite3_column_int64(s, 0);
+	m->msg_id = col_text(p, s, 1);
+	m->conv_id = col_text(p, s, 2);
+	m->user_id = col_text(p, s, 3);
+	m->role = col_text(p, s, 4);
+	m->content = col_text(p, s, 5);
+	m->error = col_text(p, s, 6);
+	m->metadata = col_text(p, s, 7);
+	m->unfinished = sqlite3_column_int(s, 8);
+	m->visible = sqlite3_column_int(s, 9);
+	m->created_at = sqlite3_column_int64(s, 10);
+	m->updated_at = sqlite3_column_int64(s, 11);
+}
+
+/* Insert a message inside the caller's transaction, retrying on a (rare) msg_id clash. */
+static int
+msg_insert(struct store *st, struct pool *p, const struct conv *c, const char *sender,
+	   const char *role, const char *content, int unfinished, const char *metadata,
+	   int64_t now, struct msg *out, char *err)
+{
+	char msg_id[IDS_STAMPED_MAX];
+	sqlite3_stmt *s = db_stmt(st, S_MSG_INSERT, err);
+	int r = SQLITE_ERROR, tries;
+
+	if (!s)
+		return RC_ERR;
+	for (tries = 0; tries < 8; tries++) {
+		if (ids_stamped(msg_id, "msg", now) != RC_OK) {
+			snprintf(err, ERR_LEN, "no randomness for an id");
+			return RC_ERR;
+		}
+		bind_text(s, 1, msg_id);
+		sqlite3_bind_int64(s, 2, c->seq);
+		bind_text(s, 3, sender);
+		bind_text(s, 4, role);
+		bind_text(s, 5, content);
+		sqlite3_bind_int(s, 6, unfinished);
+		bind_text(s, 7, metadata);
+		sqlite3_bind_int64(s, 8, now);
+		r = sqlite3_step(s);
+		sqlite3_reset(s);
+		if (r != SQLITE_CONSTRAINT_UNIQUE)
+			break;
+	}
+	if (r != SQLITE_DONE)
+		return db_fail(st, err, "insert message");
+	out->id = sqlite3_last_insert_rowid(st->db);
+	out->msg_id = pool_strdup(p, msg_id);
+	out->conv_id = c->id;
+	out->user_id = pool_strdup(p, sender);
+	out->role = pool_strdup(p, role);
+	out->content = pool_strdup(p, content);
+	out->error = NULL;
+	out->metadata = pool_strdup(p, metadata);
+	out->unfinished = unfinished;
+	out->visible = 1;
+	out->created_at = out->updated_at = now;
+	if (!out->msg_id || !out->user_id || !out->role || !out->content) {
+		snprintf(err, ERR_LEN, "out of memory");
+		return RC_NOMEM;
+	}
+	return RC_OK;
+}
+
+static int
+conv_touch(struct store *st, int64_t seq, int64_t now, int delta, char *err)
+{
+	sqlite3_stmt *s = db_stmt(st, S_CONV_TOUCH, err);
+
+	if (!s)
+		return RC_ERR;
+	sqlite3_bind_int64(s, 1, seq);
+	sqlite3_bind_int64(s, 2, now);
+	sqlite3_bind_int(s, 3, delta);
+	return db_exec_stmt(st, s, err);
+}
+
+int
+store_post(struct store *st, struct pool *p, const struct store_post *in,
+	   struct store_posted *out, char *err)
+{
+	int64_t now = time_now_ms();
+	int rc;
+
+	if ((rc = db_begin(st, err)) != RC_OK)
+		return rc;
+	rc = RC_NOTFOUND;
+	if (in->conv_id)
+		rc = store_conv_get(st, p, in->conv_id, in->owner, &out->conv, err);
+	if (rc == RC_NOTFOUND && (in->create || !in->conv_id)) {
+		rc = conv_insert(st, p, in->conv_id, in->conv_user, in->title, NULL, now,
+				 &out->conv, err);
+		if (rc == RC_CONFLICT)
+			rc = RC_NOTFOUND; /* deleted, or someone else's: the same to this caller */
+	}
+	if (rc != RC_OK)
+		goto fail;
+	rc = msg_insert(st, p, &out->conv, in->sender, in->role, in->content, 0, in->metadata,
+			now, &out->msg, err);
+	if (rc != RC_OK)
+		goto fail;
+	if (in->placeholder) {
+		rc = msg_insert(st, p, &out->conv, "ai_bot", "assistant", "", 1, NULL, now,
+				&out->reply, err);
+		if (rc != RC_OK)
+			goto fail;
+	}
+	rc = conv_touch(st, out->conv.seq, now, in->placeholder ? 2 : 1, err);
+	if (rc != RC_OK)
+		goto fail;
+	if ((rc = db_commit(st, err)) != RC_OK)
+		goto fail;
+	out->conv.updated_at = now;
+	out->conv.msg_count += in->placeholder ? 2 : 1;
+	return RC_OK;
+fail:
+	db_rollback(st);
+	return rc;
+}
+
+static int
+msg_get(struct store *st, struct pool *p, enum stmt_id id_, int64_t id, const char *msg_id,
+	const char *owner, struct msg *out, char *err)
+{
+	sqlite3_stmt *s = db_stmt(st, id_, err);
+
+	if (!s)
+		return RC_ERR;
+	if (msg_id)
+		bind_text(s, 1, msg_id);
+	else
+		sqlite3_bind_int64(s, 1, id);
+	bind_text(s, 2, owner);
+	STEP_ONE(st, s, err, msg_row(p, s, out));
+}
+
+int
+store_msg_get(struct store *st, struct pool *p, int64_t id, const char *owner, struct msg *out,
+	      char *err)
+{
+	return msg_get(st, p, S_MSG_GET, id, NULL, owner, out, err);
+}
+
+int
+store_msg_get_by_msgid(struct store *st, struct pool *p, const char *msg_id, const char *owner,
+		       struct msg *out, char *err)
+{
+	return msg_get(st, p, S_MSG_GET_BY_MSGID, 0, msg_id, owner, out, err);
+}
+
+/* Read up to limit message rows of a statement already bound. */
+static int
+msg_rows(struct store *st, struct pool *p, sqlite3_stmt *s, int64_t limit, struct msg **rows,
+	 int *n, char *err)
+{
+	struct msg *v = pool_alloc(p, sizeof(*v) * (size_t)(limit ? limit : 1));
+	int r, i = 0;
+
+	if (!v) {
+		sqlite3_reset(s);
+		return RC_NOMEM;
+	}
+	while (i < limit && (r = sqlite3_step(s)) == SQLITE_ROW)
+		msg_row(p, s, &v[i++]);
+	if (i < limit && r != SQLITE_DONE) {
+		sqlite3_reset(s);
+		return db_fail(st, err, "list messages");
+	}
+	sqlite3_reset(s);
+	*rows = v;
+	*n = i;
+	return RC_OK;
+}
+
+int
+store_msg_list(struct store *st, struct pool *p, const struct conv *c, struct page pg,
+	       struct msg **rows, int *n, int64_t *total, char *err)
+{
+	sqlite3_stmt *s = db_stmt(st, S_MSG_LIST, err);
+
+	if (!s)
+		return RC_ERR;
+	/* the conversation row keeps the visible-message count: no COUNT(*) scan per page */
+	*total = c->msg_count;
+	sqlite3_bind_int64(s, 1, c->seq);
+	sqlite3_bind_int64(s, 2, pg.limit);
+	sqlite3_bind_int64(s, 3, pg.offset);
+	return msg_rows(st, p, s, pg.limit, rows, n, err);
+}
+
+int
+store_msg_latest(struct store *st, struct pool *p, const struct conv *c, int limit,
+		 struct msg **rows, int *n, char *err)
+{
+	sqlite3_stmt *s = db_stmt(st, S_MSG_LATEST, err);
+
+	if (!s)
+		return RC_ERR;
+	sqlite3_bind_int64(s, 1, c->seq);
+	sqlite3_bind_int(s, 2, limit);
+	return msg_rows(st, p, s, limit, rows, n, err);
+}
+
+int
+store_msg_edit(struct store *st, int64_t id, const char *content, char *err)
+{
+	sqlite3_stmt *s = db_stmt(st, S_MSG_EDIT, err);
+	int rc;
+
+	if (!s)
+		return RC_ERR;
+	sqlite3_bind_int64(s, 1, id);
+	bind_text(s, 2, content);
+	sqlite3_bind_int64(s, 3, time_now_ms());
+	if ((rc = db_exec_stmt(st, s, err)) != RC_OK)
+		return rc;
+	return sqlite3_changes(st->db) ? RC_OK : RC_NOTFOUND;
+}
+
+int
+store_msg_delete(struct store *st, int64_t id, char *err)
+{
+	int64_t now = time_now_ms(), seq;
+	sqlite3_stmt *s;
+	int rc;
+
+	if ((rc = db_begin(st, err)) != RC_OK)
+		return rc;
+	s = db_stmt(st, S_MSG_DELETE, err);
+	if (!s) {
+		rc = RC_ERR;
+		goto fail;
+	}
+	sqlite3_bind_int64(s, 1, id);
+	sqlite3_bind_int64(s, 2, now);
+	if ((rc = db_int(st, s, &seq, err)) != RC_OK)
+		goto fail;
+	if ((rc = conv_touch(st, seq, 0, -1, err)) != RC_OK)
+		goto fail;
+	if ((rc = db_commit(st, err)) != RC_OK)
+		goto fail;
+	return RC_OK;
+fail:
+	db_rollback(st);
+	return rc;
+}
+
+int
+store_pairs(struct store *st, struct pool *p, const struct conv *c, struct page pg,
+	    struct pair **rows, int *n, int64_t *total, char *err)
+{
+	sqlite3_stmt *s = db_stmt(st, S_PAIRS_COUNT, err);
+	struct pair *v;
+	int r, i = 0;
+
+	if (!s)
+		return RC_ERR;
+	sqlite3_bind_int64(s, 1, c->seq);
+	if ((r = db_int(st, s, total, err)) != RC_OK)
+		return r;
+	v = pool_alloc(p, sizeof(*v) * (size_t)(pg.limit ? pg.limit : 1));
+	s = db_stmt(st, S_PAIRS, err);
+	if (!v || !s)
+		return v ? RC_ERR : RC_NOMEM;
+	sqlite3_bind_int64(s, 1, c->seq);
+	sqlite3_bind_int64(s, 2, pg.limit);
+	sqlite3_bind_int64(s, 3, pg.offset);
+	while (i < pg.limit && (r = sqlite3_step(s)) == SQLITE_ROW) {
+		struct pair *x = &v[i++];
+		x->id = sqlite3_column_int64(s, 0);
+		x->user_id = col_text(p, s, 1);
+		x->user_message = col_text(p, s, 2);
+		x->created_at = sqlite3_column_int64(s, 3);
+		x->ai_response = col_text(p, s, 4);
+	}
+	sqlite3_reset(s);
+	if (i < pg.limit && r != SQLITE_DONE)
+		return db_fail(st, err, "history");
+	*rows = v;
+	*n = i;
+	return RC_OK;
+}
+
+int
+store_run_list(struct store *st, struct pool *p, const struct conv *c, struct page pg,
+	       struct run **rows, int *n, int64_t *total, char *err)
+{
+	sqlite3_stmt *s = db_stmt(st, S_RUN_COUNT, err);
+	struct run *v;
+	int r, i = 0;
+
+	if (!s)
+		return RC_ERR;
+	sqlite3_bind_int64(s, 1, c->seq);
+	if ((r = db_int(st, s, total, err)) != RC_OK)
+		return r;
+	v = pool_alloc(p, sizeof(*v) * (size_t)(pg.limit ? pg.limit : 1));
+	s = db_stmt(st, S_RUN_LIST, err);
+	if (!v || !s)
+		return v ? RC_ERR : RC_NOMEM;
+	sqlite3_bind_int64(s, 1, c->seq);
+	sqlite3_bind_int64(s, 2, pg.limit);
+	sqlite3_bind_int64(s, 3, pg.offset);
+	while (i < pg.limit && (r = sqlite3_step(s)) == SQLITE_ROW) {
+		struct run *x = &v[i++];
+		x->id = sqlite3_column_int64(s, 0);
+		x->record_id = col_text(p, s, 1);
+		x->conv_id = col_text(p, s, 2);
+		x->user_msg_id = col_text(p, s, 3);
+		x->ai_msg_id = col_text(p, s, 4);
+		x->status = sqlite3_column_int(s, 5);
+		x->duration_ms = sqlite3_column_type(s, 6) == SQLITE_NULL ?
+					 -1 : sqlite3_column_int64(s, 6);
+		x->error_message = col_text(p, s, 7);
+		x->created_at = sqlite3_column_int64(s, 8);
+	}
+	sqlite3_reset(s);
+	if (i < pg.limit && r != SQLITE_DONE)
+		return db_fail(st, err, "list runs");
+	*rows = v;
+	*n = i;
+	return RC_OK;
+}
+
+/* ---- model configs ---- */
+
+static void
+mcfg_row(struct pool *p, sqlite3_stmt *s, struct mcfg *m)
+{
+	m->config_id = col_text(p, s, 0);
+	m->provider = col_text(p, s, 1);
+	m->model_name = col_text(p, s, 2);
+	m->model_version = col_text(p, s, 3);
+	m->parameters = col_text(p, s, 4);
+	m->system_prompt = col_text(p, s, 5);
+	m->updated_at = sqlite3_column_int64(s, 6);
+}
+
+int
+store_mcfg_list(struct store *st, struct pool *p, struct mcfg **rows, int *n, char *err)
+{
+	sqlite3_stmt *s = db_stmt(st, S_MCFG_LIST, err);
+	struct mcfg *v = NULL, *nv;
+	int r, i = 0, cap = 0;
+
+	if (!s)
+		return RC_ERR;
+	while ((r = sqlite3_step(s)) == SQLITE_ROW && i < 1000) {
+		if (i == cap) {
+			cap = cap ? cap * 2 : 8;
+			nv = pool_alloc(p, sizeof(*nv) * (size_t)cap);
+			if (!nv) {
+				sqlite3_reset(s);
+				return RC_NOMEM;
+			}
+			if (i)
+				memcpy(nv, v, sizeof(*v) * (size_t)i);
+			v = nv;
+		}
+		mcfg_row(p, s, &v[i++]);
+	}
+	sqlite3_reset(s);
+	if (r != SQLITE_DONE && r != SQLITE_ROW)
+		return db_fail(st, err, "list model configs");
+	*rows = v;
+	*n = i;
+	return RC_OK;
+}
+
+int
+store_mcfg_get(struct store *st, struct pool *p, const char *id, struct mcfg *out, char *err)
+{
+	sqlite3_stmt *s = db_stmt(st, S_MCFG_GET, err);
+
+	if (!s)
+		return RC_ERR;
+	bind_text(s, 1, id);
+	STEP_ONE(st, s, err, mcfg_row(p, s, out));
+}
+
+static void
+mcfg_bind(sqlite3_stmt *s, const struct mcfg *m, int64_t now)
+{
+	bind_text(s, 1, m->config_id);
+	bind_text(s, 2, m->provider);
+	bind_text(s, 3, m->model_name);
+	bind_text(s, 4, m->model_version);
+	bind_text(s, 5, m->parameters);
+	bind_text(s, 6, m->system_prompt);
+	sqlite3_bind_int64(s, 7, now);
+}
+
+int
+store_mcfg_ensure(struct store *st, const struct mcfg *m, char *err)
+{
+	sqlite3_stmt *s = db_stmt(st, S_MCFG_ENSURE, err);
+
+	if (!s)
+		return RC_ERR;
+	mcfg_bind(s, m, time_now_ms());
+	return db_exec_stmt(st, s, err);
+}
+
+int
+store_mcfg_update(struct store *st, const struct mcfg *m, int64_t *updated_at, char *err)
+{
+	sqlite3_stmt *s = db_stmt(st, S_MCFG_UPDATE, err);
+	int64_t now = time_now_ms();
+	int rc;
+
+	if (!s)
+		return RC_ERR;
+	mcfg_bind(s, m, now);
+	if ((rc = db_exec_stmt(st, s, err)) != RC_OK)
+		return rc;
+	if (!sqlite3_changes(st->db))
+		return RC_NOTFOUND;
+	*updated_at = now;
+	return RC_OK;
+}
+
+/* ---- the operation log ---- */
+
+int
+store_log(struct store *st, const char *level, const char *message)
+{
+	char err[ERR_LEN];
+	sqlite3_stmt *s = db_stmt(st, S_LOG_ADD, err);
+	int64_t id;
+
+	if (!s)
+		return RC_ERR;
+	bind_text(s, 1, level);
+	bind_text(s, 2, message);
+	sqlite3_bind_int64(s, 3, time_now_ms());
+	if (db_exec_stmt(st, s, err) != RC_OK)
+		return RC_ERR;
+	/* keep the newest LOG_KEEP entries; pruning every 1000th insert keeps it cheap */
+	id = sqlite3_last_insert_rowid(st->db);
+	if (id % 1000 == 0 && id > LOG_KEEP) {
+		s = db_stmt(st, S_LOG_PRUNE, err);
+		if (s) {
+			sqlite3_bind_int64(s, 1, id - LOG_KEEP);
+			db_exec_stmt(st, s, err);
+		}
+	}
+	return RC_OK;
+}
+
+int
+store_log_list(struct store *st, struct pool *p, const char *level, int64_t from_ms,
+	       int64_t to_ms, struct page pg, struct logent **rows, int *n, int64_t *total,
+	       char *err)
+{
+	sqlite3_stmt *s = db_stmt(st, S_LOG_COUNT, err);
+	struct logent *v;
+	int r, i = 0;
+
+	if (from_ms < 0)
+		from_ms = 0;
+	if (to_ms < 0)
+		to_ms = INT64_MAX;
+	if (!s)
+		return RC_ERR;
+	bind_text(s, 1, level);
+	sqlite3_bind_int64(s, 2, from_ms);
+	sqlite3_bind_int64(s, 3, to_ms);
+	if ((r = db_int(st, s, total, err)) != RC_OK)
+		return r;
+	v = pool_alloc(p, sizeof(*v) * (size_t)(pg.limit ? pg.limit : 1));
+	s = db_stmt(st, S_LOG_LIST, err);
+	if (!v || !s)
+		return v ? RC_ERR : RC_NOMEM;
+	bind_text(s, 1, level);
+	sqlite3_bind_int64(s, 2, from_ms);
+	sqlite3_bind_int64(s, 3, to_ms);
+	sqlite3_bind_int64(s, 4, pg.limit);
+	sqlite3_bind_int64(s, 5, pg.offset);
+	while (i < pg.limit && (r = sqlite3_step(s)) == SQLITE_ROW) {
+		struct logent *x = &v[i++];
+		x->id = sqlite3_column_int64(s, 0);
+		x->level = col_text(p, s, 1);
+		x->message = col_text(p, s, 2);
+		x->created_at = sqlite3_column_int64(s, 3);
+	}
+	sqlite3_reset(s);
+	if (i < pg.limit && r != SQLITE_DONE)
+		return db_fail(st, err, "list logs");
+	*rows = v;
+	*n = i;
+	return RC_OK;
+}

@@ -1,0 +1,180 @@
+/*
+ * store: the storage interface. Handlers and daemons call these functions; no SQL lives
+ * outside the implementation (store-sqlite.c). A struct store is one connection with its
+ * prepared statements: use it from one thread at a time.
+ *
+ * Visibility: a function taking `owner` sees only rows of conversations whose user_id is
+ * owner; owner NULL (auth off) sees every conversation. Soft-deleted conversations and
+ * messages are never seen: they answer RC_NOTFOUND like ids that never existed.
+ *
+ * Strings in the row structs that a function fills are allocated from the pool the caller
+ * passes and live until that pool is reset. `err` is a buffer of ERR_LEN bytes that
+ * receives a message whenever RC_ERR is returned.
+ */
+#ifndef AICHATD_STORE_H
+#define AICHATD_STORE_H
+
+#include <stdint.h>
+
+#include "rc.h"
+
+struct pool;
+struct store;
+
+struct conv {
+	int64_t seq; /* internal key */
+	char *id;
+	char *user_id;
+	char *title;
+	char *model_config; /* NULL: the default config */
+	int64_t msg_count;
+	int64_t created_at, updated_at;
+};
+
+struct msg {
+	int64_t id;
+	char *msg_id;
+	char *conv_id;
+	char *user_id; /* sender: a user id, "ai_bot" or "system" */
+	char *role;    /* "user", "assistant" or "system" */
+	char *content;
+	char *error;   /* NULL when none */
+	char *metadata; /* JSON text, or NULL */
+	int unfinished;
+	int visible;
+	int64_t created_at, updated_at;
+};
+
+struct run {
+	int64_t id;
+	char *record_id;
+	char *conv_id;
+	char *user_msg_id; /* string ids */
+	char *ai_msg_id;   /* NULL until the reply message exists */
+	int status;        /* 0 running, 1 done, 2 failed */
+	int64_t duration_ms; /* -1: not finished */
+	char *error_message;
+	int64_t created_at;
+};
+
+struct mcfg {
+	char *config_id;
+	char *provider;
+	char *model_name;
+	char *model_version;
+	char *parameters; /* JSON object text */
+	char *system_prompt;
+	int64_t updated_at;
+};
+
+struct logent {
+	int64_t id;
+	char *level;
+	char *message;
+	int64_t created_at;
+};
+
+/* One exchange pair of dialect E: a user message and the reply that follows it. */
+struct pair {
+	int64_t id; /* the user message's id */
+	char *user_id;
+	char *user_message;
+	char *ai_response; /* NULL while there is none */
+	int64_t created_at;
+};
+
+/* A page request: offset and limit, already validated by the caller. */
+struct page {
+	int64_t offset;
+	int64_t limit;
+};
+
+/* Open the database file at path (creating it), with WAL, foreign keys and a busy timeout.
+ * Returns NULL and fills err on failure. Close with store_close(). */
+struct store *store_open(const char *path, char *err);
+void store_close(struct store *st);
+
+/* Apply the migrations this binary knows and the database lacks, in one immediate
+ * transaction each, so that several processes starting at once apply each exactly once. */
+int store_migrate(struct store *st, char *err);
+/* The schema version of the database. */
+int store_version(struct store *st, int64_t *version, char *err);
+
+/* Conversations. */
+int store_conv_get(struct store *st, struct pool *p, const char *id, const char *owner,
+		   struct conv *out, char *err);
+/* RC_OK when a conversation with this id exists in any state or for any owner (a
+ * client-named id that is taken), RC_NOTFOUND when the id is free. */
+int store_conv_taken(struct store *st, const char *id, char *err);
+/* Create a conversation with a new UUID (id NULL) or the given id: RC_CONFLICT when the id
+ * is taken (even by a deleted conversation). model_config NULL is the default. */
+int store_conv_create(struct store *st, struct pool *p, const char *id, const char *user_id,
+		      const char *title, const char *model_config, struct conv *out, char *err);
+/* Newest-updated first; user NULL lists every user's. *total is the full count. */
+int store_conv_list(struct store *st, struct pool *p, const char *user, struct page pg,
+		    struct conv **rows, int *n, int64_t *total, char *err);
+int store_conv_rename(struct store *st, const char *id, const char *owner, const char *title,
+		      char *err);
+int store_conv_delete(struct store *st, const char *id, const char *owner, char *err);
+
+/* Post a message: the one write path for every dialect's send. */
+struct store_post {
+	const char *conv_id;   /* NULL: create a conversation with a new UUID */
+	const char *owner;     /* visibility check for an existing conversation */
+	int create;            /* create conv_id when it does not exist */
+	const char *conv_user; /* owner of a created conversation */
+	const char *title;     /* title of a created conversation */
+	const char *sender;    /* messages.user_id */
+	const char *role;
+	const char *content;
+	const char *metadata;  /* JSON text or NULL */
+	int placeholder;       /* also create the assistant reply message, unfinished */
+};
+struct store_posted {
+	struct conv conv;
+	struct msg msg;
+	struct msg reply; /* filled when placeholder was set */
+};
+/* RC_NOTFOUND when the conversation is not visible (or, with create, exists but is
+ * deleted or someone else's). */
+int store_post(struct store *st, struct pool *p, const struct store_post *in,
+	       struct store_posted *out, char *err);
+
+/* Messages. */
+int store_msg_get(struct store *st, struct pool *p, int64_t id, const char *owner,
+		  struct msg *out, char *err);
+int store_msg_get_by_msgid(struct store *st, struct pool *p, const char *msg_id,
+			   const char *owner, struct msg *out, char *err);
+/* Oldest first; *total is the count of visible messages. */
+int store_msg_list(struct store *st, struct pool *p, const struct conv *c, struct page pg,
+		   struct msg **rows, int *n, int64_t *total, char *err);
+/* The latest n messages of a conversation, oldest first. */
+int store_msg_latest(struct store *st, struct pool *p, const struct conv *c, int limit,
+		     struct msg **rows, int *n, char *err);
+int store_msg_edit(struct store *st, int64_t id, const char *content, char *err);
+int store_msg_delete(struct store *st, int64_t id, char *err);
+
+/* Dialect E's history: user messages paired with the reply that follows each. */
+int store_pairs(struct store *st, struct pool *p, const struct conv *c, struct page pg,
+		struct pair **rows, int *n, int64_t *total, char *err);
+
+/* AI runs (dialect A's records), oldest first. */
+int store_run_list(struct store *st, struct pool *p, const struct conv *c, struct page pg,
+		   struct run **rows, int *n, int64_t *total, char *err);
+
+/* Model configs. store_mcfg_ensure() inserts a config unless one with that id exists. */
+int store_mcfg_list(struct store *st, struct pool *p, struct mcfg **rows, int *n, char *err);
+int store_mcfg_get(struct store *st, struct pool *p, const char *id, struct mcfg *out,
+		   char *err);
+int store_mcfg_ensure(struct store *st, const struct mcfg *m, char *err);
+/* Fields left NULL keep their value. RC_NOTFOUND for an unknown id. */
+int store_mcfg_update(struct store *st, const struct mcfg *m, int64_t *updated_at, char *err);
+
+/* The operation log. level is "info", "warning" or "error". */
+int store_log(struct store *st, const char *level, const char *message);
+/* Newest first; level, from_ms, to_ms filter when non-NULL / >= 0. */
+int store_log_list(struct store *st, struct pool *p, const char *level, int64_t from_ms,
+		   int64_t to_ms, struct page pg, struct logent **rows, int *n, int64_t *total,
+		   char *err);
+
+#endif

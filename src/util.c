@@ -1,0 +1,260 @@
+#include <string.h>
+#include <stdio.h>
+#include <time.h>
+#include <errno.h>
+#include <sys/random.h>
+
+#include "rc.h"
+#include "util.h"
+
+int
+ids_random(void *buf, size_t n)
+{
+	unsigned char *p = buf;
+
+	while (n) {
+		ssize_t got = getrandom(p, n, 0);
+		if (got < 0) {
+			if (errno == EINTR)
+				continue;
+			return RC_ERR;
+		}
+		p += got;
+		n -= (size_t)got;
+	}
+	return RC_OK;
+}
+
+static const char hexdig[] = "0123456789abcdef";
+
+int
+ids_uuid4(char *out)
+{
+	unsigned char r[16];
+	int i, o = 0;
+
+	if (ids_random(r, sizeof(r)) != RC_OK)
+		return RC_ERR;
+	r[6] = (unsigned char)((r[6] & 0x0f) | 0x40);
+	r[8] = (unsigned char)((r[8] & 0x3f) | 0x80);
+	for (i = 0; i < 16; i++) {
+		if (i == 4 || i == 6 || i == 8 || i == 10)
+			out[o++] = '-';
+		out[o++] = hexdig[r[i] >> 4];
+		out[o++] = hexdig[r[i] & 15];
+	}
+	out[o] = '\0';
+	return RC_OK;
+}
+
+int
+ids_stamped(char *out, const char *prefix, int64_t ms)
+{
+	unsigned char r[4];
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+	char hex[9], ts[32];
+	int i;
+
+	if (ids_random(r, sizeof(r)) != RC_OK)
+		return RC_ERR;
+	for (i = 0; i < 4; i++) {
+		hex[2 * i] = hexdig[r[i] >> 4];
+		hex[2 * i + 1] = hexdig[r[i] & 15];
+	}
+	hex[8] = '\0';
+	gmtime_r(&t, &tm);
+	strftime(ts, sizeof(ts), "%Y%m%d%H%M%S", &tm);
+	snprintf(out, IDS_STAMPED_MAX, "%.8s_%.14s_%s", prefix, ts, hex);
+	return RC_OK;
+}
+
+int64_t
+time_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+void
+time_iso(char *out, int64_t ms, int zulu)
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+
+	gmtime_r(&t, &tm);
+	strftime(out, 32, zulu ? "%Y-%m-%dT%H:%M:%SZ" : "%Y-%m-%dT%H:%M:%S", &tm);
+}
+
+static int
+digits(const char **sp, int n, int *out)
+{
+	const char *s = *sp;
+	int v = 0, i;
+
+	for (i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return RC_ERR;
+		v = v * 10 + (s[i] - '0');
+	}
+	*sp = s + n;
+	*out = v;
+	return RC_OK;
+}
+
+int
+time_parse(const char *s, int64_t *ms)
+{
+	int y, mo, d, h = 0, mi = 0, sec = 0, frac = 0;
+	int64_t days, v = 0;
+	static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+
+	if (!*s)
+		return RC_ERR;
+	if (strlen(s) <= 12 && !strchr(s, '-')) {
+		/* integer epoch seconds; "0" is the epoch itself */
+		if (strcmp(s, "0") != 0 && parse_uint(s, 253402300799LL, &v) != RC_OK)
+			return RC_ERR;
+		*ms = v * 1000;
+		return RC_OK;
+	}
+	if (digits(&s, 4, &y) || *s++ != '-' || digits(&s, 2, &mo) || *s++ != '-' ||
+	    digits(&s, 2, &d))
+		return RC_ERR;
+	if (*s == 'T' || *s == ' ') {
+		s++;
+		if (digits(&s, 2, &h) || *s++ != ':' || digits(&s, 2, &mi))
+			return RC_ERR;
+		if (*s == ':') {
+			s++;
+			if (digits(&s, 2, &sec))
+				return RC_ERR;
+			if (*s == '.') {
+				int n = 0;
+				s++;
+				while (*s >= '0' && *s <= '9') {
+					if (n < 3)
+						frac = frac * 10 + (*s - '0');
+					n++;
+					s++;
+				}
+				if (n == 0)
+					return RC_ERR;
+				while (n++ < 3)
+					frac *= 10;
+			}
+		}
+		if (*s == 'Z')
+			s++;
+	}
+	if (*s)
+		return RC_ERR;
+	if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 ||
+	    sec > 60)
+		return RC_ERR;
+	/* days from civil (Howard Hinnant's algorithm), independent of the local time zone */
+	{
+		int yy = mo <= 2 ? y - 1 : y;
+		int era = yy / 400;
+		int yoe = yy - era * 400;
+		int doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+		int doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+		days = (int64_t)era * 146097 + doe - 719468;
+	}
+	*ms = ((days * 86400) + h * 3600 + mi * 60 + sec) * 1000 + frac;
+	return RC_OK;
+}
+
+int
+utf8_valid(const char *str, size_t len)
+{
+	const unsigned char *s = (const unsigned char *)str, *end = s + len;
+
+	while (s < end) {
+		unsigned c = *s;
+		if (c < 0x80) {
+			s++;
+		} else if (c >= 0xc2 && c <= 0xdf) {
+			if (end - s < 2 || (s[1] & 0xc0) != 0x80)
+				return 0;
+			s += 2;
+		} else if (c >= 0xe0 && c <= 0xef) {
+			if (end - s < 3 || (s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80)
+				return 0;
+			if (c == 0xe0 && s[1] < 0xa0)
+				return 0; /* overlong */
+			if (c == 0xed && s[1] > 0x9f)
+				return 0; /* surrogate */
+			s += 3;
+		} else if (c >= 0xf0 && c <= 0xf4) {
+			if (end - s < 4 || (s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80 ||
+			    (s[3] & 0xc0) != 0x80)
+				return 0;
+			if (c == 0xf0 && s[1] < 0x90)
+				return 0;
+			if (c == 0xf4 && s[1] > 0x8f)
+				return 0;
+			s += 4;
+		} else {
+			return 0;
+		}
+	}
+	return 1;
+}
+
+size_t
+utf8_count(const char *s)
+{
+	size_t n = 0;
+
+	for (; *s; s++)
+		if (((unsigned char)*s & 0xc0) != 0x80)
+			n++;
+	return n;
+}
+
+size_t
+utf8_prefix(const char *s, size_t n)
+{
+	size_t i = 0, seen = 0;
+
+	for (; s[i]; i++) {
+		if (((unsigned char)s[i] & 0xc0) != 0x80) {
+			if (seen == n)
+				break;
+			seen++;
+		}
+	}
+	return i;
+}
+
+int
+utf8_blank(const char *s)
+{
+	for (; *s; s++)
+		if (*s != ' ' && *s != '\t' && *s != '\n' && *s != '\r' && *s != '\f' && *s != '\v')
+			return 0;
+	return 1;
+}
+
+int
+parse_uint(const char *s, int64_t max, int64_t *out)
+{
+	int64_t v = 0;
+
+	if (!s || !*s)
+		return RC_ERR;
+	for (; *s; s++) {
+		if (*s < '0' || *s > '9')
+			return RC_ERR;
+		if (v > (max - (*s - '0')) / 10)
+			return RC_ERR;
+		v = v * 10 + (*s - '0');
+	}
+	if (v < 1)
+		return RC_ERR;
+	*out = v;
+	return RC_OK;
+}

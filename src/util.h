@@ -1,0 +1,43 @@
+/*
+ * Small pure helpers with no I/O: ids, times, UTF-8 text, integer parsing.
+ * Prefixes: ids_, time_, utf8_, parse_.
+ */
+#ifndef AICHATD_UTIL_H
+#define AICHATD_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define IDS_UUID_LEN 36
+#define IDS_STAMPED_MAX 48 /* "record_" + 14 digits + "_" + 8 hex, with room */
+
+/* A lower-case UUID v4 into out (at least IDS_UUID_LEN + 1 bytes). RC_OK or RC_ERR. */
+int ids_uuid4(char *out);
+/* "<prefix>_YYYYMMDDHHMMSS_xxxxxxxx" for the UTC time ms, 8 random lower-case hex digits,
+ * into out (at least IDS_STAMPED_MAX bytes). RC_OK, or RC_ERR when no randomness. */
+int ids_stamped(char *out, const char *prefix, int64_t ms);
+/* Fill buf with n random bytes from the kernel. RC_OK or RC_ERR. */
+int ids_random(void *buf, size_t n);
+
+/* Milliseconds since the epoch, UTC, from the real-time clock. */
+int64_t time_now_ms(void);
+/* "2025-01-27T12:00:00" (zulu = 0) or "2025-01-27T12:00:00Z" (zulu = 1) into out[32]. */
+void time_iso(char *out, int64_t ms, int zulu);
+/* Parse "YYYY-MM-DD[T ]HH:MM[:SS][.fff][Z]", "YYYY-MM-DD" or integer epoch seconds into
+ * milliseconds, UTC. RC_OK or RC_ERR. */
+int time_parse(const char *s, int64_t *ms);
+
+/* 1 when s[0..len) is well-formed UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
+int utf8_valid(const char *s, size_t len);
+/* Code points in a well-formed UTF-8 string. */
+size_t utf8_count(const char *s);
+/* Bytes of the first n code points of a well-formed UTF-8 string. */
+size_t utf8_prefix(const char *s, size_t n);
+/* 1 when s is empty or only ASCII white space. */
+int utf8_blank(const char *s);
+
+/* Parse a strict positive decimal integer (no sign, no spaces, no leading '+', at most
+ * max). RC_OK or RC_ERR. */
+int parse_uint(const char *s, int64_t max, int64_t *out);
+
+#endif

@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Run the integration suite: the dialect, cross-dialect and hostile tests against one
+auth-off stack, test_auth against one AICHATD_AUTH=jwt stack. Prints one line per test
+and ends with `N passed, N failed`; exit status 0 when nothing failed.
+
+    python3 tests/integration/run.py                 # everything
+    python3 tests/integration/run.py test_b test_c   # only these modules
+    python3 tests/integration/run.py -k pagination   # only tests whose name contains this
+
+The stack takes its binaries from AICHATD_BUILD_DIR (default `build`), passed through from
+the environment, e.g. AICHATD_BUILD_DIR=build-san python3 tests/integration/run.py
+"""
+
+import importlib
+import os
+import sys
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import harness  # noqa: E402
+
+OFF_MODULES = ["test_a", "test_b", "test_c", "test_d", "test_e", "test_cross", "test_hostile"]
+JWT_MODULES = ["test_auth"]
+
+
+def select(modules, wanted, pattern):
+    out = []
+    for m in modules:
+        if wanted and m not in wanted:
+            continue
+        importlib.import_module(m)
+        for t in harness.tests_of(m):
+            if pattern and pattern not in "%s.%s" % (t[0], t[1]):
+                continue
+            out.append(t)
+    return out
+
+
+def run_group(tests, auth, secret=None):
+    if not tests:
+        return 0, 0
+    try:
+        stack = harness.Stack(auth=auth, secret=secret)
+        stack.start()
+    except harness.StackError as e:
+        sys.stdout.write("# stack (auth=%s) did not start: %s\n" % (auth, e))
+        return harness.fail_all(tests, "stack (auth=%s) did not start" % auth)
+    try:
+        ctx = harness.Ctx(stack, secret=secret)
+        passed, failed = harness.run_tests(tests, ctx)
+        if not stack.alive():
+            sys.stdout.write("# the stack (auth=%s) exited during the run:\n%s\n"
+                             % (auth, stack.log_tail()))
+    finally:
+        stack.stop()
+    return passed, failed
+
+
+def main(argv):
+    wanted, pattern = [], None
+    args = list(argv)
+    while args:
+        a = args.pop(0)
+        if a == "-k" and args:
+            pattern = args.pop(0)
+        else:
+            wanted.append(a[:-3] if a.endswith(".py") else os.path.basename(a))
+    unknown = [w for w in wanted if w not in OFF_MODULES + JWT_MODULES]
+    if unknown:
+        sys.stderr.write("unknown test modules: %s\n" % ", ".join(unknown))
+        return 2
+    p1, f1 = run_group(select(OFF_MODULES, wanted, pattern), "off")
+    secret = "it-secret-" + uuid.uuid4().hex
+    p2, f2 = run_group(select(JWT_MODULES, wanted, pattern), "jwt", secret)
+    passed, failed = p1 + p2, f1 + f2
+    sys.stdout.write("%d passed, %d failed\n" % (passed, failed))
+    sys.stdout.flush()
+    return 0 if failed == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

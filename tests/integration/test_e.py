@@ -1,0 +1,96 @@
+"""Dialect E (seed 004): GET /api/chat/history (plus input checks on /api/chat/send that
+need no reply)."""
+
+from harness import (BAD_PAGES, BAD_SIZES, E_ITEM_KEYS, a_send, b_msg, b_session, check_a_time,
+                     err_env, is_int, keys_exact, ok_env, q, qs, test, uniq)
+
+
+def history(c, sid, query=""):
+    data = ok_env(c.get("/api/chat/history?sessionId=" + q(sid) + query), "GET history")
+    keys_exact(data, ("sessionId", "total", "messages"), "history data")
+    assert data["sessionId"] == sid and is_int(data["total"]) and \
+        isinstance(data["messages"], list), "data %r" % (data,)
+    return data
+
+
+@test
+def history_unknown_session_is_empty(s):
+    sid = uniq("e")
+    data = history(s.c, sid)
+    assert data == {"sessionId": sid, "total": 0, "messages": []}, "%r" % data
+
+
+@test
+def history_needs_session_id(s):
+    err_env(s.c.get("/api/chat/history"), 400, "会话ID不能为空")
+    err_env(s.c.get("/api/chat/history?sessionId="), 400, "会话ID不能为空")
+    err_env(s.c.get("/api/chat/history" + qs(sessionId="x" * 49)), 400)
+
+
+@test
+def history_pairs_from_a(s):
+    sid = uniq("e")
+    m = a_send(s.c, sid, "我想去上海旅游")
+    data = history(s.c, sid)
+    assert data["total"] == 1 and len(data["messages"]) == 1, "%r" % data
+    it = data["messages"][0]
+    keys_exact(it, E_ITEM_KEYS, "history item")
+    assert (it["id"], it["sessionId"], it["userId"], it["userMessage"]) == (
+        m["id"], sid, "default_user", "我想去上海旅游"), "item %r" % it
+    assert it["aiResponse"] is None or isinstance(it["aiResponse"], str)
+    check_a_time(it["timestamp"], what="timestamp")
+    check_a_time(it["createdAt"], what="createdAt")
+    assert it["createdAt"] == m["created_at"], "createdAt %r vs A created_at %r" % (
+        it["createdAt"], m["created_at"])
+
+
+@test
+def history_order_and_pagination(s):
+    sid = b_session(s.c)["session_id"]
+    ids = [b_msg(s.c, sid, "q%d" % i, "user")["message_id"] for i in range(1, 4)]
+    data = history(s.c, sid)
+    assert data["total"] == 3, "total %r (pairs = user messages)" % data["total"]
+    assert [x["userMessage"] for x in data["messages"]] == ["q1", "q2", "q3"]
+    assert [x["id"] for x in data["messages"]] == ids
+    data = history(s.c, sid, "&page=2&page_size=1")
+    assert [x["userMessage"] for x in data["messages"]] == ["q2"] and data["total"] == 3
+    data = history(s.c, sid, "&page=4&page_size=1")
+    assert data["messages"] == [] and data["total"] == 3
+    for v in BAD_PAGES:
+        err_env(s.c.get("/api/chat/history?sessionId=%s&page=%s" % (sid, q(v))), 400)
+    for v in BAD_SIZES:
+        err_env(s.c.get("/api/chat/history?sessionId=%s&page_size=%s" % (sid, q(v))), 400)
+
+
+@test
+def history_deleted_session_is_404(s):
+    sid = uniq("edel")
+    a_send(s.c, sid, "x")
+    ok_env(s.c.delete("/api/chat/sessions/" + q(sid)))
+    err_env(s.c.get("/api/chat/history?sessionId=" + q(sid)), 404)
+
+
+@test
+def send_input_errors(s):
+    p = "/api/chat/send"
+    err_env(s.c.post(p, json={"sessionId": uniq("e"), "userId": "u1", "chatInput": ""}), 400,
+            "消息内容不能为空")
+    err_env(s.c.post(p, json={"sessionId": uniq("e"), "userId": "u1", "chatInput": "  "}), 400,
+            "消息内容不能为空")
+    err_env(s.c.post(p, json={"sessionId": uniq("e"), "userId": "u1",
+                              "chatInput": "中" * 5001}), 400)
+    err_env(s.c.post(p, json={"sessionId": uniq("e"), "userId": "u1", "chatInput": 5}), 400)
+    err_env(s.c.post(p, json={"sessionId": "", "userId": "u1", "chatInput": "x"}), 400)
+    err_env(s.c.post(p, body=b'{"sessionId":'), 400)
+
+
+@test
+def wrong_method_and_unknown_route(s):
+    r = s.c.post("/api/chat/history", json={})
+    err_env(r, 405)
+    assert "GET" in (r.header("Allow") or ""), "Allow %r" % r.header("Allow")
+    r = s.c.get("/api/chat/send")
+    err_env(r, 405)
+    assert "POST" in (r.header("Allow") or ""), "Allow %r" % r.header("Allow")
+    err_env(s.c.get("/api/chat/history/extra"), 404)
+    err_env(s.c.get("/api/no-such-thing"), 404)

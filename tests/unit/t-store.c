@@ -1,0 +1,131 @@
+/* the SQLite store: migrations twice, posting, counts, soft delete, pairs, logs */
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "unit.h"
+#include "rc.h"
+#include "pool.h"
+#include "util.h"
+#include "store.h"
+
+void
+t_store(void)
+{
+	char path[96] = "/tmp/aichatd-unit-XXXXXX", db[64], err[ERR_LEN];
+	struct pool *p = pool_create();
+	struct store *st;
+	struct store_post in;
+	struct store_posted out;
+	struct conv c, *cs;
+	struct msg m, *ms;
+	struct pair *ps;
+	struct logent *ls;
+	struct page pg = {0, 10};
+	int64_t total, v;
+	int n, fd = mkstemp(path);
+
+	close(fd);
+	unlink(path);
+	snprintf(db, sizeof(db), "%s.db", path);
+	st = store_open(db, err);
+	CHECK(st != NULL);
+	if (!st)
+		return;
+	CHECK(store_migrate(st, err) == RC_OK);
+	CHECK(store_migrate(st, err) == RC_OK); /* a second run applies nothing */
+	CHECK(store_version(st, &v, err) == RC_OK && v >= 1);
+
+	/* A's send to a client-named id creates the conversation */
+	memset(&in, 0, sizeof(in));
+	in.conv_id = "user_123";
+	in.create = 1;
+	in.conv_user = in.sender = "alice";
+	in.title = "user_123";
+	in.role = "user";
+	in.content = "你好";
+	CHECK(store_post(st, p, &in, &out, err) == RC_OK);
+	CHECK_STR(out.conv.id, "user_123");
+	CHECK(strncmp(out.msg.msg_id, "msg_", 4) == 0 && out.msg.id > 0);
+	in.role = "assistant";
+	in.sender = "ai_bot";
+	in.content = "hi";
+	CHECK(store_post(st, p, &in, &out, err) == RC_OK);
+	in.role = "user";
+	in.sender = "alice";
+	in.content = "second";
+	CHECK(store_post(st, p, &in, &out, err) == RC_OK);
+
+	/* ownership: bob sees nothing of alice's, and cannot post into it */
+	CHECK(store_conv_get(st, p, "user_123", "bob", &c, err) == RC_NOTFOUND);
+	in.owner = "bob";
+	CHECK(store_post(st, p, &in, &out, err) == RC_NOTFOUND);
+	in.owner = NULL;
+	CHECK(store_conv_get(st, p, "user_123", "alice", &c, err) == RC_OK);
+	CHECK(c.msg_count == 3);
+
+	/* oldest first, true total, empty page past the end */
+	CHECK(store_msg_list(st, p, &c, pg, &ms, &n, &total, err) == RC_OK);
+	CHECK(n == 3 && total == 3 && strcmp(ms[0].content, "你好") == 0 && ms[0].id < ms[2].id);
+	pg.offset = 10;
+	CHECK(store_msg_list(st, p, &c, pg, &ms, &n, &total, err) == RC_OK && n == 0 && total == 3);
+	pg.offset = 0;
+
+	/* pairs: each user message with the reply after it */
+	CHECK(store_pairs(st, p, &c, pg, &ps, &n, &total, err) == RC_OK);
+	CHECK(n == 2 && total == 2);
+	CHECK(n == 2 && strcmp(ps[0].ai_response, "hi") == 0 && ps[1].ai_response == NULL);
+
+	/* soft delete of a message: invisible, counted out */
+	CHECK(store_msg_get_by_msgid(st, p, out.msg.msg_id, NULL, &m, err) == RC_OK);
+	CHECK(store_msg_delete(st, m.id, err) == RC_OK);
+	CHECK(store_msg_delete(st, m.id, err) == RC_NOTFOUND);
+	CHECK(store_msg_get(st, p, m.id, NULL, &m, err) == RC_NOTFOUND);
+	CHECK(store_conv_get(st, p, "user_123", NULL, &c, err) == RC_OK && c.msg_count == 2);
+
+	/* a placeholder reply for C's chat, in a new UUID conversation */
+	memset(&in, 0, sizeof(in));
+	in.conv_user = in.sender = "carol";
+	in.title = "t";
+	in.role = "user";
+	in.content = "q";
+	in.placeholder = 1;
+	CHECK(store_post(st, p, &in, &out, err) == RC_OK);
+	CHECK(strlen(out.conv.id) == 36 && out.reply.unfinished == 1);
+	CHECK(strcmp(out.reply.role, "assistant") == 0);
+
+	/* lists: newest-updated first, per user */
+	CHECK(store_conv_list(st, p, NULL, pg, &cs, &n, &total, err) == RC_OK);
+	CHECK(n == 2 && total == 2 && strcmp(cs[0].user_id, "carol") == 0);
+	CHECK(store_conv_list(st, p, "alice", pg, &cs, &n, &total, err) == RC_OK && total == 1);
+
+	/* soft delete of a conversation: gone for everyone, the id stays taken */
+	CHECK(store_conv_delete(st, "user_123", "bob", err) == RC_NOTFOUND);
+	CHECK(store_conv_delete(st, "user_123", NULL, err) == RC_OK);
+	CHECK(store_conv_get(st, p, "user_123", NULL, &c, err) == RC_NOTFOUND);
+	CHECK(store_conv_taken(st, "user_123", err) == RC_OK);
+	CHECK(store_conv_taken(st, "never", err) == RC_NOTFOUND);
+	memset(&in, 0, sizeof(in));
+	in.conv_id = "user_123";
+	in.create = 1;
+	in.conv_user = in.sender = "alice";
+	in.title = "x";
+	in.role = "user";
+	in.content = "again";
+	CHECK(store_post(st, p, &in, &out, err) == RC_NOTFOUND);
+
+	/* the operation log, newest first, filtered by level */
+	CHECK(store_log(st, "info", "one") == RC_OK);
+	CHECK(store_log(st, "error", "two") == RC_OK);
+	CHECK(store_log_list(st, p, "error", -1, -1, pg, &ls, &n, &total, err) == RC_OK);
+	CHECK(n == 1 && strcmp(ls[0].message, "two") == 0);
+	CHECK(store_log_list(st, p, NULL, -1, -1, pg, &ls, &n, &total, err) == RC_OK);
+	CHECK(n == 2 && strcmp(ls[0].message, "two") == 0);
+
+	store_close(st);
+	pool_destroy(p);
+	unlink(db);
+	snprintf(path, sizeof(path), "%s-wal", db);
+	unlink(path);
+	snprintf(path, sizeof(path), "%s-shm", db);
+	unlink(path);
+}
