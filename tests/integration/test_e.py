@@ -1,5 +1,5 @@
-"""Dialect E (seed 004): GET /api/chat/history (plus input checks on /api/chat/send that
-need no reply)."""
+"""Dialect E (seed 004): GET /api/chat/history. (/api/chat/send and /stream need a reply:
+not covered here.)"""
 
 from harness import (BAD_PAGES, BAD_SIZES, E_ITEM_KEYS, a_send, b_msg, b_session, check_a_time,
                      err_env, is_int, keys_exact, ok_env, q, qs, test, uniq)
@@ -71,26 +71,9 @@ def history_deleted_session_is_404(s):
 
 
 @test
-def send_input_errors(s):
-    p = "/api/chat/send"
-    err_env(s.c.post(p, json={"sessionId": uniq("e"), "userId": "u1", "chatInput": ""}), 400,
-            "消息内容不能为空")
-    err_env(s.c.post(p, json={"sessionId": uniq("e"), "userId": "u1", "chatInput": "  "}), 400,
-            "消息内容不能为空")
-    err_env(s.c.post(p, json={"sessionId": uniq("e"), "userId": "u1",
-                              "chatInput": "中" * 5001}), 400)
-    err_env(s.c.post(p, json={"sessionId": uniq("e"), "userId": "u1", "chatInput": 5}), 400)
-    err_env(s.c.post(p, json={"sessionId": "", "userId": "u1", "chatInput": "x"}), 400)
-    err_env(s.c.post(p, body=b'{"sessionId":'), 400)
-
-
-@test
 def wrong_method_and_unknown_route(s):
     r = s.c.post("/api/chat/history", json={})
     err_env(r, 405)
     assert "GET" in (r.header("Allow") or ""), "Allow %r" % r.header("Allow")
-    r = s.c.get("/api/chat/send")
-    err_env(r, 405)
-    assert "POST" in (r.header("Allow") or ""), "Allow %r" % r.header("Allow")
     err_env(s.c.get("/api/chat/history/extra"), 404)
     err_env(s.c.get("/api/no-such-thing"), 404)
