@@ -295,9 +295,7 @@ aichat_message_post(struct req *r)
 		return req_fail(r, 404, 0, "会话不存在");
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
-	return ok(r, json_pack("{s:I,s:s,s:s,s:s,s:o}", "message_id", (json_int_t)out.msg.id,
-			       "session_id", out.conv.id, "content", out.msg.content, "role",
-			       out.msg.role, "created_at", api_time(D_B, out.msg.created_at)));
+	return ok(r, message_json(&out.msg));
 }
 
 /* The visible message named by path parameter i (an integer id), or a written 404. */
@@ -344,7 +342,7 @@ aichat_messages_list(struct req *r)
 	if (find_session(r, &c) ||
 	    api_page_query(r, "page", "page_size", "pageSize", 50, &page, &size, &pg))
 		return -1;
-	rc = store_msg_list(r->store, r->pool, &c, pg, &rows, &n, &total, err);
+	rc = store_msg_list(r->store, r->pool, &c, pg, 0, &rows, &n, &total, err);
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
 	return ok(r, json_pack("{s:o,s:I,s:I,s:I}", "items", messages_json(rows, n), "total",

@@ -63,7 +63,7 @@ chax_message_list(struct req *r)
 		return api_store_fail(r, rc, err);
 	if (api_page_query(r, "page", "page_size", "pageSize", 100, &page, &size, &pg))
 		return -1;
-	rc = store_msg_list(r->store, r->pool, &c, pg, &rows, &n, &total, err);
+	rc = store_msg_list(r->store, r->pool, &c, pg, 1, &rows, &n, &total, err);
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
 	a = json_array();
@@ -150,7 +150,7 @@ chax_chat(struct req *r)
 	in.sender = in.conv_user;
 	in.role = "user";
 	in.content = content;
-	in.placeholder = 1;
+	in.run = 1;
 	if (!in.title)
 		return req_fail(r, 500, 0, NULL);
 	rc = store_post(r->store, r->pool, &in, &out, err);

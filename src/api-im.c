@@ -121,7 +121,7 @@ im_list(struct req *r)
 
 	if (im_conv(r, &c, &have, &pg, &page, &size))
 		return -1;
-	if (have && (rc = store_msg_list(r->store, r->pool, &c, pg, &rows, &n, &total, err)))
+	if (have && (rc = store_msg_list(r->store, r->pool, &c, pg, 0, &rows, &n, &total, err)))
 		return api_store_fail(r, rc, err);
 	arr = json_array();
 	for (i = 0; i < n; i++)

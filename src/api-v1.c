@@ -82,7 +82,7 @@ v1_messages_list(struct req *r)
 		return api_store_fail(r, rc, err);
 	if (api_page_query(r, "page_num", "page_size", NULL, 20, &page, &size, &pg))
 		return -1;
-	rc = store_msg_list(r->store, r->pool, &c, pg, &rows, &n, &total, err);
+	rc = store_msg_list(r->store, r->pool, &c, pg, 0, &rows, &n, &total, err);
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
 	a = json_array();

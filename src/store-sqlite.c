@@ -31,6 +31,8 @@ enum stmt_id {
 	S_MSG_GET,
 	S_MSG_GET_BY_MSGID,
 	S_MSG_LIST,
+	S_MSG_LIST_ALL,
+	S_MSG_COUNT_ALL,
 	S_MSG_LATEST,
 	S_MSG_EDIT,
 	S_MSG_DELETE,
@@ -47,6 +49,16 @@ enum stmt_id {
 	S_LOG_LIST,
 	S_LOG_COUNT,
 	S_VERSION,
+	S_RUN_INSERT,
+	S_RUNS_OPEN,
+	S_RUN_JOB,
+	S_RUN_HISTORY,
+	S_RUN_PROGRESS,
+	S_RUN_MSG_END,
+	S_RUN_END,
+	S_PLAN_INSERT,
+	S_RUN_RESULT,
+	S_RUN_STATUS,
 	S__COUNT
 };
 
@@ -87,17 +99,22 @@ static const char *const stmt_sql[S__COUNT] = {
 			       "AND " VISIBLE_CONV,
 	[S_MSG_LIST] = "SELECT " MSG_COLS " FROM messages m JOIN conversations c "
 		       "ON c.seq = m.conv_seq WHERE m.conv_seq = ?1 AND m.is_deleted = 0 "
-		       "ORDER BY m.id LIMIT ?2 OFFSET ?3",
+		       "AND m.unfinished = 0 ORDER BY m.id LIMIT ?2 OFFSET ?3",
+	[S_MSG_LIST_ALL] = "SELECT " MSG_COLS " FROM messages m JOIN conversations c "
+			   "ON c.seq = m.conv_seq WHERE m.conv_seq = ?1 AND m.is_deleted = 0 "
+			   "ORDER BY m.id LIMIT ?2 OFFSET ?3",
+	[S_MSG_COUNT_ALL] = "SELECT count(*) FROM messages WHERE conv_seq = ?1 AND is_deleted = 0",
 	[S_MSG_LATEST] = "SELECT * FROM (SELECT " MSG_COLS " FROM messages m JOIN conversations c "
 			 "ON c.seq = m.conv_seq WHERE m.conv_seq = ?1 AND m.is_deleted = 0 "
-			 "ORDER BY m.id DESC LIMIT ?2) ORDER BY 1",
+			 "AND m.unfinished = 0 ORDER BY m.id DESC LIMIT ?2) ORDER BY 1",
 	[S_MSG_EDIT] = "UPDATE messages SET content = ?2, updated_at = ?3 "
 		       "WHERE id = ?1 AND is_deleted = 0",
 	[S_MSG_DELETE] = "UPDATE messages SET is_deleted = 1, updated_at = ?2 "
-			 "WHERE id = ?1 AND is_deleted = 0 RETURNING conv_seq",
+			 "WHERE id = ?1 AND is_deleted = 0 RETURNING conv_seq, unfinished",
 	[S_PAIRS] = "SELECT u.id, u.user_id, u.content, u.created_at, "
 		    "(SELECT a.content FROM messages a WHERE a.conv_seq = u.conv_seq "
-		    "AND a.is_deleted = 0 AND a.id > u.id AND a.role = 'assistant' "
+		    "AND a.is_deleted = 0 AND a.unfinished = 0 AND a.id > u.id "
+		    "AND a.role = 'assistant' "
 		    "AND a.id < coalesce((SELECT min(n.id) FROM messages n WHERE "
 		    "n.conv_seq = u.conv_seq AND n.is_deleted = 0 AND n.id > u.id "
 		    "AND n.role = 'user'), 9223372036854775807) ORDER BY a.id LIMIT 1) "
@@ -133,6 +150,36 @@ static const char *const stmt_sql[S__COUNT] = {
 	[S_LOG_COUNT] = "SELECT count(*) FROM logs WHERE (?1 IS NULL OR level = ?1) "
 			"AND created_at >= ?2 AND created_at <= ?3",
 	[S_VERSION] = "SELECT coalesce(max(version), 0) FROM schema_migrations",
+	[S_RUN_STATUS] = "SELECT status FROM runs WHERE id = ?1",
+	[S_RUN_INSERT] = "INSERT INTO runs (record_id, conv_seq, user_msg, ai_msg, status, "
+			 "created_at) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+	[S_RUNS_OPEN] = "SELECT id FROM runs WHERE status = 0 AND id > ?1 ORDER BY id LIMIT ?2",
+	[S_RUN_JOB] = "SELECT r.id, r.record_id, r.ai_msg, am.msg_id, um.msg_id, c.id, "
+		      "um.user_id, um.content, r.created_at, mc.config_id, mc.provider, "
+		      "mc.model_name, mc.model_version, mc.parameters, mc.system_prompt, "
+		      "mc.updated_at, c.seq, um.id FROM runs r "
+		      "JOIN conversations c ON c.seq = r.conv_seq "
+		      "JOIN messages um ON um.id = r.user_msg "
+		      "JOIN messages am ON am.id = r.ai_msg "
+		      "LEFT JOIN model_configs mc ON mc.config_id = coalesce(c.model_config, ?2) "
+		      "WHERE r.id = ?1 AND r.status = 0",
+	[S_RUN_HISTORY] = "SELECT role, content FROM (SELECT id, role, content FROM messages "
+			  "WHERE conv_seq = ?1 AND is_deleted = 0 AND unfinished = 0 "
+			  "AND id < ?2 AND content != '' ORDER BY id DESC LIMIT ?3) ORDER BY id",
+	[S_RUN_PROGRESS] = "UPDATE messages SET content = ?2, updated_at = ?3 "
+			   "WHERE id = ?1 AND unfinished = 1",
+	[S_RUN_MSG_END] = "UPDATE messages SET content = ?2, updated_at = ?3, unfinished = 0, "
+			  "error = ?4 WHERE id = ?1 AND unfinished = 1 RETURNING conv_seq, "
+			  "is_deleted",
+	[S_RUN_END] = "UPDATE runs SET status = ?2, duration_ms = ?3, error_code = ?4, "
+		      "error_message = ?5, finished_at = ?6 WHERE id = ?1 AND status = 0",
+	[S_PLAN_INSERT] = "INSERT INTO travel_plans (conv_seq, message, plan, created_at) "
+			  "VALUES (?1, ?2, ?3, ?4)",
+	[S_RUN_RESULT] = "SELECT r.status, r.error_code, r.error_message, " MSG_COLS ", "
+			 "(SELECT tp.id FROM travel_plans tp WHERE tp.message = m.id), "
+			 "(SELECT tp.plan FROM travel_plans tp WHERE tp.message = m.id) "
+			 "FROM runs r JOIN messages m ON m.id = r.ai_msg "
+			 "JOIN conversations c ON c.seq = r.conv_seq WHERE r.id = ?1",
 };
 
 #define LOG_KEEP 100000
@@ -227,6 +274,22 @@ db_rollback(struct store *st)
 	s = db_stmt(st, S_ROLLBACK, err);
 	if (s)
 		db_exec_stmt(st, s, err);
+}
+
+int
+store_begin(struct store *st, char *err)
+{
+	return db_begin(st, err);
+}
+
+int
+store_commit(struct store *st, char *err)
+{
+	int rc = db_commit(st, err);
+
+	if (rc != RC_OK)
+		db_rollback(st);
+	return rc;
 }
 
 /* A single-integer query; RC_NOTFOUND when it returns no row. */
@@ -620,6 +683,38 @@ conv_touch(struct store *st, int64_t seq, int64_t now, int delta, char *err)
 	return db_exec_stmt(st, s, err);
 }
 
+static int
+run_insert(struct store *st, struct pool *p, const struct conv *c, int64_t user_msg,
+	   int64_t ai_msg, int64_t now, int64_t *run_id, char **record_id, char *err)
+{
+	char rid[IDS_STAMPED_MAX];
+	sqlite3_stmt *s = db_stmt(st, S_RUN_INSERT, err);
+	int r = SQLITE_ERROR, tries;
+
+	if (!s)
+		return RC_ERR;
+	for (tries = 0; tries < 8; tries++) {
+		if (ids_stamped(rid, "record", now) != RC_OK) {
+			snprintf(err, ERR_LEN, "no randomness for an id");
+			return RC_ERR;
+		}
+		bind_text(s, 1, rid);
+		sqlite3_bind_int64(s, 2, c->seq);
+		sqlite3_bind_int64(s, 3, user_msg);
+		sqlite3_bind_int64(s, 4, ai_msg);
+		sqlite3_bind_int64(s, 5, now);
+		r = sqlite3_step(s);
+		sqlite3_reset(s);
+		if (r != SQLITE_CONSTRAINT_UNIQUE)
+			break;
+	}
+	if (r != SQLITE_DONE)
+		return db_fail(st, err, "insert run");
+	*run_id = sqlite3_last_insert_rowid(st->db);
+	*record_id = pool_strdup(p, rid);
+	return *record_id ? RC_OK : RC_NOMEM;
+}
+
 int
 store_post(struct store *st, struct pool *p, const struct store_post *in,
 	   struct store_posted *out, char *err)
@@ -644,19 +739,23 @@ store_post(struct store *st, struct pool *p, const struct store_post *in,
 			now, &out->msg, err);
 	if (rc != RC_OK)
 		goto fail;
-	if (in->placeholder) {
+	if (in->run) {
 		rc = msg_insert(st, p, &out->conv, "ai_bot", "assistant", "", 1, NULL, now,
 				&out->reply, err);
+		if (rc == RC_OK)
+			rc = run_insert(st, p, &out->conv, out->msg.id, out->reply.id, now,
+					&out->run_id, &out->record_id, err);
 		if (rc != RC_OK)
 			goto fail;
 	}
-	rc = conv_touch(st, out->conv.seq, now, in->placeholder ? 2 : 1, err);
+	/* only the user message counts now; the reply counts once it is finished */
+	rc = conv_touch(st, out->conv.seq, now, 1, err);
 	if (rc != RC_OK)
 		goto fail;
 	if ((rc = db_commit(st, err)) != RC_OK)
 		goto fail;
 	out->conv.updated_at = now;
-	out->conv.msg_count += in->placeholder ? 2 : 1;
+	out->conv.msg_count += 1;
 	return RC_OK;
 fail:
 	db_rollback(st);
@@ -718,15 +817,26 @@ msg_rows(struct store *st, struct pool *p, sqlite3_stmt *s, int64_t limit, struc
 }
 
 int
-store_msg_list(struct store *st, struct pool *p, const struct conv *c, struct page pg,
+store_msg_list(struct store *st, struct pool *p, const struct conv *c, struct page pg, int all,
 	       struct msg **rows, int *n, int64_t *total, char *err)
 {
-	sqlite3_stmt *s = db_stmt(st, S_MSG_LIST, err);
+	sqlite3_stmt *s;
+	int rc;
 
+	if (all) {
+		s = db_stmt(st, S_MSG_COUNT_ALL, err);
+		if (!s)
+			return RC_ERR;
+		sqlite3_bind_int64(s, 1, c->seq);
+		if ((rc = db_int(st, s, total, err)) != RC_OK)
+			return rc;
+	} else {
+		/* the conversation row keeps the visible-message count: no COUNT(*) per page */
+		*total = c->msg_count;
+	}
+	s = db_stmt(st, all ? S_MSG_LIST_ALL : S_MSG_LIST, err);
 	if (!s)
 		return RC_ERR;
-	/* the conversation row keeps the visible-message count: no COUNT(*) scan per page */
-	*total = c->msg_count;
 	sqlite3_bind_int64(s, 1, c->seq);
 	sqlite3_bind_int64(s, 2, pg.limit);
 	sqlite3_bind_int64(s, 3, pg.offset);
@@ -767,7 +877,7 @@ store_msg_delete(struct store *st, int64_t id, char *err)
 {
 	int64_t now = time_now_ms(), seq;
 	sqlite3_stmt *s;
-	int rc;
+	int rc, unfinished;
 
 	if ((rc = db_begin(st, err)) != RC_OK)
 		return rc;
@@ -778,9 +888,17 @@ store_msg_delete(struct store *st, int64_t id, char *err)
 	}
 	sqlite3_bind_int64(s, 1, id);
 	sqlite3_bind_int64(s, 2, now);
-	if ((rc = db_int(st, s, &seq, err)) != RC_OK)
+	rc = sqlite3_step(s);
+	if (rc != SQLITE_ROW) {
+		sqlite3_reset(s);
+		rc = rc == SQLITE_DONE ? RC_NOTFOUND : db_fail(st, err, "delete message");
 		goto fail;
-	if ((rc = conv_touch(st, seq, 0, -1, err)) != RC_OK)
+	}
+	seq = sqlite3_column_int64(s, 0);
+	unfinished = sqlite3_column_int(s, 1);
+	sqlite3_reset(s);
+	/* an unfinished reply was never counted */
+	if (!unfinished && (rc = conv_touch(st, seq, 0, -1, err)) != RC_OK)
 		goto fail;
 	if ((rc = db_commit(st, err)) != RC_OK)
 		goto fail;
@@ -1034,4 +1152,227 @@ store_log_list(struct store *st, struct pool *p, const char *level, int64_t from
 	*rows = v;
 	*n = i;
 	return RC_OK;
+}
+
+/* ---- AI runs ---- */
+
+int
+store_runs_open(struct store *st, struct pool *p, int64_t after, int limit, int64_t **ids,
+		int *n, char *err)
+{
+	sqlite3_stmt *s = db_stmt(st, S_RUNS_OPEN, err);
+	int64_t *v = pool_alloc(p, sizeof(*v) * (size_t)(limit > 0 ? limit : 1));
+	int r, i = 0;
+
+	if (!s || !v)
+		return s ? RC_NOMEM : RC_ERR;
+	sqlite3_bind_int64(s, 1, after);
+	sqlite3_bind_int(s, 2, limit);
+	while (i < limit && (r = sqlite3_step(s)) == SQLITE_ROW)
+		v[i++] = sqlite3_column_int64(s, 0);
+	sqlite3_reset(s);
+	if (i < limit && r != SQLITE_DONE)
+		return db_fail(st, err, "open runs");
+	*ids = v;
+	*n = i;
+	return RC_OK;
+}
+
+int
+store_run_job(struct store *st, struct pool *p, int64_t run_id, const char *default_cfg,
+	      int window, struct run_job *out, char *err)
+{
+	sqlite3_stmt *s = db_stmt(st, S_RUN_JOB, err);
+	int64_t conv_seq, user_msg;
+	int r, i = 0;
+
+	if (!s)
+		return RC_ERR;
+	sqlite3_bind_int64(s, 1, run_id);
+	bind_text(s, 2, default_cfg);
+	r = sqlite3_step(s);
+	if (r != SQLITE_ROW) {
+		sqlite3_reset(s);
+		return r == SQLITE_DONE ? RC_NOTFOUND : db_fail(st, err, "load run");
+	}
+	memset(out, 0, sizeof(*out));
+	out->run_id = sqlite3_column_int64(s, 0);
+	out->record_id = col_text(p, s, 1);
+	out->ai_msg = sqlite3_column_int64(s, 2);
+	out->ai_msg_id = col_text(p, s, 3);
+	out->user_msg_id = col_text(p, s, 4);
+	out->conv_id = col_text(p, s, 5);
+	out->user_id = col_text(p, s, 6);
+	out->content = col_text(p, s, 7);
+	out->created_at = sqlite3_column_int64(s, 8);
+	out->cfg.config_id = col_text(p, s, 9);
+	out->cfg.provider = col_text(p, s, 10);
+	out->cfg.model_name = col_text(p, s, 11);
+	out->cfg.model_version = col_text(p, s, 12);
+	out->cfg.parameters = col_text(p, s, 13);
+	out->cfg.system_prompt = col_text(p, s, 14);
+	out->cfg.updated_at = sqlite3_column_int64(s, 15);
+	conv_seq = sqlite3_column_int64(s, 16);
+	user_msg = sqlite3_column_int64(s, 17);
+	sqlite3_reset(s);
+	if (!out->cfg.provider) {
+		/* the conversation names a config that is gone: fall back to the default */
+		out->cfg.config_id = pool_strdup(p, default_cfg);
+		out->cfg.provider = pool_strdup(p, default_cfg);
+		out->cfg.model_name = pool_strdup(p, default_cfg);
+		out->cfg.model_version = pool_strdup(p, "");
+		out->cfg.parameters = pool_strdup(p, "{}");
+		out->cfg.system_prompt = pool_strdup(p, "");
+	}
+	if (window <= 0)
+		return RC_OK;
+	out->history = pool_alloc(p, sizeof(*out->history) * (size_t)window);
+	s = db_stmt(st, S_RUN_HISTORY, err);
+	if (!out->history || !s)
+		return s ? RC_NOMEM : RC_ERR;
+	sqlite3_bind_int64(s, 1, conv_seq);
+	sqlite3_bind_int64(s, 2, user_msg);
+	sqlite3_bind_int(s, 3, window);
+	while (i < window && (r = sqlite3_step(s)) == SQLITE_ROW) {
+		out->history[i].role = col_text(p, s, 0);
+		out->history[i].content = col_text(p, s, 1);
+		i++;
+	}
+	sqlite3_reset(s);
+	if (i < window && r != SQLITE_DONE)
+		return db_fail(st, err, "load history");
+	out->nhistory = i;
+	return RC_OK;
+}
+
+int
+store_run_status(struct store *st, int64_t run_id, int *status, char *err)
+{
+	sqlite3_stmt *s = db_stmt(st, S_RUN_STATUS, err);
+	int64_t v;
+	int rc;
+
+	if (!s)
+		return RC_ERR;
+	sqlite3_bind_int64(s, 1, run_id);
+	if ((rc = db_int(st, s, &v, err)) == RC_OK)
+		*status = (int)v;
+	return rc;
+}
+
+int
+store_run_progress(struct store *st, int64_t ai_msg, const char *content, size_t len, char *err)
+{
+	sqlite3_stmt *s = db_stmt(st, S_RUN_PROGRESS, err);
+
+	if (!s)
+		return RC_ERR;
+	sqlite3_bind_int64(s, 1, ai_msg);
+	sqlite3_bind_text(s, 2, content, (int)len, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, time_now_ms());
+	return db_exec_stmt(st, s, err);
+}
+
+int
+store_run_finish(struct store *st, const struct run_end *e, char *err)
+{
+	int64_t now = time_now_ms(), conv_seq;
+	sqlite3_stmt *s;
+	int rc, deleted;
+
+	if ((rc = db_begin(st, err)) != RC_OK)
+		return rc;
+	s = db_stmt(st, S_RUN_END, err);
+	if (!s) {
+		rc = RC_ERR;
+		goto fail;
+	}
+	sqlite3_bind_int64(s, 1, e->run_id);
+	sqlite3_bind_int(s, 2, e->status);
+	sqlite3_bind_int64(s, 3, e->duration_ms);
+	if (e->error) {
+		sqlite3_bind_int(s, 4, e->error_code);
+		bind_text(s, 5, e->error);
+	}
+	sqlite3_bind_int64(s, 6, now);
+	if ((rc = db_exec_stmt(st, s, err)) != RC_OK)
+		goto fail;
+	if (!sqlite3_changes(st->db)) {
+		rc = RC_NOTFOUND;
+		goto fail;
+	}
+	s = db_stmt(st, S_RUN_MSG_END, err);
+	if (!s) {
+		rc = RC_ERR;
+		goto fail;
+	}
+	sqlite3_bind_int64(s, 1, e->ai_msg);
+	sqlite3_bind_text(s, 2, e->content ? e->content : "", (int)e->len, SQLITE_STATIC);
+	sqlite3_bind_int64(s, 3, now);
+	bind_text(s, 4, e->error);
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		conv_seq = sqlite3_column_int64(s, 0);
+		deleted = sqlite3_column_int(s, 1);
+		sqlite3_reset(s);
+		/* the reply is now a visible message of its conversation */
+		if (!deleted && (rc = conv_touch(st, conv_seq, now, 1, err)) != RC_OK)
+			goto fail;
+		if (e->travel_plan) {
+			s = db_stmt(st, S_PLAN_INSERT, err);
+			if (!s) {
+				rc = RC_ERR;
+				goto fail;
+			}
+			sqlite3_bind_int64(s, 1, conv_seq);
+			sqlite3_bind_int64(s, 2, e->ai_msg);
+			bind_text(s, 3, e->travel_plan);
+			sqlite3_bind_int64(s, 4, now);
+			if ((rc = db_exec_stmt(st, s, err)) != RC_OK)
+				goto fail;
+		}
+	} else {
+		sqlite3_reset(s);
+		if (rc != SQLITE_DONE) {
+			rc = db_fail(st, err, "finish reply");
+			goto fail;
+		}
+	}
+	if ((rc = db_commit(st, err)) != RC_OK)
+		goto fail;
+	return RC_OK;
+fail:
+	db_rollback(st);
+	return rc;
+}
+
+int
+store_run_result(struct store *st, struct pool *p, int64_t run_id, struct run_result *out,
+		 char *err)
+{
+	sqlite3_stmt *s = db_stmt(st, S_RUN_RESULT, err);
+
+	if (!s)
+		return RC_ERR;
+	sqlite3_bind_int64(s, 1, run_id);
+	STEP_ONE(st, s, err, {
+		out->status = sqlite3_column_int(s, 0);
+		out->error_code = sqlite3_column_int(s, 1);
+		out->error = col_text(p, s, 2);
+		/* MSG_COLS start at column 3 */
+		out->reply.id = sqlite3_column_int64(s, 3);
+		out->reply.msg_id = col_text(p, s, 4);
+		out->reply.conv_id = col_text(p, s, 5);
+		out->reply.user_id = col_text(p, s, 6);
+		out->reply.role = col_text(p, s, 7);
+		out->reply.content = col_text(p, s, 8);
+		out->reply.error = col_text(p, s, 9);
+		out->reply.metadata = col_text(p, s, 10);
+		out->reply.unfinished = sqlite3_column_int(s, 11);
+		out->reply.visible = sqlite3_column_int(s, 12);
+		out->reply.created_at = sqlite3_column_int64(s, 13);
+		out->reply.updated_at = sqlite3_column_int64(s, 14);
+		out->travel_plan_id = sqlite3_column_int64(s, 15);
+		out->travel_plan = col_text(p, s, 16);
+	});
 }

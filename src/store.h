@@ -94,6 +94,11 @@ struct page {
 struct store *store_open(const char *path, char *err);
 void store_close(struct store *st);
 
+/* An immediate transaction around several calls (the push daemon batches its progress
+ * writes). store_commit() rolls back when the commit fails. */
+int store_begin(struct store *st, char *err);
+int store_commit(struct store *st, char *err);
+
 /* Apply the migrations this binary knows and the database lacks, in one immediate
  * transaction each, so that several processes starting at once apply each exactly once. */
 int store_migrate(struct store *st, char *err);
@@ -128,12 +133,14 @@ struct store_post {
 	const char *role;
 	const char *content;
 	const char *metadata;  /* JSON text or NULL */
-	int placeholder;       /* also create the assistant reply message, unfinished */
+	int run;               /* start an AI run: the unfinished reply message and its run */
 };
 struct store_posted {
 	struct conv conv;
 	struct msg msg;
-	struct msg reply; /* filled when placeholder was set */
+	struct msg reply;   /* filled when run was set */
+	int64_t run_id;     /* filled when run was set */
+	char *record_id;
 };
 /* RC_NOTFOUND when the conversation is not visible (or, with create, exists but is
  * deleted or someone else's). */
@@ -145,9 +152,11 @@ int store_msg_get(struct store *st, struct pool *p, int64_t id, const char *owne
 		  struct msg *out, char *err);
 int store_msg_get_by_msgid(struct store *st, struct pool *p, const char *msg_id,
 			   const char *owner, struct msg *out, char *err);
-/* Oldest first; *total is the count of visible messages. */
+/* Oldest first; *total is the count of listed messages. A reply still being written
+ * (unfinished) is listed only when all is set (dialect C, which shows `unfinished`); the
+ * other dialects see a reply once it is finished, and msg_count counts only those. */
 int store_msg_list(struct store *st, struct pool *p, const struct conv *c, struct page pg,
-		   struct msg **rows, int *n, int64_t *total, char *err);
+		   int all, struct msg **rows, int *n, int64_t *total, char *err);
 /* The latest n messages of a conversation, oldest first. */
 int store_msg_latest(struct store *st, struct pool *p, const struct conv *c, int limit,
 		     struct msg **rows, int *n, char *err);
@@ -161,6 +170,68 @@ int store_pairs(struct store *st, struct pool *p, const struct conv *c, struct p
 /* AI runs (dialect A's records), oldest first. */
 int store_run_list(struct store *st, struct pool *p, const struct conv *c, struct page pg,
 		   struct run **rows, int *n, int64_t *total, char *err);
+
+/* ---- AI runs, for the push daemon and sync waiters ---- */
+
+struct turn {
+	char *role;
+	char *content;
+};
+
+/* Everything needed to make one reply. */
+struct run_job {
+	int64_t run_id;
+	char *record_id;
+	int64_t ai_msg;      /* messages.id of the reply */
+	char *ai_msg_id;     /* its string id */
+	char *user_msg_id;
+	char *conv_id;
+	char *user_id;       /* the sender of the user message */
+	char *content;       /* the user message */
+	int64_t created_at;
+	struct mcfg cfg;     /* the conversation's model config */
+	struct turn *history; /* finished messages before the user message, oldest first */
+	int nhistory;
+};
+
+/* Ids of running runs (status 0) with id > after, oldest first, at most limit. */
+int store_runs_open(struct store *st, struct pool *p, int64_t after, int limit, int64_t **ids,
+		    int *n, char *err);
+/* Load a run's job: the config is the conversation's, or default_cfg when it has none;
+ * history holds up to window earlier messages. RC_NOTFOUND when the run is not running. */
+int store_run_job(struct store *st, struct pool *p, int64_t run_id, const char *default_cfg,
+		  int window, struct run_job *out, char *err);
+/* The status of a run: 0 running, 1 done, 2 failed; RC_NOTFOUND for an unknown id. */
+int store_run_status(struct store *st, int64_t run_id, int *status, char *err);
+/* Save a reply's partial content. */
+int store_run_progress(struct store *st, int64_t ai_msg, const char *content, size_t len,
+		       char *err);
+
+struct run_end {
+	int64_t run_id;
+	int64_t ai_msg;
+	int status;             /* 1 done, 2 failed */
+	const char *content;    /* the reply, or what was written before a failure */
+	size_t len;
+	int error_code;         /* 2001 or 2002 on failure */
+	const char *error;      /* NULL on success */
+	int64_t duration_ms;
+	const char *travel_plan; /* JSON object text, or NULL */
+};
+/* Finish a run in one transaction: the reply message, the run, the conversation's count
+ * and time, the travel plan. RC_NOTFOUND when it was not running. */
+int store_run_finish(struct store *st, const struct run_end *e, char *err);
+
+struct run_result {
+	int status;          /* 0 running, 1 done, 2 failed */
+	struct msg reply;
+	int error_code;
+	char *error;
+	int64_t travel_plan_id; /* 0 when none */
+	char *travel_plan;      /* JSON text or NULL */
+};
+int store_run_result(struct store *st, struct pool *p, int64_t run_id, struct run_result *out,
+		     char *err);
 
 /* Model configs. store_mcfg_ensure() inserts a config unless one with that id exists. */
 int store_mcfg_list(struct store *st, struct pool *p, struct mcfg **rows, int *n, char *err);

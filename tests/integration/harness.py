@@ -106,10 +106,29 @@ class Stack:
         self.stop()
         raise StackError("stack not ready within 20 s (%s):\n%s" % (last, self.log_tail()))
 
+    CRASH_MARKERS = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer",
+                     "runtime error:", "Segmentation fault", "core dumped", "exited (status",
+                     "a process exited", "upstream prematurely closed", "connect() to unix:")
+
+    def crash_reports(self):
+        """Lines of the stack's output and nginx's error log that tell of a crashed or
+        restarted process (the pool restarts a dead worker silently for the client)."""
+        found = []
+        for path in (self.log_path, os.path.join(self.data_dir or "", "nginx", "error.log")):
+            try:
+                with open(path, "rb") as f:
+                    text = f.read().decode("utf-8", "replace")
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if any(m in line for m in self.CRASH_MARKERS):
+                    found.append(line.strip())
+        return found
+
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
-    def stop(self):
+    def stop(self, cleanup=True):
         if self.proc is not None and self.proc.poll() is None:
             try:
                 self.proc.send_signal(signal.SIGTERM)
@@ -125,6 +144,10 @@ class Stack:
         if self._log:
             self._log.close()
             self._log = None
+        if cleanup:
+            self.cleanup()
+
+    def cleanup(self):
         if self.data_dir and not os.environ.get("AICHATD_IT_KEEP"):
             shutil.rmtree(self.data_dir, ignore_errors=True)
 

@@ -18,6 +18,7 @@ import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True
 
 import harness  # noqa: E402
 
@@ -54,7 +55,18 @@ def run_group(tests, auth, secret=None):
             sys.stdout.write("# the stack (auth=%s) exited during the run:\n%s\n"
                              % (auth, stack.log_tail()))
     finally:
-        stack.stop()
+        stack.stop(cleanup=False)
+    # after the stop, so that leak reports at exit are seen too
+    name = "run.no_crash_reports_auth_%s" % auth
+    reports = stack.crash_reports()
+    if reports:
+        failed += 1
+        sys.stdout.write("FAIL - %s: %d line(s), e.g. %s\n" % (
+            name, len(reports), " | ".join(reports[:3])[:600]))
+    else:
+        passed += 1
+        sys.stdout.write("ok - %s\n" % name)
+    stack.cleanup()
     return passed, failed
 
 

@@ -70,6 +70,8 @@ def get_message_unknown_is_404(s):
     err_a(s.c.get("/api/message/msg_20000101000000_deadbeef"), 404)
     err_a(s.c.get("/api/message/999999999"), 404)
     err_a(s.c.get("/api/message/no-such-thing"), 404)
+    err_a(s.c.get("/api/message/0"), 404)
+    err_a(s.c.get("/api/message/-1"), 404)
 
 
 @test

@@ -1,10 +1,13 @@
 """AICHATD_AUTH=jwt: tokens, ownership, body user ids, admin routes, preflight.
 Run against a stack started with AICHATD_AUTH=jwt and AICHATD_JWT_SECRET=ctx.secret."""
 
+import hashlib
+import hmac
+import json
 import time
 
-from harness import (a_send, b_msg, err_a, err_c, err_env, expect, make_jwt, ok_env, ok_json,
-                     q, qs, test, uniq)
+from harness import (a_send, b64url, b_msg, err_a, err_c, err_env, expect, make_jwt, ok_env,
+                     ok_json, q, qs, test, uniq)
 
 
 def tok(s, sub, role=None, **claims):
@@ -20,6 +23,13 @@ def tok(s, sub, role=None, **claims):
 def user(s, name=None, role=None):
     sub = name or uniq("user")
     return sub, s.c.with_token(tok(s, sub, role))
+
+
+def hs512(payload, secret):
+    h = b64url(json.dumps({"alg": "HS512", "typ": "JWT"}).encode())
+    p = b64url(json.dumps(payload).encode())
+    sig = hmac.new(secret.encode(), (h + "." + p).encode(), hashlib.sha512).digest()
+    return h + "." + p + "." + b64url(sig)
 
 
 def logs_total(c):
@@ -79,7 +89,7 @@ def bad_tokens_are_401(s):
     other = tok(s, "admin", role="admin").split(".")
     bad = {
         "wrong secret": make_jwt({"sub": "mallory", "exp": now + 3600}, s.secret + "x"),
-        "expired": tok(s, "mallory", exp=now - 60),
+        "expired": tok(s, "mallory", exp=now - 3600, iat=now - 7200),
         "not yet valid": tok(s, "mallory", nbf=now + 3600),
         "alg none": make_jwt({"sub": "mallory", "exp": now + 3600}, s.secret,
                              header={"alg": "none", "typ": "JWT"}),
@@ -88,6 +98,7 @@ def bad_tokens_are_401(s):
         "empty sub": tok(s, ""),
         "payload swapped": h + "." + other[1] + "." + sig,
         "signature stripped": h + "." + p + ".",
+        "HS512 with the secret": hs512({"sub": "mallory", "exp": now + 3600}, s.secret),
         "garbage": "abc.def.ghi",
         "not a jwt": "hello",
     }

@@ -138,10 +138,13 @@ def get_single_message_must_belong(s):
     m = b_msg(s.c, s1, "mine")
     got = ok_env(s.c.get("/api/chat/sessions/%s/messages/%d" % (s1, m["message_id"])))
     check_msg(got)
-    assert got == m, "GET single %r != posted %r" % (got, m)
+    for k in ("message_id", "session_id", "role", "content", "created_at"):
+        assert got[k] == m[k], "GET single %s %r != posted %r" % (k, got[k], m[k])
     err_env(s.c.get("/api/chat/sessions/%s/messages/%d" % (s2, m["message_id"])), 404,
             "消息不存在")
     err_env(s.c.get("/api/chat/sessions/%s/messages/999999999" % s1), 404, "消息不存在")
+    err_env(s.c.get("/api/chat/sessions/%s/messages/abc" % s1), 404, "消息不存在")
+    err_env(s.c.get("/api/chat/sessions/%s/messages/0" % s1), 404, "消息不存在")
 
 
 @test
@@ -415,3 +418,13 @@ def wrong_method_and_unknown_route(s):
     err_env(s.c.get("/aichat/no-such-route"), 404)
     err_env(s.c.get("/api/chat/sessions/a/b/c/d"), 404)
     err_env(s.c.get("/api/chat/messages/1"), 405)
+
+
+@test
+def user_ids_with_spaces_and_chinese(s):
+    u = "用户 一号/" + uniq("x")
+    sid = b_session(s.c, user_id=u)["session_id"]
+    assert get_session(s.c, sid)["user_id"] == u
+    d = ok_env(s.c.get("/aichat/getsessionlist/" + q(u)))
+    assert [x["session_id"] for x in d["items"]] == [sid], "getsessionlist %r" % d
+    assert [x["session_id"] for x in list_sessions(s.c, user_id=u)] == [sid]

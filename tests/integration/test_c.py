@@ -1,6 +1,8 @@
 """Dialect C (seed 002): /ai/record/list, /ai/message/list/:id, /ai/message/content/:id,
 POST /ai/chat, CORS."""
 
+import time
+
 from harness import (BAD_PAGES, BAD_SIZES, BIG_N, C_CONV_KEYS, C_MSG_KEYS, b_msg, b_session,
                      big_conv, check_ms, check_msgid, check_uuid4, contents, err_c, expect,
                      keys_exact, ok_json, q, test, uniq)
@@ -123,24 +125,28 @@ def unknown_ids_are_404(s):
 
 @test
 def record_list_shape_and_order(s):
-    j1 = c_chat(s.c, "first conversation")
-    j2 = c_chat(s.c, "second conversation")
+    j = c_chat(s.c, "first conversation")
+    # B sessions get no AI reply, so nothing but the bump below changes their order
+    s1 = b_session(s.c, title="older")["session_id"]
+    time.sleep(0.02)
+    s2 = b_session(s.c, title="newer")["session_id"]
     recs, total = c_records(s.c)
-    assert total >= 2 and len(recs) <= 100
+    assert total >= 3 and len(recs) <= 100
     for r in recs:
         keys_exact(r, C_CONV_KEYS, "C conversation")
         assert isinstance(r["conversationId"], str) and isinstance(r["title"], str)
         check_ms(r["createTimestamp"], recent=False)
         check_ms(r["updateTimestamp"], recent=False)
     ids = [r["conversationId"] for r in recs]
-    assert j1["conversationId"] in ids and j2["conversationId"] in ids
+    assert j["conversationId"] in ids, "a C conversation is missing from the list"
+    assert ids.index(s2) < ids.index(s1), "newer conversation not listed first"
     ups = [r["updateTimestamp"] for r in recs]
     assert ups == sorted(ups, reverse=True), "not newest-updated first: %r" % ups[:10]
     # bump the older one: it moves ahead of the newer
-    c_chat(s.c, "bump", j1["conversationId"])
+    time.sleep(0.02)
+    c_chat(s.c, "bump", s1)
     ids = [r["conversationId"] for r in c_records(s.c)[0]]
-    assert ids.index(j1["conversationId"]) < ids.index(j2["conversationId"]), \
-        "a new message did not move its conversation up"
+    assert ids.index(s1) < ids.index(s2), "a new message did not move its conversation up"
 
 
 @test

@@ -64,10 +64,10 @@ t_store(void)
 	CHECK(c.msg_count == 3);
 
 	/* oldest first, true total, empty page past the end */
-	CHECK(store_msg_list(st, p, &c, pg, &ms, &n, &total, err) == RC_OK);
+	CHECK(store_msg_list(st, p, &c, pg, 0, &ms, &n, &total, err) == RC_OK);
 	CHECK(n == 3 && total == 3 && strcmp(ms[0].content, "你好") == 0 && ms[0].id < ms[2].id);
 	pg.offset = 10;
-	CHECK(store_msg_list(st, p, &c, pg, &ms, &n, &total, err) == RC_OK && n == 0 && total == 3);
+	CHECK(store_msg_list(st, p, &c, pg, 0, &ms, &n, &total, err) == RC_OK && n == 0 && total == 3);
 	pg.offset = 0;
 
 	/* pairs: each user message with the reply after it */
@@ -88,7 +88,7 @@ t_store(void)
 	in.title = "t";
 	in.role = "user";
 	in.content = "q";
-	in.placeholder = 1;
+	in.run = 1;
 	CHECK(store_post(st, p, &in, &out, err) == RC_OK);
 	CHECK(strlen(out.conv.id) == 36 && out.reply.unfinished == 1);
 	CHECK(strcmp(out.reply.role, "assistant") == 0);
