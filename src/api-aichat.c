@@ -4,6 +4,7 @@
 #include "rc.h"
 #include "pool.h"
 #include "util.h"
+#include "push.h"
 #include "api.h"
 
 #define LATEST 50
@@ -290,11 +291,15 @@ aichat_message_post(struct req *r)
 		in.sender = "system";
 	else
 		in.sender = api_acting_user(r, NULL);
+	/* a user message starts an AI reply; assistant and system messages are stored as given */
+	in.run = strcmp(role, "user") == 0;
 	rc = store_post(r->store, r->pool, &in, &out, err);
 	if (rc == RC_NOTFOUND)
 		return req_fail(r, 404, 0, "会话不存在");
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
+	if (in.run)
+		push_wake(r->cfg);
 	return ok(r, message_json(&out.msg));
 }
 

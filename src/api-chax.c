@@ -5,6 +5,7 @@
 #include "rc.h"
 #include "pool.h"
 #include "util.h"
+#include "push.h"
 #include "api.h"
 
 #define TITLE_CHARS 30
@@ -158,6 +159,7 @@ chax_chat(struct req *r)
 		return req_fail(r, 404, 0, "Conversation not found");
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
+	push_wake(r->cfg);
 	j = conv_json(&out.conv);
 	json_object_set_new(j, "userMsgId", json_string(out.msg.msg_id));
 	json_object_set_new(j, "msgId", json_string(out.reply.msg_id));

@@ -5,6 +5,7 @@
 #include "pool.h"
 #include "util.h"
 #include "config.h"
+#include "push.h"
 #include "api.h"
 
 #define E_EMPTY 1001
@@ -67,11 +68,13 @@ im_send(struct req *r)
 	in.sender = user;
 	in.role = "user";
 	in.content = content;
+	in.run = 1;
 	rc = store_post(r->store, r->pool, &in, &out, err);
 	if (rc == RC_NOTFOUND)
 		return req_fail(r, 404, 0, "会话不存在");
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
+	push_wake(r->cfg);
 	return req_json(r, 200, im_message(&out.msg));
 }
 

@@ -1,12 +1,13 @@
 /* The chrome every dialect shares: pagination, body fields, identity, times, errors. */
 #include <string.h>
 #include <stdio.h>
-#include <syslog.h>
+#include <time.h>
 
 #include "rc.h"
 #include "pool.h"
 #include "util.h"
 #include "config.h"
+#include "push.h"
 #include "api.h"
 
 static const char *
@@ -167,4 +168,33 @@ api_named_conv(struct req *r, const char *id, struct conv *c, int *have, const c
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
 	return 0;
+}
+
+int
+api_wait_run(struct req *r, int64_t run_id, struct run_result *out)
+{
+	/* the daemon ends every run within connect + reply timeouts; a little slack on top */
+	int64_t limit = ((int64_t)r->cfg->connect_timeout_s + r->cfg->reply_timeout_s + 5) * 1000;
+	int64_t start = time_now_ms(), left;
+	char err[ERR_LEN];
+	int rc;
+
+	for (;;) {
+		left = limit - (time_now_ms() - start);
+		if (left > 0 && push_wait(r->cfg, run_id, (int)left) != RC_OK) {
+			/* the daemon is not there (or restarting): look again shortly */
+			struct timespec ts = {0, 200 * 1000000L};
+			nanosleep(&ts, NULL);
+		}
+		rc = store_run_result(r->store, r->pool, run_id, out, err);
+		if (rc != RC_OK)
+			return api_store_fail(r, rc, err);
+		if (out->status != 0)
+			return 0;
+		if (time_now_ms() - start >= limit) {
+			out->error_code = 2002;
+			out->error = "AI 回复超时";
+			return 0;
+		}
+	}
 }

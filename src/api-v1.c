@@ -1,10 +1,12 @@
 /* Dialect D (seed 003): /api/v1 sessions, model configs and the operation log. */
+#include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
 
 #include "rc.h"
 #include "pool.h"
 #include "util.h"
+#include "push.h"
 #include "api.h"
 
 #define MODEL_NAME_MAX 100
@@ -221,4 +223,60 @@ v1_logs(struct req *r)
 						   api_time(D_D, rows[i].created_at)));
 	return ok(r, json_pack("{s:o,s:I,s:I,s:I}", "logs", a, "total", (json_int_t)total,
 			       "page_num", (json_int_t)page, "page_size", (json_int_t)size));
+}
+
+int
+v1_send(struct req *r)
+{
+	const char *uid, *message, *user;
+	json_t *meta = json_object_get(r->json, "metadata");
+	struct store_post in;
+	struct store_posted out;
+	struct run_result res;
+	char err[ERR_LEN], *meta_text = NULL;
+	int rc;
+
+	if (api_field(r, "user_id", &uid) || api_field(r, "message", &message))
+		return -1;
+	if (!(user = api_acting_user(r, uid)))
+		return -1;
+	switch (api_content_check(message)) {
+	case 1:
+		return req_fail(r, 400, 0, "消息内容不能为空");
+	case 2:
+		return req_fail(r, 400, 0, "消息内容过长");
+	}
+	if (meta && !json_is_null(meta)) {
+		meta_text = json_dumps(meta, JSON_COMPACT | JSON_ENCODE_ANY);
+		if (!meta_text)
+			return req_fail(r, 500, 0, NULL);
+		pool_cleanup(r->pool, free, meta_text);
+	}
+	memset(&in, 0, sizeof(in));
+	in.conv_id = r->params[0];
+	in.owner = api_owner(r);
+	in.sender = user;
+	in.role = "user";
+	in.content = message;
+	in.metadata = meta_text;
+	in.run = 1;
+	rc = store_post(r->store, r->pool, &in, &out, err);
+	if (rc == RC_NOTFOUND)
+		return req_fail(r, 404, 0, "会话不存在");
+	if (rc != RC_OK)
+		return api_store_fail(r, rc, err);
+	push_wake(r->cfg);
+	if (api_wait_run(r, out.run_id, &res))
+		return -1;
+	if (res.status != 1) {
+		if (res.error_code == 2002)
+			return req_fail(r, 504, 0, res.error ? res.error : "AI 回复超时");
+		return req_fail(r, 502, 0, res.error ? res.error : "AI 服务调用失败");
+	}
+	return ok(r, json_pack("{s:{s:s,s:o},s:{s:s,s:s,s:o,s:o}}", "user_message", "message_id",
+			       out.msg.msg_id, "created_time", api_time(D_D, out.msg.created_at),
+			       "ai_message", "message_id", res.reply.msg_id, "content",
+			       res.reply.content, "created_time",
+			       api_time(D_D, res.reply.created_at), "metadata",
+			       json_text(res.reply.metadata)));
 }

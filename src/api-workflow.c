@@ -4,6 +4,8 @@
 #include "rc.h"
 #include "pool.h"
 #include "util.h"
+#include "config.h"
+#include "push.h"
 #include "api.h"
 
 int
@@ -42,4 +44,64 @@ wf_history(struct req *r)
 	return req_json(r, 200, json_pack("{s:i,s:s,s:{s:s,s:I,s:o}}", "code", 200, "message",
 					  "success", "data", "sessionId", sid, "total",
 					  (json_int_t)total, "messages", a));
+}
+
+int
+wf_send(struct req *r)
+{
+	const char *sid, *uid, *input, *user;
+	struct store_post in;
+	struct store_posted out;
+	struct run_result res;
+	char err[ERR_LEN];
+	json_t *plan = NULL;
+	int rc;
+
+	if (api_field(r, "sessionId", &sid) || api_field(r, "userId", &uid) ||
+	    api_field(r, "chatInput", &input))
+		return -1;
+	if (!(user = api_acting_user(r, uid)))
+		return -1;
+	switch (api_content_check(input)) {
+	case 1:
+		return req_fail(r, 400, 0, "消息内容不能为空");
+	case 2:
+		return req_fail(r, 400, 0, "消息内容过长");
+	}
+	if (!sid || !*sid)
+		return req_fail(r, 400, 0, "会话ID不能为空");
+	if (utf8_count(sid) > SESSION_ID_MAX)
+		return req_fail(r, 400, 0, "会话ID长度不能超过48个字符");
+	memset(&in, 0, sizeof(in));
+	in.conv_id = sid;
+	in.owner = api_owner(r);
+	in.create = 1;
+	in.conv_user = user;
+	in.title = sid;
+	/* E talks to a workflow: its new conversations use the n8n config when one is set up */
+	in.model_config = *r->cfg->n8n_webhook_url ? "n8n" : NULL;
+	in.sender = user;
+	in.role = "user";
+	in.content = input;
+	in.run = 1;
+	rc = store_post(r->store, r->pool, &in, &out, err);
+	if (rc == RC_NOTFOUND)
+		return req_fail(r, 404, 0, "会话不存在");
+	if (rc != RC_OK)
+		return api_store_fail(r, rc, err);
+	push_wake(r->cfg);
+	if (api_wait_run(r, out.run_id, &res))
+		return -1;
+	if (res.status != 1)
+		return req_fail(r, 500, 0,
+				pool_printf(r->pool, "发送消息失败: %s",
+					    res.error ? res.error : "AI 回复超时"));
+	if (res.travel_plan)
+		plan = json_loads(res.travel_plan, 0, NULL);
+	return req_json(r, 200, json_pack("{s:i,s:s,s:{s:s,s:o,s:o}}", "code", 200, "message",
+					  "success", "data", "reply", res.reply.content,
+					  "travelPlanId",
+					  res.travel_plan_id ? json_integer(res.travel_plan_id) :
+							       json_null(),
+					  "travelPlan", plan ? plan : json_null()));
 }

@@ -55,8 +55,10 @@ int v1_messages_list(struct req *r);
 int v1_mcfg_list(struct req *r);
 int v1_mcfg_put(struct req *r);
 int v1_logs(struct req *r);
+int v1_send(struct req *r);
 /* dialect E */
 int wf_history(struct req *r);
+int wf_send(struct req *r);
 
 /* ---- shared chrome (api-shared.c) ---- */
 
@@ -86,6 +88,9 @@ const char *api_acting_user(struct req *r, const char *given);
  * never used (*have = 0: lists as empty); -1 after writing a 404 with `gone` when it is
  * deleted or someone else's. */
 int api_named_conv(struct req *r, const char *id, struct conv *c, int *have, const char *gone);
+/* Wait for a run to end (sync sends). 0 with out filled (out->status 1 done, 2 failed, or
+ * still 0 with error_code 2002 when the time ran out); -1 after writing a 500. */
+int api_wait_run(struct req *r, int64_t run_id, struct run_result *out);
 /* A timestamp as the dialect renders it. New reference. */
 json_t *api_time(enum dialect d, int64_t ms);
 /* json_string() of possibly NULL text: null for NULL. New reference. */

@@ -44,11 +44,13 @@ static const struct route routes[] = {
 	/* dialect D (seed 003) */
 	{"POST", "/api/v1/sessions", v1_session_create, D_D, R_JSON_OPT},
 	{"GET", "/api/v1/sessions/:sid/messages", v1_messages_list, D_D, 0},
+	{"POST", "/api/v1/sessions/:sid/messages", v1_send, D_D, R_JSON},
 	{"GET", "/api/v1/model-configs", v1_mcfg_list, D_D, 0},
 	{"PUT", "/api/v1/model-configs/:id", v1_mcfg_put, D_D, R_JSON | R_ADMIN},
 	{"GET", "/api/v1/logs", v1_logs, D_D, R_ADMIN},
 	/* dialect E (seed 004) */
 	{"GET", "/api/chat/history", wf_history, D_E, 0},
+	{"POST", "/api/chat/send", wf_send, D_E, R_JSON},
 };
 
 static int

@@ -169,7 +169,7 @@ static const char *const stmt_sql[S__COUNT] = {
 	[S_RUN_PROGRESS] = "UPDATE messages SET content = ?2, updated_at = ?3 "
 			   "WHERE id = ?1 AND unfinished = 1",
 	[S_RUN_MSG_END] = "UPDATE messages SET content = ?2, updated_at = ?3, unfinished = 0, "
-			  "error = ?4 WHERE id = ?1 AND unfinished = 1 RETURNING conv_seq, "
+			  "error = ?4, metadata = ?5 WHERE id = ?1 AND unfinished = 1 RETURNING conv_seq, "
 			  "is_deleted",
 	[S_RUN_END] = "UPDATE runs SET status = ?2, duration_ms = ?3, error_code = ?4, "
 		      "error_message = ?5, finished_at = ?6 WHERE id = ?1 AND status = 0",
@@ -728,8 +728,8 @@ store_post(struct store *st, struct pool *p, const struct store_post *in,
 	if (in->conv_id)
 		rc = store_conv_get(st, p, in->conv_id, in->owner, &out->conv, err);
 	if (rc == RC_NOTFOUND && (in->create || !in->conv_id)) {
-		rc = conv_insert(st, p, in->conv_id, in->conv_user, in->title, NULL, now,
-				 &out->conv, err);
+		rc = conv_insert(st, p, in->conv_id, in->conv_user, in->title, in->model_config,
+				 now, &out->conv, err);
 		if (rc == RC_CONFLICT)
 			rc = RC_NOTFOUND; /* deleted, or someone else's: the same to this caller */
 	}
@@ -1310,6 +1310,7 @@ store_run_finish(struct store *st, const struct run_end *e, char *err)
 	sqlite3_bind_text(s, 2, e->content ? e->content : "", (int)e->len, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, now);
 	bind_text(s, 4, e->error);
+	bind_text(s, 5, e->metadata);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {
 		conv_seq = sqlite3_column_int64(s, 0);

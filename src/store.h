@@ -129,6 +129,7 @@ struct store_post {
 	int create;            /* create conv_id when it does not exist */
 	const char *conv_user; /* owner of a created conversation */
 	const char *title;     /* title of a created conversation */
+	const char *model_config; /* model config of a created conversation, NULL: default */
 	const char *sender;    /* messages.user_id */
 	const char *role;
 	const char *content;
@@ -217,6 +218,7 @@ struct run_end {
 	const char *error;      /* NULL on success */
 	int64_t duration_ms;
 	const char *travel_plan; /* JSON object text, or NULL */
+	const char *metadata;    /* the reply's metadata (provider, model), JSON text */
 };
 /* Finish a run in one transaction: the reply message, the run, the conversation's count
  * and time, the travel plan. RC_NOTFOUND when it was not running. */

@@ -1,0 +1,379 @@
+/*
+ * The provider calls on one libcurl multi handle driven by the libuv loop (the wiring of
+ * curl's docs/examples/multi-uv.c), and the entry points of llm.h.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+
+#include "rc.h"
+#include "llm-int.h"
+
+static CURLM *multi;
+static uv_loop_t *loop;
+static uv_timer_t multi_timer;
+static int active;
+
+struct sock_ctx {
+	uv_poll_t poll;
+	curl_socket_t fd;
+};
+
+static void check_multi_info(void);
+
+static void
+on_poll(uv_poll_t *h, int status, int events)
+{
+	struct sock_ctx *s = h->data;
+	int running, flags = 0;
+
+	if (status < 0)
+		flags = CURL_CSELECT_ERR;
+	if (events & UV_READABLE)
+		flags |= CURL_CSELECT_IN;
+	if (events & UV_WRITABLE)
+		flags |= CURL_CSELECT_OUT;
+	curl_multi_socket_action(multi, s->fd, flags, &running);
+	check_multi_info();
+}
+
+static void
+on_multi_timeout(uv_timer_t *t)
+{
+	int running;
+
+	(void)t;
+	curl_multi_socket_action(multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	check_multi_info();
+}
+
+static int
+start_timeout(CURLM *m, long ms, void *u)
+{
+	(void)m;
+	(void)u;
+	if (ms < 0)
+		uv_timer_stop(&multi_timer);
+	else
+		uv_timer_start(&multi_timer, on_multi_timeout, ms ? (uint64_t)ms : 1, 0);
+	return 0;
+}
+
+static void
+free_sock(uv_handle_t *h)
+{
+	free(h->data);
+}
+
+static int
+handle_socket(CURL *e, curl_socket_t fd, int action, void *u, void *sockp)
+{
+	struct sock_ctx *s = sockp;
+	int events = 0;
+
+	(void)e;
+	(void)u;
+	switch (action) {
+	case CURL_POLL_IN:
+	case CURL_POLL_OUT:
+	case CURL_POLL_INOUT:
+		if (!s) {
+			s = calloc(1, sizeof(*s));
+			if (!s)
+				return -1;
+			s->fd = fd;
+			uv_poll_init_socket(loop, &s->poll, fd);
+			s->poll.data = s;
+			curl_multi_assign(multi, fd, s);
+		}
+		if (action != CURL_POLL_OUT)
+			events |= UV_READABLE;
+		if (action != CURL_POLL_IN)
+			events |= UV_WRITABLE;
+		uv_poll_start(&s->poll, events, on_poll);
+		break;
+	case CURL_POLL_REMOVE:
+		if (s) {
+			uv_poll_stop(&s->poll);
+			uv_close((uv_handle_t *)&s->poll, free_sock);
+			curl_multi_assign(multi, fd, NULL);
+		}
+		break;
+	}
+	return 0;
+}
+
+static void
+http_release(struct llm_call *c)
+{
+	if (c->easy) {
+		curl_multi_remove_handle(multi, c->easy);
+		curl_easy_cleanup(c->easy);
+		c->easy = NULL;
+		active--;
+	}
+	curl_slist_free_all(c->headers);
+	c->headers = NULL;
+	free(c->body);
+	c->body = NULL;
+	buf_free(&c->line);
+	buf_free(&c->whole);
+	free(c->travel_plan);
+	c->travel_plan = NULL;
+}
+
+static void
+release(struct llm_call *c)
+{
+	http_release(c);
+	if (c->timer_live)
+		llm_builtin_stop(c); /* frees c once its timer is closed */
+	else
+		free(c);
+}
+
+void
+llm_finish(struct llm_call *c, int code, const char *error)
+{
+	if (c->ended)
+		return;
+	c->ended = 1;
+	c->cb->done(c->ctx, code, error, code == 0 ? c->travel_plan : NULL);
+	release(c);
+}
+
+int
+llm_emit(struct llm_call *c, const char *s, size_t n)
+{
+	if (!n)
+		return 0;
+	if (c->reply_len + n > LLM_REPLY_MAX) {
+		snprintf(c->fail, sizeof(c->fail), "reply longer than %u bytes", LLM_REPLY_MAX);
+		return -1;
+	}
+	c->reply_len += n;
+	c->cb->chunk(c->ctx, s, n);
+	return 0;
+}
+
+/* Feed received bytes to the provider line by line ("\n", an optional "\r" dropped). */
+static int
+feed_lines(struct llm_call *c, const char *p, size_t n)
+{
+	while (n) {
+		const char *nl = memchr(p, '\n', n);
+		size_t take = nl ? (size_t)(nl - p) : n;
+
+		if (buf_add(&c->line, p, take) != RC_OK) {
+			snprintf(c->fail, sizeof(c->fail), "upstream line longer than %u bytes",
+				 LLM_LINE_MAX);
+			return -1;
+		}
+		if (!nl)
+			break;
+		if (c->line.len && c->line.s[c->line.len - 1] == '\r')
+			c->line.s[--c->line.len] = '\0';
+		c->on_line(c, c->line.s, c->line.len);
+		buf_reset(&c->line);
+		if (c->fail[0])
+			return -1;
+		p = nl + 1;
+		n -= take + 1;
+	}
+	return 0;
+}
+
+static size_t
+on_write(char *p, size_t size, size_t nmemb, void *u)
+{
+	struct llm_call *c = u;
+	size_t n = size * nmemb;
+	char *ct = NULL;
+
+	if (c->ended)
+		return 0;
+	if (!c->http_status) {
+		curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &c->http_status);
+		curl_easy_getinfo(c->easy, CURLINFO_CONTENT_TYPE, &ct);
+		/* anything but a single JSON document is read as a stream of lines */
+		c->stream = !ct || strncmp(ct, "application/json", 16) != 0;
+	}
+	if (c->http_status >= 400 || !c->stream) {
+		/* kept whole: an error body for the message, or one JSON reply */
+		if (buf_add(&c->whole, p, n) != RC_OK && c->http_status < 400) {
+			snprintf(c->fail, sizeof(c->fail), "reply longer than %u bytes",
+				 LLM_REPLY_MAX);
+			return 0;
+		}
+		return n;
+	}
+	return feed_lines(c, p, n) == 0 ? n : 0;
+}
+
+static void
+check_multi_info(void)
+{
+	CURLMsg *m;
+	int left;
+
+	while ((m = curl_multi_info_read(multi, &left))) {
+		struct llm_call *c;
+		CURLcode rc;
+		char msg[512];
+
+		if (m->msg != CURLMSG_DONE)
+			continue;
+		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&c);
+		rc = m->data.result;
+		if (!c->http_status)
+			curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &c->http_status);
+		if (c->fail[0]) {
+			llm_finish(c, LLM_E_FAILED, c->fail);
+		} else if (rc == CURLE_OPERATION_TIMEDOUT) {
+			snprintf(msg, sizeof(msg), "AI 回复超时: %s",
+				 c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc));
+			llm_finish(c, LLM_E_TIMEOUT, msg);
+		} else if (rc != CURLE_OK) {
+			snprintf(msg, sizeof(msg), "AI 服务调用失败: %s",
+				 c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc));
+			llm_finish(c, LLM_E_FAILED, msg);
+		} else if (c->http_status >= 400) {
+			size_t keep = c->whole.len < 200 ? c->whole.len : 200;
+			snprintf(msg, sizeof(msg), "AI 服务调用失败: upstream HTTP %ld: %.*s",
+				 c->http_status, (int)keep, c->whole.s);
+			llm_finish(c, LLM_E_FAILED, msg);
+		} else {
+			/* a last line without its newline */
+			if (c->stream && c->line.len) {
+				c->on_line(c, c->line.s, c->line.len);
+				buf_reset(&c->line);
+			}
+			c->on_end(c);
+			if (!c->ended)
+				llm_finish(c, c->fail[0] ? LLM_E_FAILED : 0, c->fail[0] ? c->fail : NULL);
+		}
+	}
+}
+
+int
+llm_http_start(struct llm_call *c, const char *url, char *err)
+{
+	CURL *e = curl_easy_init();
+
+	if (!e) {
+		snprintf(err, ERR_LEN, "curl_easy_init failed");
+		return RC_ERR;
+	}
+	c->easy = e;
+	curl_easy_setopt(e, CURLOPT_URL, url);
+	curl_easy_setopt(e, CURLOPT_POST, 1L);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->body);
+	curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE, (long)strlen(c->body));
+	curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
+	curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)c);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, (long)c->cfg->connect_timeout_s);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT, (long)c->cfg->reply_timeout_s);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+	curl_easy_setopt(e, CURLOPT_USERAGENT, "aichatd/" PACKAGE_VERSION);
+	if (curl_multi_add_handle(multi, e) != CURLM_OK) {
+		snprintf(err, ERR_LEN, "curl_multi_add_handle failed");
+		c->easy = NULL;
+		curl_easy_cleanup(e);
+		return RC_ERR;
+	}
+	active++;
+	return RC_OK;
+}
+
+const char *
+llm_sse_data(const char *line)
+{
+	if (strncmp(line, "data:", 5) != 0)
+		return NULL;
+	line += 5;
+	if (*line == ' ')
+		line++;
+	return line;
+}
+
+struct llm_call *
+llm_start(uv_loop_t *l, const struct config *cfg, const struct run_job *job,
+	  const struct llm_cb *cb, void *ctx, char *err)
+{
+	struct llm_call *c = calloc(1, sizeof(*c));
+	int rc;
+
+	if (!c) {
+		snprintf(err, ERR_LEN, "out of memory");
+		return NULL;
+	}
+	c->cb = cb;
+	c->ctx = ctx;
+	c->cfg = cfg;
+	c->job = job;
+	buf_init(&c->line, LLM_LINE_MAX);
+	buf_init(&c->whole, LLM_REPLY_MAX);
+	if (strcmp(job->cfg.provider, "openai") == 0)
+		rc = llm_openai_start(c, err);
+	else if (strcmp(job->cfg.provider, "n8n") == 0)
+		rc = llm_n8n_start(c, err);
+	else
+		rc = llm_builtin_start(c, l, err);
+	if (rc != RC_OK) {
+		c->ended = 1;
+		release(c);
+		return NULL;
+	}
+	return c;
+}
+
+void
+llm_cancel(struct llm_call *c)
+{
+	if (!c || c->ended)
+		return;
+	c->ended = 1;
+	release(c);
+}
+
+int
+llm_init(uv_loop_t *l, char *err)
+{
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		snprintf(err, ERR_LEN, "curl_global_init failed");
+		return RC_ERR;
+	}
+	loop = l;
+	multi = curl_multi_init();
+	if (!multi) {
+		snprintf(err, ERR_LEN, "curl_multi_init failed");
+		return RC_ERR;
+	}
+	uv_timer_init(loop, &multi_timer);
+	curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, handle_socket);
+	curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, start_timeout);
+	return RC_OK;
+}
+
+void
+llm_shutdown(void)
+{
+	if (!multi)
+		return;
+	uv_timer_stop(&multi_timer);
+	uv_close((uv_handle_t *)&multi_timer, NULL);
+	curl_multi_cleanup(multi);
+	multi = NULL;
+	curl_global_cleanup();
+}
+
+int
+llm_active(void)
+{
+	return active;
+}

@@ -1,0 +1,591 @@
+/*
+ * aichatd-push: the push daemon. One libuv loop that takes AI runs from the database,
+ * makes each reply through a provider (llm.h), saves the partial content as it grows, ends
+ * each run in the database, and answers the workers' wake-ups and waits (push.h).
+ *
+ * Runs are durable: the database is the queue. At start every run still marked running is
+ * taken again (its reply is made anew), unless it is older than the longest a reply may
+ * take, in which case it is failed, so no run stays running forever.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+#include <stdarg.h>
+#include <errno.h>
+#include <signal.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <uv.h>
+#include <jansson.h>
+
+#include "rc.h"
+#include "buf.h"
+#include "pool.h"
+#include "util.h"
+#include "config.h"
+#include "store.h"
+#include "llm.h"
+#include "push.h"
+
+#define FLUSH_MS 250          /* partial content is saved at least this often */
+#define FLUSH_BYTES 1024      /* ... or once this much is unsaved */
+#define POLL_MS 1000          /* the database is looked at this often without wake-ups */
+#define POLL_BATCH 256
+#define RUNS_MAX 10000        /* runs in flight at once; the rest wait in the database */
+#define HISTORY_WINDOW 20     /* earlier messages sent to the model as context */
+#define CONN_MAX 4096
+
+struct waiter;
+
+struct job_run {
+	struct job_run *next; /* in runs_by_id[] */
+	int64_t id;
+	struct pool *pool; /* the job's strings */
+	struct run_job job;
+	struct buf content;
+	size_t flushed;
+	int dirty;
+	uint64_t started; /* uv_now() */
+	struct llm_call *call;
+};
+
+struct conn {
+	uv_pipe_t pipe;
+	struct buf in;
+	struct conn *next_waiting;
+	int64_t waiting; /* run id, 0 when not waiting */
+	int closing;
+};
+
+static struct config cfg;
+static uv_loop_t *loop;
+static struct store *st;
+static uv_pipe_t server;
+static uv_timer_t flush_timer, poll_timer;
+static uv_signal_t sigterm, sigint;
+static uv_idle_t poll_soon;
+static struct job_run *runs_by_id[1024];
+static int nruns, nconns;
+static int64_t max_seen;
+static struct conn *waiting; /* connections waiting for a run's end */
+static int stopping;
+
+static void
+logf_(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "aichatd-push: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static struct job_run **
+run_slot(int64_t id)
+{
+	struct job_run **p = &runs_by_id[(uint64_t)id % (sizeof(runs_by_id) / sizeof(runs_by_id[0]))];
+
+	while (*p && (*p)->id != id)
+		p = &(*p)->next;
+	return p;
+}
+
+/* ---- waiters ---- */
+
+static void
+conn_closed(uv_handle_t *h)
+{
+	struct conn *c = h->data;
+
+	buf_free(&c->in);
+	free(c);
+	nconns--;
+}
+
+static void
+conn_close(struct conn *c)
+{
+	struct conn **p;
+
+	if (c->closing)
+		return;
+	c->closing = 1;
+	for (p = &waiting; *p; p = &(*p)->next_waiting) {
+		if (*p == c) {
+			*p = c->next_waiting;
+			break;
+		}
+	}
+	uv_close((uv_handle_t *)&c->pipe, conn_closed);
+}
+
+struct wreq {
+	uv_write_t w;
+	char line[64];
+};
+
+static void
+on_written(uv_write_t *w, int status)
+{
+	(void)status;
+	free(w);
+}
+
+static void
+conn_say(struct conn *c, const char *fmt, ...)
+{
+	struct wreq *r = malloc(sizeof(*r));
+	va_list ap;
+	uv_buf_t b;
+
+	if (!r)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(r->line, sizeof(r->line), fmt, ap);
+	va_end(ap);
+	b = uv_buf_init(r->line, (unsigned)strlen(r->line));
+	if (uv_write(&r->w, (uv_stream_t *)&c->pipe, &b, 1, on_written) != 0)
+		free(r);
+}
+
+/* Tell everyone waiting for run id that it ended with status. */
+static void
+notify(int64_t id, int status)
+{
+	struct conn **p = &waiting;
+
+	while (*p) {
+		struct conn *c = *p;
+		if (c->waiting == id) {
+			*p = c->next_waiting;
+			c->waiting = 0;
+			conn_say(c, "done %lld %d\n", (long long)id, status);
+		} else {
+			p = &c->next_waiting;
+		}
+	}
+}
+
+/* ---- runs ---- */
+
+static void
+run_free(struct job_run *r)
+{
+	struct job_run **p = run_slot(r->id);
+
+	if (*p == r)
+		*p = r->next;
+	buf_free(&r->content);
+	pool_destroy(r->pool);
+	free(r);
+	nruns--;
+}
+
+static void
+run_on_chunk(void *ctx, const char *s, size_t n)
+{
+	struct job_run *r = ctx;
+
+	if (buf_add(&r->content, s, n) != RC_OK)
+		return; /* the provider stops at LLM_REPLY_MAX before this cap is reached */
+	r->dirty = 1;
+	if (r->content.len - r->flushed >= FLUSH_BYTES) {
+		char err[ERR_LEN];
+		if (store_run_progress(st, r->job.ai_msg, r->content.s, r->content.len, err) ==
+		    RC_OK) {
+			r->flushed = r->content.len;
+			r->dirty = 0;
+		}
+	}
+}
+
+/* The content as saved: cut back to whole UTF-8 characters (a piece may end inside one). */
+static size_t
+utf8_whole(const char *s, size_t len)
+{
+	size_t i = len, back = 0;
+
+	while (i > 0 && back < 4 && ((unsigned char)s[i - 1] & 0xc0) == 0x80) {
+		i--;
+		back++;
+	}
+	if (i > 0) {
+		unsigned char lead = (unsigned char)s[i - 1];
+		size_t need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+		if (need > back + 1)
+			return i - 1;
+	}
+	return len;
+}
+
+static void
+run_end(struct job_run *r, int code, const char *error, const char *travel_plan)
+{
+	struct run_end e;
+	char err[ERR_LEN], msg[512], *meta_text;
+	json_t *meta;
+	int rc;
+
+	memset(&e, 0, sizeof(e));
+	e.run_id = r->id;
+	e.ai_msg = r->job.ai_msg;
+	e.status = code ? 2 : 1;
+	e.content = r->content.s;
+	e.len = utf8_whole(r->content.s, r->content.len);
+	if (!utf8_valid(e.content, e.len)) {
+		code = LLM_E_FAILED;
+		e.status = 2;
+		error = "AI 服务调用失败: the reply is not valid UTF-8";
+		e.len = 0;
+	}
+	e.error_code = code;
+	e.error = code ? error : NULL;
+	e.duration_ms = (int64_t)(uv_now(loop) - r->started);
+	e.travel_plan = travel_plan;
+	meta = json_pack("{s:s,s:s,s:s,s:I}", "provider", r->job.cfg.provider, "model",
+			 r->job.cfg.model_name, "config_id", r->job.cfg.config_id, "duration_ms",
+			 (json_int_t)e.duration_ms);
+	e.metadata = meta_text = meta ? json_dumps(meta, JSON_COMPACT) : NULL;
+	json_decref(meta);
+	rc = store_run_finish(st, &e, err);
+	free(meta_text);
+	if (rc != RC_OK && rc != RC_NOTFOUND)
+		logf_("run %lld: cannot save its end: %s", (long long)r->id, err);
+	if (code) {
+		snprintf(msg, sizeof(msg), "AI run %s (%s) failed [%d]: %.300s", r->job.record_id,
+			 r->job.cfg.provider, code, error ? error : "");
+		store_log(st, "error", msg);
+	}
+	notify(r->id, e.status);
+	run_free(r);
+}
+
+static void
+run_on_done(void *ctx, int code, const char *error, const char *travel_plan)
+{
+	struct job_run *r = ctx;
+
+	r->call = NULL;
+	run_end(r, code, error, travel_plan);
+}
+
+static const struct llm_cb run_cb = {run_on_chunk, run_on_done};
+
+static void
+run_start(int64_t id)
+{
+	struct job_run *r;
+	char err[ERR_LEN];
+	int rc;
+	int64_t age_limit = ((int64_t)cfg.reply_timeout_s + cfg.connect_timeout_s + 30) * 1000;
+
+	if (*run_slot(id))
+		return; /* already being made */
+	r = calloc(1, sizeof(*r));
+	if (!r || !(r->pool = pool_create())) {
+		free(r);
+		return;
+	}
+	r->id = id;
+	buf_init(&r->content, LLM_REPLY_MAX + 16);
+	r->started = uv_now(loop);
+	rc = store_run_job(st, r->pool, id, cfg.provider, HISTORY_WINDOW, &r->job, err);
+	r->next = NULL;
+	*run_slot(id) = r;
+	nruns++;
+	if (rc == RC_NOTFOUND) {
+		run_free(r); /* ended meanwhile */
+		return;
+	}
+	if (rc != RC_OK) {
+		logf_("run %lld: cannot load: %s", (long long)id, err);
+		run_free(r);
+		return;
+	}
+	if (time_now_ms() - r->job.created_at > age_limit) {
+		/* left running by a daemon that died long ago: no reply could still be on time */
+		run_end(r, LLM_E_TIMEOUT, "AI 回复超时: interrupted by a restart", NULL);
+		return;
+	}
+	r->call = llm_start(loop, &cfg, &r->job, &run_cb, r, err);
+	if (!r->call)
+		run_end(r, LLM_E_FAILED, err, NULL);
+}
+
+/* Take new runs from the database. */
+static void
+poll_runs(void)
+{
+	struct pool *p = pool_create();
+	int64_t *ids;
+	char err[ERR_LEN];
+	int n = 0, i;
+
+	if (!p)
+		return;
+	do {
+		if (nruns >= RUNS_MAX)
+			break;
+		if (store_runs_open(st, p, max_seen, POLL_BATCH, &ids, &n, err) != RC_OK) {
+			logf_("cannot list runs: %s", err);
+			break;
+		}
+		for (i = 0; i < n; i++) {
+			if (ids[i] > max_seen)
+				max_seen = ids[i];
+			run_start(ids[i]);
+		}
+		pool_reset(p);
+	} while (n == POLL_BATCH && !stopping);
+	pool_destroy(p);
+}
+
+/* Answer waiters whose run ended outside this daemon's sight. */
+static void
+check_waiters(void)
+{
+	struct conn *c, *next;
+	char err[ERR_LEN];
+	int status;
+
+	for (c = waiting; c; c = next) {
+		next = c->next_waiting;
+		if (*run_slot(c->waiting))
+			continue;
+		if (store_run_status(st, c->waiting, &status, err) == RC_NOTFOUND)
+			status = 2;
+		else if (status == 0)
+			continue;
+		notify(c->waiting, status);
+	}
+}
+
+static void
+on_poll_soon(uv_idle_t *h)
+{
+	uv_idle_stop(h);
+	poll_runs();
+}
+
+static void
+on_poll_timer(uv_timer_t *t)
+{
+	(void)t;
+	poll_runs();
+	check_waiters();
+}
+
+static void
+flush_all(void)
+{
+	char err[ERR_LEN];
+	size_t i;
+	struct job_run *r;
+	int any = 0;
+
+	for (i = 0; i < sizeof(runs_by_id) / sizeof(runs_by_id[0]) && !any; i++)
+		for (r = runs_by_id[i]; r && !any; r = r->next)
+			any = r->dirty;
+	if (!any || store_begin(st, err) != RC_OK)
+		return;
+	/* one transaction for every reply that grew since the last flush */
+	for (i = 0; i < sizeof(runs_by_id) / sizeof(runs_by_id[0]); i++) {
+		for (r = runs_by_id[i]; r; r = r->next) {
+			size_t len;
+			if (!r->dirty)
+				continue;
+			len = utf8_whole(r->content.s, r->content.len);
+			if (store_run_progress(st, r->job.ai_msg, r->content.s, len, err) == RC_OK) {
+				r->flushed = len;
+				r->dirty = len != r->content.len;
+			}
+		}
+	}
+	if (store_commit(st, err) != RC_OK)
+		logf_("cannot save progress: %s", err);
+}
+
+static void
+on_flush_timer(uv_timer_t *t)
+{
+	(void)t;
+	flush_all();
+}
+
+/* ---- the control socket ---- */
+
+static void
+on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+{
+	static char slab[4096];
+
+	(void)h;
+	(void)suggested;
+	*b = uv_buf_init(slab, sizeof(slab));
+}
+
+static void
+conn_line(struct conn *c, char *line)
+{
+	int64_t id;
+
+	if (strcmp(line, "wake") == 0) {
+		uv_idle_start(&poll_soon, on_poll_soon);
+	} else if (strncmp(line, "wait ", 5) == 0 && parse_uint(line + 5, INT64_MAX, &id) == 0) {
+		char err[ERR_LEN];
+		int status;
+
+		if (c->waiting)
+			return;
+		if (!*run_slot(id)) {
+			if (store_run_status(st, id, &status, err) != RC_OK) {
+				conn_say(c, "done %lld 2\n", (long long)id);
+				return;
+			}
+			if (status != 0) {
+				conn_say(c, "done %lld %d\n", (long long)id, status);
+				return;
+			}
+			uv_idle_start(&poll_soon, on_poll_soon);
+		}
+		c->waiting = id;
+		c->next_waiting = waiting;
+		waiting = c;
+	} else if (strcmp(line, "stats") == 0) {
+		conn_say(c, "runs %d http %d conns %d\n", nruns, llm_active(), nconns);
+	} else {
+		conn_close(c);
+	}
+}
+
+static void
+on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+	struct conn *c = s->data;
+	char *nl;
+
+	if (n < 0) {
+		conn_close(c);
+		return;
+	}
+	if (buf_add(&c->in, b->base, (size_t)n) != RC_OK) {
+		conn_close(c);
+		return;
+	}
+	while (!c->closing && (nl = memchr(c->in.s, '\n', c->in.len))) {
+		*nl = '\0';
+		conn_line(c, c->in.s);
+		if (!c->closing)
+			buf_consume(&c->in, (size_t)(nl - c->in.s) + 1);
+	}
+}
+
+static void
+on_connection(uv_stream_t *srv, int status)
+{
+	struct conn *c;
+
+	if (status < 0)
+		return;
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return;
+	buf_init(&c->in, PUSH_LINE_MAX);
+	uv_pipe_init(loop, &c->pipe, 0);
+	c->pipe.data = c;
+	nconns++;
+	if (uv_accept(srv, (uv_stream_t *)&c->pipe) != 0 || nconns > CONN_MAX) {
+		conn_close(c);
+		return;
+	}
+	uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+}
+
+/* ---- start and stop ---- */
+
+static void
+close_walk(uv_handle_t *h, void *arg)
+{
+	(void)arg;
+	if (!uv_is_closing(h))
+		uv_close(h, h->type == UV_NAMED_PIPE && h->data ? conn_closed : NULL);
+}
+
+static void
+on_signal(uv_signal_t *s, int sig)
+{
+	size_t i;
+
+	(void)s;
+	(void)sig;
+	if (stopping)
+		return;
+	stopping = 1;
+	logf_("stopping; %d runs stay in the database for the next start", nruns);
+	flush_all();
+	/* the runs stay "running" in the database: the next start makes them anew */
+	for (i = 0; i < sizeof(runs_by_id) / sizeof(runs_by_id[0]); i++) {
+		while (runs_by_id[i]) {
+			struct job_run *r = runs_by_id[i];
+			llm_cancel(r->call);
+			run_free(r);
+		}
+	}
+	llm_shutdown();
+	uv_walk(loop, close_walk, NULL);
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *conf = getenv("AICHATD_CONFIG");
+	char err[ERR_LEN], path[4096];
+	int rc;
+
+	if (argc > 2 && strcmp(argv[1], "-c") == 0)
+		conf = argv[2];
+	if (config_load(&cfg, conf, err) != RC_OK) {
+		logf_("%s", err);
+		return 1;
+	}
+	signal(SIGPIPE, SIG_IGN);
+	loop = uv_default_loop();
+	st = store_open(cfg.db_path, err);
+	if (!st || store_migrate(st, err) != RC_OK) {
+		logf_("%s", err);
+		return 1;
+	}
+	if (llm_init(loop, err) != RC_OK) {
+		logf_("%s", err);
+		return 1;
+	}
+	push_socket_path(&cfg, path, sizeof(path));
+	unlink(path);
+	uv_pipe_init(loop, &server, 0);
+	if ((rc = uv_pipe_bind(&server, path)) != 0 ||
+	    (rc = uv_listen((uv_stream_t *)&server, 1024, on_connection)) != 0) {
+		logf_("cannot listen on %s: %s", path, uv_strerror(rc));
+		return 1;
+	}
+	chmod(path, 0660);
+	uv_timer_init(loop, &flush_timer);
+	uv_timer_start(&flush_timer, on_flush_timer, FLUSH_MS, FLUSH_MS);
+	uv_timer_init(loop, &poll_timer);
+	uv_timer_start(&poll_timer, on_poll_timer, POLL_MS, POLL_MS);
+	uv_idle_init(loop, &poll_soon);
+	uv_signal_init(loop, &sigterm);
+	uv_signal_start(&sigterm, on_signal, SIGTERM);
+	uv_signal_init(loop, &sigint);
+	uv_signal_start(&sigint, on_signal, SIGINT);
+	logf_("listening on %s", path);
+	/* whatever a previous daemon left running is taken again now */
+	poll_runs();
+	uv_run(loop, UV_RUN_DEFAULT);
+	unlink(path);
+	uv_loop_close(loop);
+	store_close(st);
+	config_free(&cfg);
+	return 0;
+}
