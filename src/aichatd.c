@@ -132,12 +132,12 @@ status_text(int status)
 static void
 req_send(struct req *r, FCGX_Request *fr)
 {
-	FCGX_FPrintF(fr->out,
-		     "Status: %d %s\r\nContent-Type: %s\r\nContent-Length: %lu\r\n"
-		     "Cache-Control: no-store\r\n",
+	FCGX_FPrintF(fr->out, "Status: %d %s\r\nContent-Type: %s\r\nContent-Length: %lu\r\n%s",
 		     r->status, status_text(r->status),
 		     r->ctype ? r->ctype : "application/json; charset=utf-8",
-		     (unsigned long)r->out.len);
+		     (unsigned long)r->out.len,
+		     /* API answers are never cached; a hand-over's headers come from the daemon */
+		     r->ctype ? "" : "Cache-Control: no-store\r\n");
 	if (r->headers.len)
 		FCGX_PutStr(r->headers.s, (int)r->headers.len, fr->out);
 	FCGX_PutStr("\r\n", 2, fr->out);

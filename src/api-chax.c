@@ -165,3 +165,55 @@ chax_chat(struct req *r)
 	json_object_set_new(j, "msgId", json_string(out.reply.msg_id));
 	return req_json(r, 200, j);
 }
+
+int
+chax_stream(struct req *r)
+{
+	const char *last = req_query(r, "last_event_id");
+	struct msg m;
+	char err[ERR_LEN];
+	int64_t v;
+	int rc;
+
+	rc = store_msg_get_by_msgid(r->store, r->pool, r->params[0], api_owner(r), &m, err);
+	if (rc == RC_NOTFOUND)
+		return req_fail(r, 404, 0, "Message not found");
+	if (rc != RC_OK)
+		return api_store_fail(r, rc, err);
+	/* EventSource cannot send Last-Event-ID on its first connect: the query says it then;
+	 * the header, when present, reaches the daemon by itself */
+	if (last && (strcmp(last, "0") == 0 || parse_uint(last, INT64_MAX, &v) == RC_OK))
+		return api_hand_over(r, pool_printf(r->pool, "sse/%s?last_event_id=%s", m.msg_id, last));
+	return api_hand_over(r, pool_printf(r->pool, "sse/%s", m.msg_id));
+}
+
+int
+chax_stop(struct req *r)
+{
+	struct msg m;
+	char err[ERR_LEN];
+	int64_t run_id;
+	int rc, status, stopped = 0;
+
+	rc = store_msg_get_by_msgid(r->store, r->pool, r->params[0], api_owner(r), &m, err);
+	if (rc == RC_NOTFOUND)
+		return req_fail(r, 404, 0, "Message not found");
+	if (rc != RC_OK)
+		return api_store_fail(r, rc, err);
+	rc = store_run_of_reply(r->store, m.id, &run_id, &status, err);
+	if (rc == RC_NOTFOUND)
+		return req_fail(r, 400, 0, "not an AI reply");
+	if (rc != RC_OK)
+		return api_store_fail(r, rc, err);
+	if (status == 0) {
+		if (push_stop(r->cfg, run_id, &status) != RC_OK)
+			return req_fail(r, 503, 0, "the push daemon is not reachable");
+		stopped = status == 3;
+		rc = store_msg_get_by_msgid(r->store, r->pool, r->params[0], api_owner(r), &m, err);
+		if (rc != RC_OK)
+			return api_store_fail(r, rc, err);
+	}
+	return req_json(r, 200, json_pack("{s:s,s:b,s:b,s:s}", "msgId", m.msg_id, "stopped",
+					  stopped, "unfinished", m.unfinished, "content",
+					  m.content));
+}

@@ -1,4 +1,5 @@
 /* Dialect A (seed 000): the lightweight IM service. /api/message, /api/ai, /health. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "rc.h"
@@ -173,9 +174,33 @@ im_health(struct req *r)
 	char err[ERR_LEN];
 	int64_t v;
 
+	const char *detail = req_query(r, "detail");
+	char stats[PUSH_LINE_MAX];
+	json_t *j;
+
 	if (store_version(r->store, &v, err) != RC_OK)
 		return req_json(r, 503, json_pack("{s:s,s:s,s:s}", "status", "error", "version",
 						  PACKAGE_VERSION, "database", err));
-	return req_json(r, 200, json_pack("{s:s,s:s,s:s}", "status", "ok", "version",
-					  PACKAGE_VERSION, "database", "ok"));
+	j = json_pack("{s:s,s:s,s:s}", "status", "ok", "version", PACKAGE_VERSION, "database",
+		      "ok");
+	if (j && detail && strcmp(detail, "1") == 0) {
+		/* the push daemon's counters: runs, upstream transfers, connections, drops */
+		json_t *push = json_object();
+		if (push_stats(r->cfg, stats, sizeof(stats)) == RC_OK) {
+			char *tok, *save = NULL, *name = NULL;
+			for (tok = strtok_r(stats, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+				if (!name) {
+					name = tok;
+					continue;
+				}
+				json_object_set_new(push, name, json_integer(atoll(tok)));
+				name = NULL;
+			}
+			json_object_set_new(push, "status", json_string("ok"));
+		} else {
+			json_object_set_new(push, "status", json_string("unreachable"));
+		}
+		json_object_set_new(j, "push", push);
+	}
+	return req_json(r, 200, j);
 }

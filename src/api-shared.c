@@ -198,3 +198,15 @@ api_wait_run(struct req *r, int64_t run_id, struct run_result *out)
 		}
 	}
 }
+
+int
+api_hand_over(struct req *r, const char *target)
+{
+	if (!target)
+		return req_fail(r, 500, 0, NULL);
+	req_header(r, "X-Accel-Redirect: /_aichatd_push/%s", target);
+	r->status = 200;
+	r->ctype = "text/plain; charset=utf-8";
+	buf_reset(&r->out);
+	return 0;
+}

@@ -46,15 +46,14 @@ wf_history(struct req *r)
 					  (json_int_t)total, "messages", a));
 }
 
-int
-wf_send(struct req *r)
+/* Validate E's send body, store the user message and start the run: 0, or -1 after an
+ * error was written. */
+static int
+wf_post(struct req *r, struct store_posted *out)
 {
 	const char *sid, *uid, *input, *user;
 	struct store_post in;
-	struct store_posted out;
-	struct run_result res;
 	char err[ERR_LEN];
-	json_t *plan = NULL;
 	int rc;
 
 	if (api_field(r, "sessionId", &sid) || api_field(r, "userId", &uid) ||
@@ -78,19 +77,29 @@ wf_send(struct req *r)
 	in.create = 1;
 	in.conv_user = user;
 	in.title = sid;
-	/* E talks to a workflow: its new conversations use the n8n config when one is set up */
-	in.model_config = *r->cfg->n8n_webhook_url ? "n8n" : NULL;
+	/* E talks to its workflow whenever one is set up; else to the default provider */
+	in.model_config = in.run_config = *r->cfg->n8n_webhook_url ? "n8n" : NULL;
 	in.sender = user;
 	in.role = "user";
 	in.content = input;
 	in.run = 1;
-	rc = store_post(r->store, r->pool, &in, &out, err);
+	rc = store_post(r->store, r->pool, &in, out, err);
 	if (rc == RC_NOTFOUND)
 		return req_fail(r, 404, 0, "会话不存在");
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
 	push_wake(r->cfg);
-	if (api_wait_run(r, out.run_id, &res))
+	return 0;
+}
+
+int
+wf_send(struct req *r)
+{
+	struct store_posted out;
+	struct run_result res;
+	json_t *plan = NULL;
+
+	if (wf_post(r, &out) || api_wait_run(r, out.run_id, &res))
 		return -1;
 	if (res.status != 1)
 		return req_fail(r, 500, 0,
@@ -104,4 +113,21 @@ wf_send(struct req *r)
 					  res.travel_plan_id ? json_integer(res.travel_plan_id) :
 							       json_null(),
 					  "travelPlan", plan ? plan : json_null()));
+}
+
+int
+wf_stream(struct req *r)
+{
+	struct store_posted out;
+
+	if (!*r->cfg->n8n_webhook_url) {
+		/* the seed's answer: plain text, not the JSON envelope */
+		r->status = 503;
+		r->ctype = "text/plain; charset=utf-8";
+		buf_adds(&r->out, "n8n 工作流未启用或配置错误 (no n8n_webhook_url is configured)\n");
+		return 0;
+	}
+	if (wf_post(r, &out))
+		return -1;
+	return api_hand_over(r, pool_printf(r->pool, "estream/%lld", (long long)out.run_id));
 }

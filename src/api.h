@@ -49,6 +49,8 @@ int chax_record_list(struct req *r);
 int chax_message_list(struct req *r);
 int chax_message_content(struct req *r);
 int chax_chat(struct req *r);
+int chax_stream(struct req *r);
+int chax_stop(struct req *r);
 /* dialect D */
 int v1_session_create(struct req *r);
 int v1_messages_list(struct req *r);
@@ -59,6 +61,7 @@ int v1_send(struct req *r);
 /* dialect E */
 int wf_history(struct req *r);
 int wf_send(struct req *r);
+int wf_stream(struct req *r);
 
 /* ---- shared chrome (api-shared.c) ---- */
 
@@ -91,6 +94,9 @@ int api_named_conv(struct req *r, const char *id, struct conv *c, int *have, con
 /* Wait for a run to end (sync sends). 0 with out filled (out->status 1 done, 2 failed, or
  * still 0 with error_code 2002 when the time ran out); -1 after writing a 500. */
 int api_wait_run(struct req *r, int64_t run_id, struct run_result *out);
+/* Hand the connection to the push daemon through nginx's internal location (target is
+ * the daemon's path, e.g. "sse/<msgId>"): the worker is free as soon as it answers. */
+int api_hand_over(struct req *r, const char *target);
 /* A timestamp as the dialect renders it. New reference. */
 json_t *api_time(enum dialect d, int64_t ms);
 /* json_string() of possibly NULL text: null for NULL. New reference. */

@@ -35,6 +35,10 @@ static const struct key keys[] = {
 	{"builtin_delay_ms", K_INT, OFF(builtin_delay_ms), 0, 60000},
 	{"connect_timeout_s", K_INT, OFF(connect_timeout_s), 1, 3600},
 	{"reply_timeout_s", K_INT, OFF(reply_timeout_s), 1, 86400},
+	{"sse_heartbeat_s", K_INT, OFF(sse_heartbeat_s), 1, 3600},
+	{"ws_ping_s", K_INT, OFF(ws_ping_s), 1, 3600},
+	{"client_buffer", K_SIZE, OFF(client_buffer), 4096, 256L << 20},
+	{"ws_max_message", K_SIZE, OFF(ws_max_message), 1024, 16L << 20},
 };
 
 static int
@@ -158,6 +162,10 @@ config_load(struct config *c, const char *path, char *err)
 	c->builtin_delay_ms = 50;
 	c->connect_timeout_s = 10;
 	c->reply_timeout_s = 300;
+	c->sse_heartbeat_s = 15;
+	c->ws_ping_s = 30;
+	c->client_buffer = 1u << 20;
+	c->ws_max_message = 64u << 10;
 	if (set_str(&c->listen, "127.0.0.1", err) || set_str(&c->data_dir, "./var", err) ||
 	    set_str(&c->provider, "builtin", err) || set_str(&c->jwt_secret, "", err) ||
 	    set_str(&c->openai_base_url, "https://api.openai.com/v1", err) ||
@@ -187,7 +195,8 @@ config_load(struct config *c, const char *path, char *err)
 		return RC_ERR;
 	}
 	if (asprintf(&c->db_path, "%s/aichatd.db", c->data_dir) < 0 ||
-	    asprintf(&c->fcgi_socket, "%s/run/fcgi.sock", c->data_dir) < 0) {
+	    asprintf(&c->fcgi_socket, "%s/run/fcgi.sock", c->data_dir) < 0 ||
+	    asprintf(&c->push_http_socket, "%s/run/push-http.sock", c->data_dir) < 0) {
 		snprintf(err, ERR_LEN, "out of memory");
 		return RC_NOMEM;
 	}
@@ -204,6 +213,7 @@ config_free(struct config *c)
 			free(*(char **)((char *)c + keys[i].off));
 	free(c->db_path);
 	free(c->fcgi_socket);
+	free(c->push_http_socket);
 	memset(c, 0, sizeof(*c));
 }
 
@@ -232,5 +242,6 @@ config_print_env(const struct config *c)
 	snprintf(n, sizeof(n), "%zu", c->body_limit);
 	print_quoted("AICHATD_BODY_LIMIT", n);
 	print_quoted("AICHATD_FCGI_SOCKET", c->fcgi_socket);
+	print_quoted("AICHATD_PUSH_HTTP_SOCKET", c->push_http_socket);
 	print_quoted("AICHATD_AUTH", c->auth == AUTH_JWT ? "jwt" : "off");
 }

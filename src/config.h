@@ -26,9 +26,14 @@ struct config {
 	int builtin_delay_ms;
 	int connect_timeout_s;
 	int reply_timeout_s;
+	int sse_heartbeat_s;  /* comment lines on quiet SSE streams */
+	int ws_ping_s;        /* WebSocket pings; a client silent for two is closed */
+	size_t client_buffer; /* unsent bytes a push connection may queue before it is dropped */
+	size_t ws_max_message; /* largest WebSocket message accepted */
 	/* derived */
 	char *db_path;
 	char *fcgi_socket;
+	char *push_http_socket; /* nginx's way to the push daemon (WebSocket, SSE) */
 };
 
 /* Load defaults, then the file at path (NULL or missing: skipped when not required),

@@ -34,6 +34,8 @@ on_tick(uv_timer_t *t)
 	if (c->ended)
 		return;
 	n = utf8_prefix(c->reply + c->pos, PIECE);
+	if (c->cb->raw)
+		c->cb->raw(c->ctx, "text/plain; charset=utf-8", c->reply + c->pos, n);
 	llm_emit(c, c->reply + c->pos, n);
 	c->pos += n;
 	if (c->pos >= len) {

@@ -197,7 +197,10 @@ on_write(char *p, size_t size, size_t nmemb, void *u)
 		curl_easy_getinfo(c->easy, CURLINFO_CONTENT_TYPE, &ct);
 		/* anything but a single JSON document is read as a stream of lines */
 		c->stream = !ct || strncmp(ct, "application/json", 16) != 0;
+		snprintf(c->ctype, sizeof(c->ctype), "%s", ct ? ct : "application/octet-stream");
 	}
+	if (c->http_status < 400 && c->cb->raw)
+		c->cb->raw(c->ctx, c->ctype, p, n);
 	if (c->http_status >= 400 || !c->stream) {
 		/* kept whole: an error body for the message, or one JSON reply */
 		if (buf_add(&c->whole, p, n) != RC_OK && c->http_status < 400) {

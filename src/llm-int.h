@@ -31,6 +31,7 @@ struct llm_call {
 	char *body;
 	char errbuf[CURL_ERROR_SIZE];
 	long http_status;
+	char ctype[128];
 	struct buf line;   /* an incomplete line carried to the next read */
 	struct buf whole;  /* the body, for JSON replies and error messages */
 	int stream;        /* the reply is a stream (SSE or JSON lines), not one JSON */

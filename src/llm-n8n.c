@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "rc.h"
+#include "util.h"
 #include "llm-int.h"
 
 static const char *
@@ -45,6 +46,10 @@ on_line(struct llm_call *c, char *line, size_t len)
 		return;
 	if (!data && len && line[0] != '{') {
 		/* plain text: the line is the reply, newline included */
+		if (!utf8_valid(line, len)) {
+			snprintf(c->fail, sizeof(c->fail), "AI 服务调用失败: reply is not UTF-8");
+			return;
+		}
 		if (llm_emit(c, line, len) == 0)
 			llm_emit(c, "\n", 1);
 		return;

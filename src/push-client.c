@@ -63,44 +63,78 @@ mono_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-int
-push_wait(const struct config *cfg, int64_t run_id, int timeout_ms)
+/* Send one command line and read one answer line into out. RC_OK or RC_ERR. */
+static int
+push_ask(const struct config *cfg, const char *cmd, char *out, size_t outlen, int timeout_ms)
 {
-	char line[PUSH_LINE_MAX], want[64];
 	int64_t end = mono_ms() + timeout_ms;
-	size_t got = 0;
-	int fd = push_connect(cfg, 0), n;
+	size_t got = 0, n = strlen(cmd);
+	int fd = push_connect(cfg, 0);
 
 	if (fd < 0)
 		return RC_ERR;
-	n = snprintf(line, sizeof(line), "wait %lld\n", (long long)run_id);
-	if (send(fd, line, (size_t)n, MSG_NOSIGNAL) != n) {
+	if (send(fd, cmd, n, MSG_NOSIGNAL) != (ssize_t)n) {
 		close(fd);
 		return RC_ERR;
 	}
-	snprintf(want, sizeof(want), "done %lld ", (long long)run_id);
 	for (;;) {
 		struct pollfd p = {fd, POLLIN, 0};
 		int64_t left = end - mono_ms();
 		ssize_t r;
+		char *nl;
 
-		if (left <= 0 || poll(&p, 1, (int)left) <= 0) {
-			if (errno == EINTR && left > 0)
+		if (left <= 0)
+			break;
+		if (poll(&p, 1, (int)left) <= 0) {
+			if (errno == EINTR)
 				continue;
 			break;
 		}
-		r = recv(fd, line + got, sizeof(line) - 1 - got, 0);
+		r = recv(fd, out + got, outlen - 1 - got, 0);
 		if (r <= 0)
 			break;
 		got += (size_t)r;
-		line[got] = '\0';
-		if (strchr(line, '\n')) {
+		out[got] = '\0';
+		if ((nl = strchr(out, '\n'))) {
+			*nl = '\0';
 			close(fd);
-			return strncmp(line, want, strlen(want)) == 0 ? RC_OK : RC_ERR;
+			return RC_OK;
 		}
-		if (got == sizeof(line) - 1)
+		if (got == outlen - 1)
 			break;
 	}
 	close(fd);
 	return RC_ERR;
+}
+
+int
+push_wait(const struct config *cfg, int64_t run_id, int timeout_ms)
+{
+	char cmd[64], want[64], line[PUSH_LINE_MAX];
+
+	snprintf(cmd, sizeof(cmd), "wait %lld\n", (long long)run_id);
+	snprintf(want, sizeof(want), "done %lld ", (long long)run_id);
+	if (push_ask(cfg, cmd, line, sizeof(line), timeout_ms) != RC_OK)
+		return RC_ERR;
+	return strncmp(line, want, strlen(want)) == 0 ? RC_OK : RC_ERR;
+}
+
+int
+push_stop(const struct config *cfg, int64_t run_id, int *status)
+{
+	char cmd[64], want[64], line[PUSH_LINE_MAX];
+	size_t n;
+
+	snprintf(cmd, sizeof(cmd), "stop %lld\n", (long long)run_id);
+	n = (size_t)snprintf(want, sizeof(want), "stopped %lld ", (long long)run_id);
+	if (push_ask(cfg, cmd, line, sizeof(line), 5000) != RC_OK || strncmp(line, want, n) != 0)
+		return RC_ERR;
+	*status = atoi(line + n);
+	return RC_OK;
+}
+
+int
+push_stats(const struct config *cfg, char *out, size_t len)
+{
+	return push_ask(cfg, "stats\n", out, len, 1000);
 }

@@ -1,5 +1,5 @@
 /*
- * aichatd-push: the push daemon. One libuv loop that takes AI runs from the database,
+ * aichatd-push: the push daemon. One libuv pushd_loop that takes AI runs from the database,
  * makes each reply through a provider (llm.h), saves the partial content as it grows, ends
  * each run in the database, and answers the workers' wake-ups and waits (push.h).
  *
@@ -26,6 +26,7 @@
 #include "store.h"
 #include "llm.h"
 #include "push.h"
+#include "pushd.h"
 
 #define FLUSH_MS 250          /* partial content is saved at least this often */
 #define FLUSH_BYTES 1024      /* ... or once this much is unsaved */
@@ -37,17 +38,6 @@
 
 struct waiter;
 
-struct job_run {
-	struct job_run *next; /* in runs_by_id[] */
-	int64_t id;
-	struct pool *pool; /* the job's strings */
-	struct run_job job;
-	struct buf content;
-	size_t flushed;
-	int dirty;
-	uint64_t started; /* uv_now() */
-	struct llm_call *call;
-};
 
 struct conn {
 	uv_pipe_t pipe;
@@ -57,14 +47,15 @@ struct conn {
 	int closing;
 };
 
-static struct config cfg;
-static uv_loop_t *loop;
-static struct store *st;
+struct config pushd_cfg;
+uv_loop_t *pushd_loop;
+struct store *pushd_store;
 static uv_pipe_t server;
 static uv_timer_t flush_timer, poll_timer;
 static uv_signal_t sigterm, sigint;
 static uv_idle_t poll_soon;
 static struct job_run *runs_by_id[1024];
+static struct job_run *runs_by_msg[1024];
 static int nruns, nconns;
 static int64_t max_seen;
 static struct conn *waiting; /* connections waiting for a run's end */
@@ -90,6 +81,38 @@ run_slot(int64_t id)
 	while (*p && (*p)->id != id)
 		p = &(*p)->next;
 	return p;
+}
+
+static unsigned
+msg_hash(const char *k)
+{
+	unsigned h = 2166136261u;
+
+	while (*k)
+		h = (h ^ (unsigned char)*k++) * 16777619u;
+	return h % (sizeof(runs_by_msg) / sizeof(runs_by_msg[0]));
+}
+
+struct job_run *
+runs_find(int64_t id)
+{
+	return *run_slot(id);
+}
+
+struct job_run *
+runs_find_msg(const char *msg_id)
+{
+	struct job_run *r = runs_by_msg[msg_hash(msg_id)];
+
+	while (r && strcmp(r->job.ai_msg_id, msg_id) != 0)
+		r = r->next_msg;
+	return r;
+}
+
+int
+pushd_stopping(void)
+{
+	return stopping;
 }
 
 /* ---- waiters ---- */
@@ -123,7 +146,7 @@ conn_close(struct conn *c)
 
 struct wreq {
 	uv_write_t w;
-	char line[64];
+	char line[160];
 };
 
 static void
@@ -177,7 +200,15 @@ run_free(struct job_run *r)
 
 	if (*p == r)
 		*p = r->next;
+	if (r->job.ai_msg_id) {
+		struct job_run **m = &runs_by_msg[msg_hash(r->job.ai_msg_id)];
+		while (*m && *m != r)
+			m = &(*m)->next_msg;
+		if (*m)
+			*m = r->next_msg;
+	}
 	buf_free(&r->content);
+	buf_free(&r->raw);
 	pool_destroy(r->pool);
 	free(r);
 	nruns--;
@@ -191,9 +222,10 @@ run_on_chunk(void *ctx, const char *s, size_t n)
 	if (buf_add(&r->content, s, n) != RC_OK)
 		return; /* the provider stops at LLM_REPLY_MAX before this cap is reached */
 	r->dirty = 1;
+	hub_chunk(r, s, n);
 	if (r->content.len - r->flushed >= FLUSH_BYTES) {
 		char err[ERR_LEN];
-		if (store_run_progress(st, r->job.ai_msg, r->content.s, r->content.len, err) ==
+		if (store_run_progress(pushd_store, r->job.ai_msg, r->content.s, r->content.len, err) ==
 		    RC_OK) {
 			r->flushed = r->content.len;
 			r->dirty = 0;
@@ -231,7 +263,7 @@ run_end(struct job_run *r, int code, const char *error, const char *travel_plan)
 	memset(&e, 0, sizeof(e));
 	e.run_id = r->id;
 	e.ai_msg = r->job.ai_msg;
-	e.status = code ? 2 : 1;
+	e.status = code == RUN_STOPPED ? RUN_STOPPED : code ? 2 : 1;
 	e.content = r->content.s;
 	e.len = utf8_whole(r->content.s, r->content.len);
 	if (!utf8_valid(e.content, e.len)) {
@@ -240,24 +272,26 @@ run_end(struct job_run *r, int code, const char *error, const char *travel_plan)
 		error = "AI 服务调用失败: the reply is not valid UTF-8";
 		e.len = 0;
 	}
-	e.error_code = code;
-	e.error = code ? error : NULL;
-	e.duration_ms = (int64_t)(uv_now(loop) - r->started);
+	e.error_code = e.status == 2 ? code : 0;
+	e.error = e.status == 2 ? error : NULL;
+	e.duration_ms = (int64_t)(uv_now(pushd_loop) - r->started);
 	e.travel_plan = travel_plan;
 	meta = json_pack("{s:s,s:s,s:s,s:I}", "provider", r->job.cfg.provider, "model",
 			 r->job.cfg.model_name, "config_id", r->job.cfg.config_id, "duration_ms",
 			 (json_int_t)e.duration_ms);
 	e.metadata = meta_text = meta ? json_dumps(meta, JSON_COMPACT) : NULL;
 	json_decref(meta);
-	rc = store_run_finish(st, &e, err);
+	rc = store_run_finish(pushd_store, &e, err);
 	free(meta_text);
 	if (rc != RC_OK && rc != RC_NOTFOUND)
 		logf_("run %lld: cannot save its end: %s", (long long)r->id, err);
-	if (code) {
+	if (e.status == 2) {
 		snprintf(msg, sizeof(msg), "AI run %s (%s) failed [%d]: %.300s", r->job.record_id,
 			 r->job.cfg.provider, code, error ? error : "");
-		store_log(st, "error", msg);
+		store_log(pushd_store, "error", msg);
 	}
+	r->content.len = e.len; /* what subscribers are told is what was saved */
+	hub_done(r, e.status, e.error);
 	notify(r->id, e.status);
 	run_free(r);
 }
@@ -271,15 +305,26 @@ run_on_done(void *ctx, int code, const char *error, const char *travel_plan)
 	run_end(r, code, error, travel_plan);
 }
 
-static const struct llm_cb run_cb = {run_on_chunk, run_on_done};
-
 static void
-run_start(int64_t id)
+run_on_raw(void *ctx, const char *ctype, const char *s, size_t n)
+{
+	struct job_run *r = ctx;
+
+	if (!r->raw_type[0])
+		snprintf(r->raw_type, sizeof(r->raw_type), "%s", ctype);
+	buf_add(&r->raw, s, n); /* past its cap only late subscribers miss the early bytes */
+	hub_raw(r, s, n);
+}
+
+static const struct llm_cb run_cb = {run_on_chunk, run_on_raw, run_on_done};
+
+void
+runs_start(int64_t id)
 {
 	struct job_run *r;
 	char err[ERR_LEN];
 	int rc;
-	int64_t age_limit = ((int64_t)cfg.reply_timeout_s + cfg.connect_timeout_s + 30) * 1000;
+	int64_t age_limit = ((int64_t)pushd_cfg.reply_timeout_s + pushd_cfg.connect_timeout_s + 30) * 1000;
 
 	if (*run_slot(id))
 		return; /* already being made */
@@ -290,8 +335,9 @@ run_start(int64_t id)
 	}
 	r->id = id;
 	buf_init(&r->content, LLM_REPLY_MAX + 16);
-	r->started = uv_now(loop);
-	rc = store_run_job(st, r->pool, id, cfg.provider, HISTORY_WINDOW, &r->job, err);
+	buf_init(&r->raw, LLM_REPLY_MAX);
+	r->started = uv_now(pushd_loop);
+	rc = store_run_job(pushd_store, r->pool, id, pushd_cfg.provider, HISTORY_WINDOW, &r->job, err);
 	r->next = NULL;
 	*run_slot(id) = r;
 	nruns++;
@@ -304,14 +350,48 @@ run_start(int64_t id)
 		run_free(r);
 		return;
 	}
+	r->next_msg = runs_by_msg[msg_hash(r->job.ai_msg_id)];
+	runs_by_msg[msg_hash(r->job.ai_msg_id)] = r;
 	if (time_now_ms() - r->job.created_at > age_limit) {
 		/* left running by a daemon that died long ago: no reply could still be on time */
 		run_end(r, LLM_E_TIMEOUT, "AI 回复超时: interrupted by a restart", NULL);
 		return;
 	}
-	r->call = llm_start(loop, &cfg, &r->job, &run_cb, r, err);
+	r->call = llm_start(pushd_loop, &pushd_cfg, &r->job, &run_cb, r, err);
 	if (!r->call)
 		run_end(r, LLM_E_FAILED, err, NULL);
+}
+
+void
+runs_stop(struct job_run *r)
+{
+	llm_cancel(r->call);
+	r->call = NULL;
+	run_end(r, RUN_STOPPED, NULL, NULL);
+}
+
+int
+runs_stop_id(int64_t id)
+{
+	struct job_run *r = runs_find(id);
+	char err[ERR_LEN];
+	int status;
+
+	if (!r) {
+		if (store_run_status(pushd_store, id, &status, err) != RC_OK)
+			return -1;
+		if (status != 0)
+			return status;
+		runs_start(id); /* queued: load it, to end it as stopped */
+		r = runs_find(id);
+		if (!r) {
+			if (store_run_status(pushd_store, id, &status, err) != RC_OK)
+				return -1;
+			return status;
+		}
+	}
+	runs_stop(r);
+	return RUN_STOPPED;
 }
 
 /* Take new runs from the database. */
@@ -328,14 +408,14 @@ poll_runs(void)
 	do {
 		if (nruns >= RUNS_MAX)
 			break;
-		if (store_runs_open(st, p, max_seen, POLL_BATCH, &ids, &n, err) != RC_OK) {
+		if (store_runs_open(pushd_store, p, max_seen, POLL_BATCH, &ids, &n, err) != RC_OK) {
 			logf_("cannot list runs: %s", err);
 			break;
 		}
 		for (i = 0; i < n; i++) {
 			if (ids[i] > max_seen)
 				max_seen = ids[i];
-			run_start(ids[i]);
+			runs_start(ids[i]);
 		}
 		pool_reset(p);
 	} while (n == POLL_BATCH && !stopping);
@@ -354,7 +434,7 @@ check_waiters(void)
 		next = c->next_waiting;
 		if (*run_slot(c->waiting))
 			continue;
-		if (store_run_status(st, c->waiting, &status, err) == RC_NOTFOUND)
+		if (store_run_status(pushd_store, c->waiting, &status, err) == RC_NOTFOUND)
 			status = 2;
 		else if (status == 0)
 			continue;
@@ -388,7 +468,7 @@ flush_all(void)
 	for (i = 0; i < sizeof(runs_by_id) / sizeof(runs_by_id[0]) && !any; i++)
 		for (r = runs_by_id[i]; r && !any; r = r->next)
 			any = r->dirty;
-	if (!any || store_begin(st, err) != RC_OK)
+	if (!any || store_begin(pushd_store, err) != RC_OK)
 		return;
 	/* one transaction for every reply that grew since the last flush */
 	for (i = 0; i < sizeof(runs_by_id) / sizeof(runs_by_id[0]); i++) {
@@ -397,13 +477,13 @@ flush_all(void)
 			if (!r->dirty)
 				continue;
 			len = utf8_whole(r->content.s, r->content.len);
-			if (store_run_progress(st, r->job.ai_msg, r->content.s, len, err) == RC_OK) {
+			if (store_run_progress(pushd_store, r->job.ai_msg, r->content.s, len, err) == RC_OK) {
 				r->flushed = len;
 				r->dirty = len != r->content.len;
 			}
 		}
 	}
-	if (store_commit(st, err) != RC_OK)
+	if (store_commit(pushd_store, err) != RC_OK)
 		logf_("cannot save progress: %s", err);
 }
 
@@ -440,7 +520,7 @@ conn_line(struct conn *c, char *line)
 		if (c->waiting)
 			return;
 		if (!*run_slot(id)) {
-			if (store_run_status(st, id, &status, err) != RC_OK) {
+			if (store_run_status(pushd_store, id, &status, err) != RC_OK) {
 				conn_say(c, "done %lld 2\n", (long long)id);
 				return;
 			}
@@ -453,8 +533,12 @@ conn_line(struct conn *c, char *line)
 		c->waiting = id;
 		c->next_waiting = waiting;
 		waiting = c;
+	} else if (strncmp(line, "stop ", 5) == 0 && parse_uint(line + 5, INT64_MAX, &id) == 0) {
+		conn_say(c, "stopped %lld %d\n", (long long)id, runs_stop_id(id));
 	} else if (strcmp(line, "stats") == 0) {
-		conn_say(c, "runs %d http %d conns %d\n", nruns, llm_active(), nconns);
+		char hub[128];
+		hub_stats(hub, sizeof(hub));
+		conn_say(c, "runs %d upstream %d %s\n", nruns, llm_active(), hub);
 	} else {
 		conn_close(c);
 	}
@@ -493,7 +577,7 @@ on_connection(uv_stream_t *srv, int status)
 	if (!c)
 		return;
 	buf_init(&c->in, PUSH_LINE_MAX);
-	uv_pipe_init(loop, &c->pipe, 0);
+	uv_pipe_init(pushd_loop, &c->pipe, 0);
 	c->pipe.data = c;
 	nconns++;
 	if (uv_accept(srv, (uv_stream_t *)&c->pipe) != 0 || nconns > CONN_MAX) {
@@ -534,7 +618,8 @@ on_signal(uv_signal_t *s, int sig)
 		}
 	}
 	llm_shutdown();
-	uv_walk(loop, close_walk, NULL);
+	hub_close_all();
+	uv_walk(pushd_loop, close_walk, NULL);
 }
 
 int
@@ -546,46 +631,50 @@ main(int argc, char **argv)
 
 	if (argc > 2 && strcmp(argv[1], "-c") == 0)
 		conf = argv[2];
-	if (config_load(&cfg, conf, err) != RC_OK) {
+	if (config_load(&pushd_cfg, conf, err) != RC_OK) {
 		logf_("%s", err);
 		return 1;
 	}
 	signal(SIGPIPE, SIG_IGN);
-	loop = uv_default_loop();
-	st = store_open(cfg.db_path, err);
-	if (!st || store_migrate(st, err) != RC_OK) {
+	pushd_loop = uv_default_loop();
+	pushd_store = store_open(pushd_cfg.db_path, err);
+	if (!pushd_store || store_migrate(pushd_store, err) != RC_OK) {
 		logf_("%s", err);
 		return 1;
 	}
-	if (llm_init(loop, err) != RC_OK) {
+	if (llm_init(pushd_loop, err) != RC_OK) {
 		logf_("%s", err);
 		return 1;
 	}
-	push_socket_path(&cfg, path, sizeof(path));
+	push_socket_path(&pushd_cfg, path, sizeof(path));
 	unlink(path);
-	uv_pipe_init(loop, &server, 0);
+	uv_pipe_init(pushd_loop, &server, 0);
 	if ((rc = uv_pipe_bind(&server, path)) != 0 ||
 	    (rc = uv_listen((uv_stream_t *)&server, 1024, on_connection)) != 0) {
 		logf_("cannot listen on %s: %s", path, uv_strerror(rc));
 		return 1;
 	}
 	chmod(path, 0660);
-	uv_timer_init(loop, &flush_timer);
+	if (hub_listen(pushd_cfg.push_http_socket, err) != RC_OK) {
+		logf_("%s", err);
+		return 1;
+	}
+	uv_timer_init(pushd_loop, &flush_timer);
 	uv_timer_start(&flush_timer, on_flush_timer, FLUSH_MS, FLUSH_MS);
-	uv_timer_init(loop, &poll_timer);
+	uv_timer_init(pushd_loop, &poll_timer);
 	uv_timer_start(&poll_timer, on_poll_timer, POLL_MS, POLL_MS);
-	uv_idle_init(loop, &poll_soon);
-	uv_signal_init(loop, &sigterm);
+	uv_idle_init(pushd_loop, &poll_soon);
+	uv_signal_init(pushd_loop, &sigterm);
 	uv_signal_start(&sigterm, on_signal, SIGTERM);
-	uv_signal_init(loop, &sigint);
+	uv_signal_init(pushd_loop, &sigint);
 	uv_signal_start(&sigint, on_signal, SIGINT);
 	logf_("listening on %s", path);
 	/* whatever a previous daemon left running is taken again now */
 	poll_runs();
-	uv_run(loop, UV_RUN_DEFAULT);
+	uv_run(pushd_loop, UV_RUN_DEFAULT);
 	unlink(path);
-	uv_loop_close(loop);
-	store_close(st);
-	config_free(&cfg);
+	uv_loop_close(pushd_loop);
+	store_close(pushd_store);
+	config_free(&pushd_cfg);
 	return 0;
 }

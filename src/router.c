@@ -41,6 +41,8 @@ static const struct route routes[] = {
 	{"GET", "/ai/message/list/:cid", chax_message_list, D_C, 0},
 	{"GET", "/ai/message/content/:mid", chax_message_content, D_C, 0},
 	{"POST", "/ai/chat", chax_chat, D_C, R_JSON},
+	{"GET", "/ai/message/stream/:mid", chax_stream, D_C, 0},
+	{"POST", "/ai/message/stop/:mid", chax_stop, D_C, 0},
 	/* dialect D (seed 003) */
 	{"POST", "/api/v1/sessions", v1_session_create, D_D, R_JSON_OPT},
 	{"GET", "/api/v1/sessions/:sid/messages", v1_messages_list, D_D, 0},
@@ -51,6 +53,7 @@ static const struct route routes[] = {
 	/* dialect E (seed 004) */
 	{"GET", "/api/chat/history", wf_history, D_E, 0},
 	{"POST", "/api/chat/send", wf_send, D_E, R_JSON},
+	{"POST", "/api/chat/stream", wf_stream, D_E, R_JSON},
 };
 
 static int

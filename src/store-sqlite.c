@@ -59,6 +59,7 @@ enum stmt_id {
 	S_PLAN_INSERT,
 	S_RUN_RESULT,
 	S_RUN_STATUS,
+	S_RUN_OF_REPLY,
 	S__COUNT
 };
 
@@ -152,7 +153,8 @@ static const char *const stmt_sql[S__COUNT] = {
 	[S_VERSION] = "SELECT coalesce(max(version), 0) FROM schema_migrations",
 	[S_RUN_STATUS] = "SELECT status FROM runs WHERE id = ?1",
 	[S_RUN_INSERT] = "INSERT INTO runs (record_id, conv_seq, user_msg, ai_msg, status, "
-			 "created_at) VALUES (?1, ?2, ?3, ?4, 0, ?5)",
+			 "created_at, model_config) VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)",
+	[S_RUN_OF_REPLY] = "SELECT id, status FROM runs WHERE ai_msg = ?1",
 	[S_RUNS_OPEN] = "SELECT id FROM runs WHERE status = 0 AND id > ?1 ORDER BY id LIMIT ?2",
 	[S_RUN_JOB] = "SELECT r.id, r.record_id, r.ai_msg, am.msg_id, um.msg_id, c.id, "
 		      "um.user_id, um.content, r.created_at, mc.config_id, mc.provider, "
@@ -161,7 +163,8 @@ static const char *const stmt_sql[S__COUNT] = {
 		      "JOIN conversations c ON c.seq = r.conv_seq "
 		      "JOIN messages um ON um.id = r.user_msg "
 		      "JOIN messages am ON am.id = r.ai_msg "
-		      "LEFT JOIN model_configs mc ON mc.config_id = coalesce(c.model_config, ?2) "
+		      "LEFT JOIN model_configs mc ON mc.config_id = "
+		      "coalesce(r.model_config, c.model_config, ?2) "
 		      "WHERE r.id = ?1 AND r.status = 0",
 	[S_RUN_HISTORY] = "SELECT role, content FROM (SELECT id, role, content FROM messages "
 			  "WHERE conv_seq = ?1 AND is_deleted = 0 AND unfinished = 0 "
@@ -685,7 +688,8 @@ conv_touch(struct store *st, int64_t seq, int64_t now, int delta, char *err)
 
 static int
 run_insert(struct store *st, struct pool *p, const struct conv *c, int64_t user_msg,
-	   int64_t ai_msg, int64_t now, int64_t *run_id, char **record_id, char *err)
+	   int64_t ai_msg, const char *config, int64_t now, int64_t *run_id, char **record_id,
+	   char *err)
 {
 	char rid[IDS_STAMPED_MAX];
 	sqlite3_stmt *s = db_stmt(st, S_RUN_INSERT, err);
@@ -703,6 +707,7 @@ run_insert(struct store *st, struct pool *p, const struct conv *c, int64_t user_
 		sqlite3_bind_int64(s, 3, user_msg);
 		sqlite3_bind_int64(s, 4, ai_msg);
 		sqlite3_bind_int64(s, 5, now);
+		bind_text(s, 6, config);
 		r = sqlite3_step(s);
 		sqlite3_reset(s);
 		if (r != SQLITE_CONSTRAINT_UNIQUE)
@@ -743,8 +748,8 @@ store_post(struct store *st, struct pool *p, const struct store_post *in,
 		rc = msg_insert(st, p, &out->conv, "ai_bot", "assistant", "", 1, NULL, now,
 				&out->reply, err);
 		if (rc == RC_OK)
-			rc = run_insert(st, p, &out->conv, out->msg.id, out->reply.id, now,
-					&out->run_id, &out->record_id, err);
+			rc = run_insert(st, p, &out->conv, out->msg.id, out->reply.id,
+					in->run_config, now, &out->run_id, &out->record_id, err);
 		if (rc != RC_OK)
 			goto fail;
 	}
@@ -1258,6 +1263,20 @@ store_run_status(struct store *st, int64_t run_id, int *status, char *err)
 	if ((rc = db_int(st, s, &v, err)) == RC_OK)
 		*status = (int)v;
 	return rc;
+}
+
+int
+store_run_of_reply(struct store *st, int64_t ai_msg, int64_t *run_id, int *status, char *err)
+{
+	sqlite3_stmt *s = db_stmt(st, S_RUN_OF_REPLY, err);
+
+	if (!s)
+		return RC_ERR;
+	sqlite3_bind_int64(s, 1, ai_msg);
+	STEP_ONE(st, s, err, {
+		*run_id = sqlite3_column_int64(s, 0);
+		*status = sqlite3_column_int(s, 1);
+	});
 }
 
 int

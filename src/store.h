@@ -135,6 +135,7 @@ struct store_post {
 	const char *content;
 	const char *metadata;  /* JSON text or NULL */
 	int run;               /* start an AI run: the unfinished reply message and its run */
+	const char *run_config; /* the run's model config, ahead of the conversation's */
 };
 struct store_posted {
 	struct conv conv;
@@ -204,6 +205,9 @@ int store_run_job(struct store *st, struct pool *p, int64_t run_id, const char *
 		  int window, struct run_job *out, char *err);
 /* The status of a run: 0 running, 1 done, 2 failed; RC_NOTFOUND for an unknown id. */
 int store_run_status(struct store *st, int64_t run_id, int *status, char *err);
+/* The run that writes reply message ai_msg (a messages.id): its id and status. */
+int store_run_of_reply(struct store *st, int64_t ai_msg, int64_t *run_id, int *status,
+		       char *err);
 /* Save a reply's partial content. */
 int store_run_progress(struct store *st, int64_t ai_msg, const char *content, size_t len,
 		       char *err);

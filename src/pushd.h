@@ -1,0 +1,61 @@
+/*
+ * The push daemon's parts, shared between pushd.c (runs, the control socket) and hub.c
+ * (the connections nginx hands over: WebSocket, SSE, E's stream). Not used by the workers.
+ */
+#ifndef AICHATD_PUSHD_H
+#define AICHATD_PUSHD_H
+
+#include <uv.h>
+
+#include "buf.h"
+#include "config.h"
+#include "store.h"
+#include "llm.h"
+
+#define RUN_STOPPED 3 /* a run's status after a stop: the partial reply is kept */
+
+/* A reply being made. */
+struct job_run {
+	struct job_run *next;     /* in the by-id table */
+	struct job_run *next_msg; /* in the by-message table */
+	int64_t id;
+	struct pool *pool;        /* the job's strings */
+	struct run_job job;
+	struct buf content;       /* the reply so far */
+	struct buf raw;           /* the upstream's bytes as received (E's stream) */
+	char raw_type[128];       /* the upstream's content type */
+	size_t flushed;           /* bytes of content saved */
+	int dirty;
+	uint64_t started;         /* uv_now() */
+	struct llm_call *call;
+};
+
+extern struct config pushd_cfg;
+extern uv_loop_t *pushd_loop;
+extern struct store *pushd_store;
+
+struct job_run *runs_find(int64_t id);
+/* The run writing the reply message msg_id (its string id), or NULL. */
+struct job_run *runs_find_msg(const char *msg_id);
+/* Take a run from the database now (no-op when it is running or has ended). */
+void runs_start(int64_t id);
+/* End a run as stopped: the upstream transfer is closed, the partial reply is kept. */
+void runs_stop(struct job_run *r);
+/* Stop run id, running or still queued. Returns its final status (RUN_STOPPED, or 1 or 2
+ * when it had ended), or -1 when there is no such run. */
+int runs_stop_id(int64_t id);
+/* 1 once the daemon is shutting down. */
+int pushd_stopping(void);
+
+/* hub.c: the connections from nginx */
+int hub_listen(const char *path, char *err);
+/* Fan-out of a run's events to its subscribers. */
+void hub_chunk(struct job_run *r, const char *s, size_t n);
+/* n new bytes of the upstream's reply, already appended to r->raw (when it had room) */
+void hub_raw(struct job_run *r, const char *s, size_t n);
+void hub_done(struct job_run *r, int status, const char *error);
+/* "ws N sse N stream N dropped N" */
+void hub_stats(char *out, size_t len);
+void hub_close_all(void);
+
+#endif
