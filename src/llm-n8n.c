@@ -91,6 +91,23 @@ on_end(struct llm_call *c)
 	if (c->stream)
 		return;
 	j = json_loadb(c->whole.s, c->whole.len, 0, NULL);
+	if (!j) {
+		/* not one document: JSON lines under a JSON content type, as n8n streams them */
+		char *line = c->whole.s, *nl;
+		while (!c->fail[0] && line < c->whole.s + c->whole.len) {
+			nl = memchr(line, '\n', c->whole.len - (size_t)(line - c->whole.s));
+			if (nl)
+				*nl = '\0';
+			if (*line && *line != '\r')
+				on_line(c, line, strlen(line));
+			if (!nl)
+				break;
+			line = nl + 1;
+		}
+		if (!c->fail[0] && !c->reply_len)
+			snprintf(c->fail, sizeof(c->fail), "AI 服务调用失败: malformed workflow reply");
+		return;
+	}
 	o = json_is_array(j) ? json_array_get(j, 0) : j;
 	if (!json_is_object(o)) {
 		snprintf(c->fail, sizeof(c->fail), "AI 服务调用失败: malformed workflow reply");
