@@ -312,7 +312,11 @@ run_on_raw(void *ctx, const char *ctype, const char *s, size_t n)
 
 	if (!r->raw_type[0])
 		snprintf(r->raw_type, sizeof(r->raw_type), "%s", ctype);
-	buf_add(&r->raw, s, n); /* past its cap only late subscribers miss the early bytes */
+	/* only E's workflow runs are streamed raw; past its cap, only late subscribers miss
+	 * the early bytes */
+	if (strcmp(r->job.cfg.provider, "n8n") != 0)
+		return;
+	buf_add(&r->raw, s, n);
 	hub_raw(r, s, n);
 }
 
