@@ -51,13 +51,15 @@ class StackError(Exception):
 class Stack:
     """Context manager: one aichatd stack (nginx + FastCGI pool) in the foreground."""
 
-    def __init__(self, auth="off", secret=None, workers=None, extra_env=None):
+    def __init__(self, auth="off", secret=None, workers=None, extra_env=None, data_dir=None):
         self.auth = auth
         self.secret = secret
         self.workers = workers
         self.extra_env = extra_env or {}
         self.proc = None
         self.port = None
+        # a given data dir is used as it is (e.g. to start again on a crashed stack's data)
+        self.given_data_dir = data_dir
         self.data_dir = None
         self.log_path = None
         self._log = None
@@ -75,8 +77,10 @@ class Stack:
         if not os.path.exists(script):
             raise StackError("scripts/stack does not exist")
         self.port = free_port()
-        self.data_dir = tempfile.mkdtemp(prefix="aichatd-it-")
+        self.data_dir = self.given_data_dir or tempfile.mkdtemp(prefix="aichatd-it-")
         self.log_path = os.path.join(self.data_dir, "stack-output.log")
+        if self.given_data_dir and os.path.exists(self.log_path):
+            os.replace(self.log_path, self.log_path + ".%d" % int(time.time() * 1000))
         env = dict(os.environ)
         env["AICHATD_PORT"] = str(self.port)
         env["AICHATD_DATA_DIR"] = self.data_dir

@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Run the integration suite: the dialect, cross-dialect and hostile tests against one
-auth-off stack, test_auth against one AICHATD_AUTH=jwt stack. Prints one line per test
+auth-off stack, test_auth against one AICHATD_AUTH=jwt stack, and the modules that start
+their own stacks (test_ai: providers against tests/fake/fake_upstream.py; test_crash:
+kills and restarts). Prints one line per test
 and ends with `N passed, N failed`; exit status 0 when nothing failed.
 
     python3 tests/integration/run.py                 # everything
@@ -24,6 +26,9 @@ import harness  # noqa: E402
 
 OFF_MODULES = ["test_a", "test_b", "test_c", "test_d", "test_e", "test_cross", "test_hostile"]
 JWT_MODULES = ["test_auth"]
+# modules that start (and stop) their own stacks: their tests get no shared stack, and
+# each module's teardown() stops what it started and returns its crash-report checks
+SELF_MODULES = ["test_ai", "test_crash"]
 
 
 def select(modules, wanted, pattern):
@@ -70,6 +75,31 @@ def run_group(tests, auth, secret=None):
     return passed, failed
 
 
+def run_self(tests):
+    """Modules that manage their own stacks, one after the other."""
+    passed = failed = 0
+    for m in SELF_MODULES:
+        mine = [t for t in tests if t[0] == m]
+        if not mine:
+            continue
+        mod = sys.modules[m]
+        try:
+            p, f = harness.run_tests(mine, None)
+        finally:
+            checks = mod.teardown()
+        passed, failed = passed + p, failed + f
+        for name, reports in checks:
+            if reports:
+                failed += 1
+                sys.stdout.write("FAIL - %s: %d line(s), e.g. %s\n" % (
+                    name, len(reports), " | ".join(reports[:3])[:600]))
+            else:
+                passed += 1
+                sys.stdout.write("ok - %s\n" % name)
+        sys.stdout.flush()
+    return passed, failed
+
+
 def main(argv):
     wanted, pattern = [], None
     args = list(argv)
@@ -79,14 +109,15 @@ def main(argv):
             pattern = args.pop(0)
         else:
             wanted.append(a[:-3] if a.endswith(".py") else os.path.basename(a))
-    unknown = [w for w in wanted if w not in OFF_MODULES + JWT_MODULES]
+    unknown = [w for w in wanted if w not in OFF_MODULES + JWT_MODULES + SELF_MODULES]
     if unknown:
         sys.stderr.write("unknown test modules: %s\n" % ", ".join(unknown))
         return 2
     p1, f1 = run_group(select(OFF_MODULES, wanted, pattern), "off")
     secret = "it-secret-" + uuid.uuid4().hex
     p2, f2 = run_group(select(JWT_MODULES, wanted, pattern), "jwt", secret)
-    passed, failed = p1 + p2, f1 + f2
+    p3, f3 = run_self(select(SELF_MODULES, wanted, pattern))
+    passed, failed = p1 + p2 + p3, f1 + f2 + f3
     sys.stdout.write("%d passed, %d failed\n" % (passed, failed))
     sys.stdout.flush()
     return 0 if failed == 0 else 1

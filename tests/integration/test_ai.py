@@ -1,0 +1,685 @@
+"""AI replies through every dialect, for each provider: builtin, openai and n8n (both
+against tests/fake/fake_upstream.py), the failure paths, model-config changes at run time.
+
+This module starts its own stacks (run.py's SELF_MODULES), one per provider set-up, lazily,
+and stops them in teardown():
+  builtin  AICHATD_PROVIDER=builtin; its `openai` config points at a closed port
+  openai   AICHATD_PROVIDER=openai against the fake, AICHATD_REPLY_TIMEOUT_S=2
+  n8n      AICHATD_PROVIDER=n8n against the fake's /webhook/output
+Which answer the fake gives is chosen by a "[case:NAME]" marker in the message, or by the
+model name "fake-NAME" (see fake_upstream.py).
+"""
+
+import os
+import sys
+import threading
+import time
+import uuid
+
+from harness import (C_MSG_KEYS, REPO, Client, Stack, StackError, a_send, b_msg, b_session,
+                     check_msgid, err_env, free_port, is_int, keys_exact, ok_env,
+                     ok_json, q, test, uniq)
+
+sys.path.insert(0, os.path.join(REPO, "tests", "fake"))
+import fake_upstream as fu  # noqa: E402
+
+API_KEY = "sk-it-" + uuid.uuid4().hex  # must never come back from the API
+REPLY_TIMEOUT_S = 2
+NORMAL = fu.OPENAI_CASES["normal"]["reply"]
+N8N_OUTPUT = fu.N8N_CASES["output"]["reply"]
+
+_fake = None
+_stacks = {}  # kind -> Stack, or the StackError it gave
+_order = []
+
+
+def fake():
+    global _fake
+    if _fake is None:
+        _fake = fu.FakeUpstream().start()
+    return _fake
+
+
+def _env(kind):
+    f = fake()
+    env = {"AICHATD_BUILTIN_DELAY_MS": "10", "AICHATD_OPENAI_API_KEY": API_KEY,
+           "AICHATD_OPENAI_MODEL": "fake-normal", "AICHATD_CONNECT_TIMEOUT_S": "3",
+           "AICHATD_OPENAI_BASE_URL": f.openai_base(), "AICHATD_N8N_WEBHOOK_URL": "",
+           "AICHATD_REPLY_TIMEOUT_S": "30"}
+    if kind == "builtin":
+        env["AICHATD_PROVIDER"] = "builtin"
+        # nothing listens there: a conversation using the `openai` config is refused
+        env["AICHATD_OPENAI_BASE_URL"] = "http://127.0.0.1:%d/v1" % free_port()
+    elif kind == "openai":
+        env["AICHATD_PROVIDER"] = "openai"
+        env["AICHATD_REPLY_TIMEOUT_S"] = str(REPLY_TIMEOUT_S)
+    elif kind == "n8n":
+        env["AICHATD_PROVIDER"] = "n8n"
+        env["AICHATD_N8N_WEBHOOK_URL"] = f.webhook("output")
+    return env
+
+
+class St:
+    def __init__(self, stack, env):
+        self.stack = stack
+        self.env = env
+        self.c = Client(stack.port)
+
+
+def stack(kind):
+    got = _stacks.get(kind)
+    if got is None:
+        env = _env(kind)
+        s = Stack(extra_env=env)
+        try:
+            s.start()
+            got = St(s, env)
+        except StackError as e:
+            got = e
+        _stacks[kind] = got
+        _order.append(kind)
+    if isinstance(got, StackError):
+        raise AssertionError("the %s stack did not start: %s" % (kind, got))
+    return got
+
+
+def teardown():
+    checks = []
+    for kind in _order:
+        st = _stacks.get(kind)
+        if not isinstance(st, St):
+            continue
+        st.stack.stop(cleanup=False)
+        checks.append(("test_ai.no_crash_reports_%s" % kind, st.stack.crash_reports()))
+        st.stack.cleanup()
+    _stacks.clear()
+    del _order[:]
+    global _fake
+    if _fake is not None:
+        _fake.stop()
+        _fake = None
+    return checks
+
+
+# --------------------------------------------------------------------------------------
+# helpers
+
+
+def poll(fn, timeout=10.0, what="condition", every=0.05):
+    end = time.time() + timeout
+    last = None
+    while True:
+        last = fn()
+        if last:
+            return last
+        if time.time() >= end:
+            raise AssertionError("%s not reached within %.0f s" % (what, timeout))
+        time.sleep(every)
+
+
+def a_list(c, sid):
+    j = ok_json(c.get("/api/message/list?session_id=%s&page_size=100" % q(sid)),
+                "GET /api/message/list")
+    return j["messages"]
+
+
+def a_records(c, sid):
+    j = ok_json(c.get("/api/ai/records?session_id=%s&page_size=100" % q(sid)),
+                "GET /api/ai/records")
+    return j["records"]
+
+
+def a_record_of(c, sid, user_msg_id, timeout=10.0, ended=True):
+    """The A record of the run a user message started (ended: once its status is not 0)."""
+    def look():
+        for r in a_records(c, sid):
+            if r["user_message_id"] == user_msg_id and (not ended or r["status"] != 0):
+                return r
+        return None
+    return poll(look, timeout, "the A record of %s %s" % (
+        user_msg_id, "ending" if ended else "appearing"))
+
+
+def a_exchange(c, sid, content, timeout=10.0):
+    """A: send, poll the list until the reply is there, check its record. Returns (reply
+    text, record)."""
+    m = a_send(c, sid, content)
+    rec = a_record_of(c, sid, m["message_id"], timeout)
+    assert rec["status"] == 1, "A record status %r (error %r), expected 1" % (
+        rec["status"], rec["error_message"])
+    assert is_int(rec["duration_ms"]) and rec["duration_ms"] > 0, \
+        "A record duration_ms %r, expected > 0" % (rec["duration_ms"],)
+    check_msgid(rec["ai_message_id"], what="A record ai_message_id")
+    assert rec["error_message"] in (None, ""), "error_message %r on a done run" % (
+        rec["error_message"],)
+
+    def reply():
+        for x in a_list(c, sid):
+            if x["message_id"] == rec["ai_message_id"]:
+                return x
+        return None
+    r = poll(reply, 3, "the AI_REPLY %s in /api/message/list" % rec["ai_message_id"])
+    assert r["msg_type"] == "AI_REPLY" and r["from_user_id"] == "ai_bot", "reply %r" % (r,)
+    ids = [x["message_id"] for x in a_list(c, sid)]
+    assert ids.index(m["message_id"]) < ids.index(r["message_id"]), \
+        "the reply is listed before its message: %r" % ids
+    return r["msg_content"], rec
+
+
+def b_exchange(c, content, timeout=10.0):
+    sid = b_session(c)["session_id"]
+    um = b_msg(c, sid, content, "user")
+
+    def reply():
+        data = ok_env(c.get("/api/chat/sessions/%s/messages" % q(sid)), "B message list")
+        a = [m for m in data["items"] if m["role"] == "assistant"]
+        return a or None
+    got = poll(reply, timeout, "B's assistant reply")
+    assert len(got) == 1, "B lists %d assistant messages" % len(got)
+    assert got[0]["message_id"] > um["message_id"]
+    return got[0]["content"], sid
+
+
+def c_chat(c, content, conv=None):
+    body = {"content": content}
+    if conv:
+        body["conversationId"] = conv
+    return ok_json(c.post("/ai/chat", json=body), "POST /ai/chat")
+
+
+def c_msg(c, conv, msg_id):
+    lst = ok_json(c.get("/ai/message/list/%s" % q(conv)), "GET /ai/message/list")
+    for m in lst:
+        if m["msgId"] == msg_id:
+            return m
+    raise AssertionError("%s not in /ai/message/list/%s: %r" % (msg_id, conv, lst))
+
+
+def c_wait(c, conv, msg_id, timeout=10.0):
+    m = poll(lambda: (lambda x: x if x["unfinished"] is False else None)(c_msg(c, conv, msg_id)),
+             timeout, "C message %s finished" % msg_id)
+    keys_exact(m, C_MSG_KEYS, "C message")
+    cont = ok_json(c.get("/ai/message/content/" + q(msg_id)), "GET /ai/message/content")
+    keys_exact(cont, ("content", "error"), "C content")
+    return m, cont
+
+
+def c_exchange(c, content, timeout=10.0):
+    j = c_chat(c, content)
+    m, cont = c_wait(c, j["conversationId"], j["msgId"], timeout)
+    assert m["error"] == "" and cont["error"] == "", "C error %r / %r" % (m["error"],
+                                                                          cont["error"])
+    assert m["role"] == "assistant"
+    return cont["content"], j["conversationId"]
+
+
+def d_session(c, user, cfg=None):
+    body = {"user_id": user}
+    if cfg:
+        body["model_config_id"] = cfg
+    return ok_env(c.post("/api/v1/sessions", json=body), "POST /api/v1/sessions")["session_id"]
+
+
+def d_send(c, sid, user, message):
+    return c.post("/api/v1/sessions/%s/messages" % q(sid),
+                  json={"user_id": user, "message": message})
+
+
+def d_exchange(c, content, cfg=None):
+    user = uniq("du")
+    sid = d_session(c, user, cfg)
+    data = ok_env(d_send(c, sid, user, content), "D send")
+    check_msgid(data["user_message"]["message_id"], what="D user_message.message_id")
+    check_msgid(data["ai_message"]["message_id"], what="D ai_message.message_id")
+    lst = ok_env(c.get("/api/v1/sessions/%s/messages" % q(sid)), "D message list")
+    got = [(m["type"], m["content"]) for m in lst["messages"]]
+    assert got == [("user", content), ("ai", data["ai_message"]["content"])], \
+        "D list %r" % (got,)
+    return data["ai_message"]["content"], sid, user
+
+
+def e_send(c, sid, user, text):
+    return c.post("/api/chat/send", json={"sessionId": sid, "userId": user, "chatInput": text})
+
+
+def e_exchange(c, content):
+    sid, user = uniq("es"), uniq("eu")
+    data = ok_env(e_send(c, sid, user, content), "E send")
+    keys_exact(data, ("reply", "travelPlanId", "travelPlan"), "E send data")
+    h = ok_env(c.get("/api/chat/history?sessionId=" + q(sid)), "E history")
+    pairs = [(x["userMessage"], x["aiResponse"]) for x in h["messages"]]
+    assert pairs == [(content, data["reply"])], "E history %r" % (pairs,)
+    return data, sid, user
+
+
+def logs_mention(c, *needles):
+    j = ok_env(c.get("/api/v1/logs?level=error&page_size=100"), "GET /api/v1/logs")
+    for e in j["logs"]:
+        if any(n and n in e["message"] for n in needles):
+            assert e["level"] == "error"
+            return e
+    raise AssertionError("no error log mentions %r; newest: %r" % (
+        needles, [e["message"] for e in j["logs"][:3]]))
+
+
+def upstream(tok, kind, n=1, timeout=5.0):
+    got = fake().wait_for(tok, kind, timeout, n)
+    assert len(got) >= n, "the fake saw %d %s request(s) carrying %s, expected %d" % (
+        len(got), kind, tok, n)
+    return got
+
+
+def check_openai_req(rec, model="fake-normal"):
+    b = rec["body"]
+    assert isinstance(b, dict), "the OpenAI request body is not JSON: %r" % rec["raw"][:200]
+    assert rec["path"] == "/v1/chat/completions", "path %r" % rec["path"]
+    assert b.get("stream") is True, "stream %r, expected true" % (b.get("stream"),)
+    assert b.get("model") == model, "model %r, expected %r" % (b.get("model"), model)
+    assert rec["headers"].get("authorization") == "Bearer " + API_KEY, \
+        "Authorization %r" % (rec["headers"].get("authorization"),)
+    msgs = b.get("messages")
+    assert isinstance(msgs, list) and msgs and msgs[-1].get("role") == "user", \
+        "messages %r" % (msgs,)
+    return b
+
+
+def check_n8n_req(rec, sid, user, content):
+    assert rec["body"] == {"sessionId": sid, "userId": user, "chatInput": content}, \
+        "n8n body %r, expected exactly {sessionId, userId, chatInput} = %r" % (
+            rec["body"], (sid, user, content))
+    assert rec["headers"].get("content-type", "").startswith("application/json")
+
+
+# --------------------------------------------------------------------------------------
+# The five dialects, for each provider
+
+
+def _provider_tests(kind):
+    """A..E for one provider: the reply each gives, and what went upstream."""
+
+    def expect_reply(got, what):
+        assert isinstance(got, str) and got.strip(), "%s: empty reply %r" % (what, got)
+        if kind == "openai":
+            assert got == NORMAL, "%s: reply %r, expected the fake's %r" % (what, got, NORMAL)
+        elif kind == "n8n":
+            assert got == N8N_OUTPUT, "%s: reply %r, expected the fake's %r" % (
+                what, got, N8N_OUTPUT)
+
+    def upstream_check(tok, content, sid, user, n=1):
+        if kind == "builtin":
+            assert not fake().find(tok), "builtin went upstream"
+            return
+        recs = upstream(tok, kind, n)
+        for r in recs:
+            if kind == "openai":
+                b = check_openai_req(r)
+                assert b["messages"][-1]["content"] == content, "last message %r" % (
+                    b["messages"][-1],)
+            else:
+                check_n8n_req(r, sid, user, content)
+
+    def t_a(_):
+        st = stack(kind)
+        tok = uniq("a")
+        content = "A 你好 %s" % tok
+        sid = uniq("as")
+        got, _rec = a_exchange(st.c, sid, content)
+        expect_reply(got, "A")
+        upstream_check(tok, content, sid, "default_user")
+        if kind == "builtin":
+            sid2 = uniq("as")
+            again, _ = a_exchange(st.c, sid2, content)
+            assert again == got, "builtin is not deterministic: %r then %r" % (got, again)
+            other, _ = a_exchange(st.c, sid2, content + "!")
+            assert other != got, "builtin gives the same reply to different messages"
+
+    def t_b(_):
+        st = stack(kind)
+        tok = uniq("b")
+        content = "B 你好 %s" % tok
+        got, sid = b_exchange(st.c, content)
+        expect_reply(got, "B")
+        upstream_check(tok, content, sid, "default_user")
+
+    def t_c(_):
+        st = stack(kind)
+        tok = uniq("c")
+        content = "C 你好 %s" % tok
+        got, conv = c_exchange(st.c, content)
+        expect_reply(got, "C")
+        upstream_check(tok, content, conv, "default_user")
+
+    def t_d(_):
+        st = stack(kind)
+        tok = uniq("d")
+        content = "D 你好 %s" % tok
+        got, sid, user = d_exchange(st.c, content)
+        expect_reply(got, "D")
+        upstream_check(tok, content, sid, user)
+
+    def t_e(_):
+        st = stack(kind)
+        tok = uniq("e")
+        content = "E 你好 %s" % tok
+        data, sid, user = e_exchange(st.c, content)
+        expect_reply(data["reply"], "E")
+        assert data["travelPlanId"] is None and data["travelPlan"] is None, \
+            "travel plan without one upstream: %r" % (data,)
+        upstream_check(tok, content, sid, user)
+
+    for letter, fn in zip("abcde", (t_a, t_b, t_c, t_d, t_e)):
+        fn.__name__ = "%s_dialect_%s_reply" % (kind, letter)
+        fn.__qualname__ = fn.__name__
+        test(fn)
+
+
+for _kind in ("builtin", "openai", "n8n"):
+    _provider_tests(_kind)
+
+
+# --------------------------------------------------------------------------------------
+# openai: what goes upstream, the stream shapes, config changes
+
+
+def _configs(c):
+    r = c.get("/api/v1/model-configs")
+    data = ok_env(r, "GET /api/v1/model-configs")
+    return {m["config_id"]: m for m in data["models"]}, r
+
+
+def _put_cfg(c, cfg, body):
+    ok_env(c.put("/api/v1/model-configs/" + cfg, json=body), "PUT model-configs/" + cfg)
+
+
+@test
+def openai_request_carries_history_model_and_parameters(_):
+    st = stack("openai")
+    cfg = _configs(st.c)[0]["openai"]
+    sid, tok = uniq("hist"), uniq("h")
+    first, second = "第一句 %s" % tok, "第二句 %s" % tok
+    r1, _ = a_exchange(st.c, sid, first)
+    a_exchange(st.c, sid, second)
+    req = [r for r in upstream(second, "openai") if fu.user_text(r) == second][0]
+    b = check_openai_req(req, cfg["model_name"])
+    want = [{"role": "user", "content": first}, {"role": "assistant", "content": r1},
+            {"role": "user", "content": second}]
+    if cfg["system_prompt"]:
+        want.insert(0, {"role": "system", "content": cfg["system_prompt"]})
+    got = [{"role": m.get("role"), "content": m.get("content")} for m in b["messages"]]
+    assert got == want, "messages %r, expected %r" % (got, want)
+    for k, v in cfg["parameters"].items():
+        assert b.get(k) == v, "parameter %s: %r upstream, %r in the config" % (k, b.get(k), v)
+
+
+@test
+def openai_system_prompt_and_parameters_from_config(_):
+    st = stack("openai")
+    before = _configs(st.c)[0]["openai"]
+    tok = uniq("sp")
+    prompt = "你是测试助手 %s" % tok
+    try:
+        _put_cfg(st.c, "openai", {"system_prompt": prompt, "parameters": {
+            "temperature": 0.2, "top_p": 0.9, "max_tokens": 77, "stream": False,
+            "messages": []}})
+        content = "用系统提示 %s" % tok
+        got, _, _ = d_exchange(st.c, content)
+        assert got == NORMAL, "reply %r" % got
+        b = check_openai_req(upstream(content, "openai")[0])
+        assert b["messages"][0] == {"role": "system", "content": prompt}, \
+            "first message %r, expected the config's system prompt" % (b["messages"][0],)
+        assert b["messages"][-1] == {"role": "user", "content": content}
+        assert (b.get("temperature"), b.get("top_p"), b.get("max_tokens")) == (0.2, 0.9, 77), \
+            "parameters upstream %r" % ({k: b.get(k) for k in ("temperature", "top_p",
+                                                                "max_tokens")},)
+    finally:
+        _put_cfg(st.c, "openai", {"system_prompt": before["system_prompt"],
+                                  "parameters": before["parameters"]})
+
+
+def _stream_shape(case):
+    def t(_):
+        st = stack("openai")
+        tok = uniq(case)
+        got, _ = a_exchange(st.c, uniq("shape"), "[case:%s] %s" % (case, tok))
+        want = fu.OPENAI_CASES[case]["reply"]
+        assert got == want, "reply %r, expected %r" % (got, want)
+    t.__name__ = t.__qualname__ = "openai_stream_%s" % case
+    test(t)
+
+
+for _case in ("split", "crlf", "json"):
+    _stream_shape(_case)
+
+
+@test
+def openai_slow_stream_is_readable_while_it_grows(_):
+    st = stack("openai")
+    j = c_chat(st.c, "[case:slow] %s" % uniq("slow"))
+    want = fu.OPENAI_CASES["slow"]["reply"]
+    seen = []
+    end = time.time() + 10
+    while time.time() < end:
+        cont = ok_json(st.c.get("/ai/message/content/" + q(j["msgId"])))
+        if not seen or seen[-1] != cont["content"]:
+            seen.append(cont["content"])
+        if c_msg(st.c, j["conversationId"], j["msgId"])["unfinished"] is False:
+            break
+        time.sleep(0.03)
+    m, cont = c_wait(st.c, j["conversationId"], j["msgId"])
+    assert cont["content"] == want and m["error"] == "", "final %r %r" % (cont, m)
+    partial = [s for s in seen if s and s != want]
+    assert partial, "never saw the reply part-way (contents seen: %r)" % (seen,)
+    assert all(want.startswith(s) for s in seen), "a content seen is not a prefix: %r" % seen
+
+
+@test
+def openai_model_name_change_takes_effect_without_restart(_):
+    st = stack("openai")
+    before = _configs(st.c)[0]["openai"]
+    tok = uniq("mn")
+    try:
+        _put_cfg(st.c, "openai", {"model_name": "fake-split"})
+        assert _configs(st.c)[0]["openai"]["model_name"] == "fake-split"
+        want = fu.OPENAI_CASES["split"]["reply"]
+        got, _, _ = d_exchange(st.c, "D %s" % tok)
+        assert got == want, "D reply %r, expected the fake-split case %r" % (got, want)
+        # several A messages: whichever worker takes them, the daemon uses the new model
+        for i in range(3):
+            got, _ = a_exchange(st.c, uniq("mn"), "A%d %s" % (i, tok))
+            assert got == want, "A reply %r" % got
+        reqs = upstream(tok, "openai", 4)
+        assert [r["body"]["model"] for r in reqs] == ["fake-split"] * 4, \
+            "models upstream %r" % ([r["body"]["model"] for r in reqs],)
+    finally:
+        _put_cfg(st.c, "openai", {"model_name": before["model_name"]})
+    got, _, _ = d_exchange(st.c, "back %s" % uniq("mn"))
+    assert got == NORMAL, "after changing back: %r" % got
+
+
+@test
+def config_provider_change_takes_effect_for_the_next_message(_):
+    st = stack("openai")
+    before = _configs(st.c)[0]["builtin"]
+    user = uniq("pu")
+    sid = d_session(st.c, user, "builtin")
+    t1, t2 = uniq("p1"), uniq("p2")
+    try:
+        r1 = ok_env(d_send(st.c, sid, user, "内置 %s" % t1), "D send (builtin)")
+        assert r1["ai_message"]["content"] and not fake().find(t1), \
+            "a builtin conversation went upstream"
+        _put_cfg(st.c, "builtin", {"provider": "openai", "model_name": "fake-json"})
+        r2 = ok_env(d_send(st.c, sid, user, "改成 openai %s" % t2), "D send (now openai)")
+        assert r2["ai_message"]["content"] == fu.OPENAI_CASES["json"]["reply"], \
+            "reply %r after the provider change" % (r2["ai_message"]["content"],)
+        b = check_openai_req(upstream(t2, "openai")[0], "fake-json")
+        hist = [m["content"] for m in b["messages"][:-1]]
+        assert "内置 %s" % t1 in hist and r1["ai_message"]["content"] in hist, \
+            "the earlier builtin exchange is not in the history sent: %r" % (hist,)
+    finally:
+        _put_cfg(st.c, "builtin", {"provider": before["provider"],
+                                   "model_name": before["model_name"]})
+
+
+@test
+def no_api_key_in_any_response(_):
+    st = stack("openai")
+    models, r = _configs(st.c)
+    for needle in (API_KEY.encode(), API_KEY[6:].encode()):
+        assert needle not in r.body, "GET /api/v1/model-configs shows the API key"
+    for m in models.values():
+        bad = [k for k in m if "key" in k.lower() or "secret" in k.lower()]
+        assert not bad, "config %s has fields %r" % (m["config_id"], bad)
+    for path in ("/api/v1/logs?page_size=100", "/api/v1/model-configs", "/health"):
+        assert API_KEY.encode() not in st.c.get(path).body, "%s shows the API key" % path
+    # and the key is really in use upstream, so its absence above means something
+    reqs = fake().requests("openai")
+    assert reqs and reqs[-1]["headers"].get("authorization") == "Bearer " + API_KEY
+
+
+# --------------------------------------------------------------------------------------
+# failures: every dialect sees them
+
+
+def _failure(stack_kind, case, timeout=False):
+    def t(_):
+        st = stack(stack_kind)
+        c = st.c
+        tok = uniq("f")
+        text = "[case:%s] %s" % (case, tok)
+        t0 = time.time()
+        a_sid = uniq("fa")
+        am = a_send(c, a_sid, text + " A")
+        cj = c_chat(c, text + " C")
+        duser = uniq("fd")
+        dsid = d_session(c, duser)
+        out = {}
+
+        def run(name, fn):
+            try:
+                out[name] = fn()
+            except Exception as e:  # noqa: BLE001
+                out[name] = e
+        th = [threading.Thread(target=run, args=("d", lambda: d_send(c, dsid, duser,
+                                                                       text + " D"))),
+              threading.Thread(target=run, args=("e", lambda: e_send(c, uniq("fe"), uniq("u"),
+                                                                       text + " E")))]
+        for x in th:
+            x.start()
+        for x in th:
+            x.join(60)
+        problems = []
+
+        def check(what, fn):
+            try:
+                fn()
+            except AssertionError as e:
+                problems.append("%s: %s" % (what, e))
+
+        def a_check():
+            rec = a_record_of(c, a_sid, am["message_id"], 15)
+            assert rec["status"] == 2, "record status %r, expected 2 (failed)" % rec["status"]
+            assert isinstance(rec["error_message"], str) and rec["error_message"], \
+                "record error_message %r" % (rec["error_message"],)
+            hint = (fu.OPENAI_CASES if stack_kind == "openai" else fu.N8N_CASES)[case]["error"]
+            if hint:
+                assert hint in rec["error_message"], "error_message %r does not say %r" % (
+                    rec["error_message"], hint)
+            check_msgid(rec["ai_message_id"], what="ai_message_id")
+            assert is_int(rec["duration_ms"]) and rec["duration_ms"] >= 0
+            logs_mention(c, rec["record_id"])
+
+        def c_check():
+            m, cont = c_wait(c, cj["conversationId"], cj["msgId"], 15)
+            assert m["unfinished"] is False and m["error"], "C message %r" % (m,)
+            assert cont["error"], "C content %r has no error" % (cont,)
+
+        def d_check():
+            r = out.get("d")
+            assert not isinstance(r, Exception), "D send raised %r" % (r,)
+            err_env(r, 504 if timeout else 502, what="D send")
+
+        def e_check():
+            r = out.get("e")
+            assert not isinstance(r, Exception), "E send raised %r" % (r,)
+            j = err_env(r, 500, what="E send")
+            assert j["message"].startswith("发送消息失败"), "E message %r" % j["message"]
+
+        check("A", a_check)
+        check("C", c_check)
+        check("D", d_check)
+        check("E", e_check)
+        if timeout:
+            took = time.time() - t0
+            assert took < REPLY_TIMEOUT_S + 8, "the hang took %.1f s to fail" % took
+            for r in fake().find(tok):
+                ca = r["closed_after"]
+                if ca is None or ca > REPLY_TIMEOUT_S + 3:
+                    problems.append("the daemon kept a hung upstream connection open "
+                                    "(closed after %r s)" % (ca,))
+                    break
+        assert not problems, "; ".join(problems)
+    t.__name__ = t.__qualname__ = "%s_failure_%s" % (stack_kind, case)
+    test(t)
+
+
+for _case in ("500", "malformed", "error", "cut"):
+    _failure("openai", _case)
+_failure("openai", "hang", timeout=True)
+
+
+@test
+def openai_refused_connection_fails_the_run_clearly(_):
+    st = stack("builtin")  # its `openai` config points at a closed port
+    user = uniq("ru")
+    sid = d_session(st.c, user, "openai")
+    t0 = time.time()
+    r = d_send(st.c, sid, user, "refused %s" % uniq("r"))
+    took = time.time() - t0
+    j = err_env(r, 502, what="D send to a closed port")
+    assert "connect" in j["message"].lower(), "D message %r does not say it could not " \
+        "connect" % j["message"]
+    assert took < 5, "a refused connection took %.1f s to fail" % took
+    recs = a_records(st.c, sid)
+    assert len(recs) == 1 and recs[0]["status"] == 2, "records %r" % (recs,)
+    assert "connect" in (recs[0]["error_message"] or "").lower(), \
+        "record error_message %r" % (recs[0]["error_message"],)
+    logs_mention(st.c, recs[0]["record_id"])
+
+
+# --------------------------------------------------------------------------------------
+# n8n: reply shapes, the travel plan, failures
+
+
+def _n8n_shape(case):
+    def t(_):
+        st = stack("n8n")
+        text = "[case:%s] %s" % (case, uniq("n"))
+        sid = uniq("ns")
+        got, _ = a_exchange(st.c, sid, text)
+        want = fu.N8N_CASES[case]["reply"]
+        assert got == want, "reply %r, expected %r" % (got, want)
+        check_n8n_req(upstream(text, "n8n")[0], sid, "default_user", text)
+    t.__name__ = t.__qualname__ = "n8n_reply_%s" % case
+    test(t)
+
+
+for _case in ("array", "stream", "ndjson"):
+    _n8n_shape(_case)
+
+
+@test
+def n8n_travel_plan_through_e(_):
+    st = stack("n8n")
+    text = "[case:travel] 帮我规划上海三日游 %s" % uniq("t")
+    data, sid, user = e_exchange(st.c, text)
+    assert data["reply"] == fu.N8N_CASES["travel"]["reply"], "reply %r" % (data["reply"],)
+    assert is_int(data["travelPlanId"]) and data["travelPlanId"] > 0, \
+        "travelPlanId %r" % (data["travelPlanId"],)
+    assert data["travelPlan"] == fu.TRAVEL_PLAN, "travelPlan %r" % (data["travelPlan"],)
+    check_n8n_req(upstream(text, "n8n")[0], sid, user, text)
+    data2 = ok_env(e_send(st.c, sid, user, text + " again"), "E send again")
+    assert is_int(data2["travelPlanId"]) and data2["travelPlanId"] != data["travelPlanId"], \
+        "second travelPlanId %r" % (data2["travelPlanId"],)
+
+
+_failure("n8n", "500")
