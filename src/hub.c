@@ -391,7 +391,16 @@ sse_open(struct hconn *c, const char *msg_id, const char *last_id, struct pool *
 		from = resume_offset(last_id, r->content.len);
 		if (hc_writes(c, sse_head) || sse_catch_up(c, from, r->content.s, r->content.len))
 			return;
-		subscribe(c, "m:", msg_id);
+		if (!r->ended) {
+			subscribe(c, "m:", msg_id);
+			return;
+		}
+		/* ended, its end not yet written: the end is known all the same */
+		if (r->end.status == 2)
+			sse_event(c, "error", r->content.len, r->end.error, strlen(r->end.error));
+		else
+			sse_event(c, "done", r->content.len, r->content.s, r->content.len);
+		hc_end(c);
 		return;
 	}
 	rc = store_msg_get_by_msgid(pushd_store, p, msg_id, NULL, &m, err);
@@ -458,6 +467,17 @@ stream_open(struct hconn *c, int64_t run_id, struct pool *p)
 				hc_respond(c, 200, "OK", "text/plain; charset=utf-8", res.reply.content);
 			return;
 		}
+	}
+	if (r->ended) {
+		if (r->end.status == 2 && !r->raw.len)
+			hc_respond(c, 500, "Internal Server Error", "text/plain; charset=utf-8",
+				   pool_printf(p, "发送消息失败: %s", r->end.error));
+		else if (r->raw.len && stream_head(c, r->raw_type) == 0 &&
+			 hc_write(c, r->raw.s, r->raw.len) == 0)
+			hc_end(c);
+		else if (!r->raw.len)
+			hc_respond(c, 200, "OK", "text/plain; charset=utf-8", r->content.s);
+		return;
 	}
 	if (r->raw.len && (stream_head(c, r->raw_type) || hc_write(c, r->raw.s, r->raw.len)))
 		return;
@@ -587,7 +607,7 @@ ws_stop(struct hconn *c, json_t *j)
 		ws_error(c, "message_id 不能为空");
 		return;
 	}
-	if (!r || strcmp(r->job.conv_id, c->conv_id) != 0) {
+	if (!r || r->ended || strcmp(r->job.conv_id, c->conv_id) != 0) {
 		ws_error(c, "没有进行中的回复");
 		return;
 	}

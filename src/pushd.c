@@ -223,7 +223,7 @@ run_on_chunk(void *ctx, const char *s, size_t n)
 		return; /* the provider stops at LLM_REPLY_MAX before this cap is reached */
 	r->dirty = 1;
 	hub_chunk(r, s, n);
-	if (r->content.len - r->flushed >= FLUSH_BYTES) {
+	if (r->content.len - r->flushed >= FLUSH_BYTES && !r->ended) {
 		char err[ERR_LEN];
 		if (store_run_progress(pushd_store, r->job.ai_msg, r->content.s, r->content.len, err) ==
 		    RC_OK) {
@@ -252,48 +252,97 @@ utf8_whole(const char *s, size_t len)
 	return len;
 }
 
+/* Runs that ended, waiting for the batch that writes their ends. */
+static struct job_run *ending;
+static uv_timer_t end_timer;
+
+/* Write every ended run in one transaction, then answer their waiters and free them. */
+static void
+flush_ends(void)
+{
+	struct job_run *list = ending, *r, *next;
+	char err[ERR_LEN], msg[512];
+	int ok;
+
+	ending = NULL;
+	if (!list)
+		return;
+	ok = store_begin(pushd_store, err) == RC_OK;
+	for (r = list; ok && r; r = r->next_end) {
+		int rc = store_run_finish(pushd_store, &r->end, err);
+		ok = rc == RC_OK || rc == RC_NOTFOUND;
+	}
+	if (ok)
+		ok = store_commit(pushd_store, err) == RC_OK;
+	if (!ok) {
+		/* the batch was rolled back: write each on its own, so one cannot sink the rest */
+		logf_("a batch of run ends failed (%s); writing them one by one", err);
+		for (r = list; r; r = r->next_end) {
+			int rc = store_run_finish(pushd_store, &r->end, err);
+			if (rc != RC_OK && rc != RC_NOTFOUND)
+				logf_("run %lld: cannot save its end: %s", (long long)r->id, err);
+		}
+	}
+	for (r = list; r; r = next) {
+		next = r->next_end;
+		if (r->end.status == 2) {
+			snprintf(msg, sizeof(msg), "AI run %s (%s) failed [%d]: %.300s",
+				 r->job.record_id, r->job.cfg.provider, r->end.error_code,
+				 r->end.error ? r->end.error : "");
+			store_log(pushd_store, "error", msg);
+		}
+		notify(r->id, r->end.status);
+		run_free(r);
+	}
+}
+
+static void
+on_end_timer(uv_timer_t *t)
+{
+	(void)t;
+	flush_ends();
+}
+
 static void
 run_end(struct job_run *r, int code, const char *error, const char *travel_plan)
 {
-	struct run_end e;
-	char err[ERR_LEN], msg[512], *meta_text;
+	struct run_end *e = &r->end;
 	json_t *meta;
-	int rc;
 
-	memset(&e, 0, sizeof(e));
-	e.run_id = r->id;
-	e.ai_msg = r->job.ai_msg;
-	e.status = code == RUN_STOPPED ? RUN_STOPPED : code ? 2 : 1;
-	e.content = r->content.s;
-	e.len = utf8_whole(r->content.s, r->content.len);
-	if (!utf8_valid(e.content, e.len)) {
+	memset(e, 0, sizeof(*e));
+	e->run_id = r->id;
+	e->ai_msg = r->job.ai_msg;
+	e->status = code == RUN_STOPPED ? RUN_STOPPED : code ? 2 : 1;
+	e->len = utf8_whole(r->content.s, r->content.len);
+	if (!utf8_valid(r->content.s, e->len)) {
 		code = LLM_E_FAILED;
-		e.status = 2;
+		e->status = 2;
 		error = "AI 服务调用失败: the reply is not valid UTF-8";
-		e.len = 0;
+		e->len = 0;
 	}
-	e.error_code = e.status == 2 ? code : 0;
-	e.error = e.status == 2 ? error : NULL;
-	e.duration_ms = (int64_t)(uv_now(pushd_loop) - r->started);
-	e.travel_plan = travel_plan;
+	r->content.len = e->len; /* what subscribers are told is what is saved */
+	r->content.s[e->len] = '\0';
+	e->content = r->content.s;
+	e->error_code = e->status == 2 ? code : 0;
+	e->error = e->status == 2 ? pool_strdup(r->pool, error ? error : "AI 服务调用失败") : NULL;
+	e->duration_ms = (int64_t)(uv_now(pushd_loop) - r->started);
+	e->travel_plan = pool_strdup(r->pool, travel_plan);
 	meta = json_pack("{s:s,s:s,s:s,s:I}", "provider", r->job.cfg.provider, "model",
 			 r->job.cfg.model_name, "config_id", r->job.cfg.config_id, "duration_ms",
-			 (json_int_t)e.duration_ms);
-	e.metadata = meta_text = meta ? json_dumps(meta, JSON_COMPACT) : NULL;
-	json_decref(meta);
-	rc = store_run_finish(pushd_store, &e, err);
-	free(meta_text);
-	if (rc != RC_OK && rc != RC_NOTFOUND)
-		logf_("run %lld: cannot save its end: %s", (long long)r->id, err);
-	if (e.status == 2) {
-		snprintf(msg, sizeof(msg), "AI run %s (%s) failed [%d]: %.300s", r->job.record_id,
-			 r->job.cfg.provider, code, error ? error : "");
-		store_log(pushd_store, "error", msg);
+			 (json_int_t)e->duration_ms);
+	if (meta) {
+		char *t = json_dumps(meta, JSON_COMPACT);
+		e->metadata = pool_strdup(r->pool, t);
+		free(t);
+		json_decref(meta);
 	}
-	r->content.len = e.len; /* what subscribers are told is what was saved */
-	hub_done(r, e.status, e.error);
-	notify(r->id, e.status);
-	run_free(r);
+	r->ended = 1;
+	hub_done(r, e->status, e->error);
+	/* ends are written in batches: one transaction for every run that ended meanwhile */
+	r->next_end = ending;
+	ending = r;
+	if (!uv_is_active((uv_handle_t *)&end_timer))
+		uv_timer_start(&end_timer, on_end_timer, 2, 0);
 }
 
 static void
@@ -394,6 +443,8 @@ runs_stop_id(int64_t id)
 			return status;
 		}
 	}
+	if (r->ended)
+		return r->end.status;
 	runs_stop(r);
 	return RUN_STOPPED;
 }
@@ -478,7 +529,7 @@ flush_all(void)
 	for (i = 0; i < sizeof(runs_by_id) / sizeof(runs_by_id[0]); i++) {
 		for (r = runs_by_id[i]; r; r = r->next) {
 			size_t len;
-			if (!r->dirty)
+			if (!r->dirty || r->ended)
 				continue;
 			len = utf8_whole(r->content.s, r->content.len);
 			if (store_run_progress(pushd_store, r->job.ai_msg, r->content.s, len, err) == RC_OK) {
@@ -494,8 +545,13 @@ flush_all(void)
 static void
 on_flush_timer(uv_timer_t *t)
 {
+	static int ticks;
+
 	(void)t;
 	flush_all();
+	/* the workers' commits never wait on a checkpoint: the daemon runs them */
+	if (++ticks % (1000 / FLUSH_MS) == 0)
+		store_checkpoint(pushd_store);
 }
 
 /* ---- the control socket ---- */
@@ -613,6 +669,7 @@ on_signal(uv_signal_t *s, int sig)
 	stopping = 1;
 	logf_("stopping; %d runs stay in the database for the next start", nruns);
 	flush_all();
+	flush_ends();
 	/* the runs stay "running" in the database: the next start makes them anew */
 	for (i = 0; i < sizeof(runs_by_id) / sizeof(runs_by_id[0]); i++) {
 		while (runs_by_id[i]) {
@@ -663,6 +720,7 @@ main(int argc, char **argv)
 		logf_("%s", err);
 		return 1;
 	}
+	uv_timer_init(pushd_loop, &end_timer);
 	uv_timer_init(pushd_loop, &flush_timer);
 	uv_timer_start(&flush_timer, on_flush_timer, FLUSH_MS, FLUSH_MS);
 	uv_timer_init(pushd_loop, &poll_timer);

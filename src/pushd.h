@@ -28,6 +28,9 @@ struct job_run {
 	int dirty;
 	uint64_t started;         /* uv_now() */
 	struct llm_call *call;
+	int ended;                /* its end is decided and waits to be written */
+	struct run_end end;       /* that end (strings in pool or content) */
+	struct job_run *next_end;
 };
 
 extern struct config pushd_cfg;

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
+#include <time.h>
+#include <pthread.h>
 #include <sqlite3.h>
 
 #include "rc.h"
@@ -67,6 +69,10 @@ enum stmt_id {
 #define MSG_COLS                                                                              \
 	"m.id, m.msg_id, c.id, m.user_id, m.role, m.content, m.error, m.metadata, "           \
 	"m.unfinished, m.visible, m.created_at, m.updated_at"
+/* the same columns for one conversation's messages, its id bound as ?4: no join */
+#define MSG_COLS_OF_CONV                                                                      \
+	"m.id, m.msg_id, ?4, m.user_id, m.role, m.content, m.error, m.metadata, "             \
+	"m.unfinished, m.visible, m.created_at, m.updated_at"
 #define VISIBLE_CONV "c.is_deleted = 0 AND (?2 IS NULL OR c.user_id = ?2)"
 
 static const char *const stmt_sql[S__COUNT] = {
@@ -98,16 +104,14 @@ static const char *const stmt_sql[S__COUNT] = {
 	[S_MSG_GET_BY_MSGID] = "SELECT " MSG_COLS " FROM messages m JOIN conversations c "
 			       "ON c.seq = m.conv_seq WHERE m.msg_id = ?1 AND m.is_deleted = 0 "
 			       "AND " VISIBLE_CONV,
-	[S_MSG_LIST] = "SELECT " MSG_COLS " FROM messages m JOIN conversations c "
-		       "ON c.seq = m.conv_seq WHERE m.conv_seq = ?1 AND m.is_deleted = 0 "
-		       "AND m.unfinished = 0 ORDER BY m.id LIMIT ?2 OFFSET ?3",
-	[S_MSG_LIST_ALL] = "SELECT " MSG_COLS " FROM messages m JOIN conversations c "
-			   "ON c.seq = m.conv_seq WHERE m.conv_seq = ?1 AND m.is_deleted = 0 "
-			   "ORDER BY m.id LIMIT ?2 OFFSET ?3",
+	[S_MSG_LIST] = "SELECT " MSG_COLS_OF_CONV " FROM messages m WHERE m.conv_seq = ?1 "
+		       "AND m.is_deleted = 0 AND m.unfinished = 0 ORDER BY m.id LIMIT ?2 OFFSET ?3",
+	[S_MSG_LIST_ALL] = "SELECT " MSG_COLS_OF_CONV " FROM messages m WHERE m.conv_seq = ?1 "
+			   "AND m.is_deleted = 0 ORDER BY m.id LIMIT ?2 OFFSET ?3",
 	[S_MSG_COUNT_ALL] = "SELECT count(*) FROM messages WHERE conv_seq = ?1 AND is_deleted = 0",
-	[S_MSG_LATEST] = "SELECT * FROM (SELECT " MSG_COLS " FROM messages m JOIN conversations c "
-			 "ON c.seq = m.conv_seq WHERE m.conv_seq = ?1 AND m.is_deleted = 0 "
-			 "AND m.unfinished = 0 ORDER BY m.id DESC LIMIT ?2) ORDER BY 1",
+	[S_MSG_LATEST] = "SELECT * FROM (SELECT " MSG_COLS_OF_CONV " FROM messages m "
+			 "WHERE m.conv_seq = ?1 AND m.is_deleted = 0 AND m.unfinished = 0 "
+			 "ORDER BY m.id DESC LIMIT ?2) ORDER BY 1",
 	[S_MSG_EDIT] = "UPDATE messages SET content = ?2, updated_at = ?3 "
 		       "WHERE id = ?1 AND is_deleted = 0",
 	[S_MSG_DELETE] = "UPDATE messages SET is_deleted = 1, updated_at = ?2 "
@@ -190,7 +194,14 @@ static const char *const stmt_sql[S__COUNT] = {
 struct store {
 	sqlite3 *db;
 	sqlite3_stmt *stmt[S__COUNT];
+	int nested; /* store_begin() is open: the calls inside join its transaction */
+	int nested_failed; /* ... and a call inside failed and rolled it back */
+	int locked; /* this connection holds write_lock */
 };
+
+/* Threads of one process take turns for write transactions here rather than in SQLite's
+ * busy handler: a waiting thread wakes the moment the lock is free. */
+static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int
 db_fail(struct store *st, char *err, const char *what)
@@ -250,49 +261,116 @@ db_exec_stmt(struct store *st, sqlite3_stmt *s, char *err)
 	return RC_OK;
 }
 
+static void
+db_unlock(struct store *st)
+{
+	if (st->locked) {
+		st->locked = 0;
+		pthread_mutex_unlock(&write_lock);
+	}
+}
+
+/* Begin a write transaction, unless the caller's store_begin() has one open. */
 static int
 db_begin(struct store *st, char *err)
 {
-	sqlite3_stmt *s = db_stmt(st, S_BEGIN, err);
+	sqlite3_stmt *s;
+	int rc;
 
-	return s ? db_exec_stmt(st, s, err) : RC_ERR;
+	if (st->nested)
+		return RC_OK;
+	pthread_mutex_lock(&write_lock);
+	st->locked = 1;
+	s = db_stmt(st, S_BEGIN, err);
+	rc = s ? db_exec_stmt(st, s, err) : RC_ERR;
+	if (rc != RC_OK)
+		db_unlock(st);
+	return rc;
 }
 
 static int
 db_commit(struct store *st, char *err)
 {
-	sqlite3_stmt *s = db_stmt(st, S_COMMIT, err);
+	sqlite3_stmt *s;
+	int rc;
 
-	return s ? db_exec_stmt(st, s, err) : RC_ERR;
+	if (st->nested)
+		return RC_OK;
+	s = db_stmt(st, S_COMMIT, err);
+	rc = s ? db_exec_stmt(st, s, err) : RC_ERR;
+	if (rc == RC_OK)
+		db_unlock(st);
+	return rc;
 }
 
+/* Roll back the open transaction (a nested failure ends the outer one too). */
 static void
 db_rollback(struct store *st)
 {
 	char err[ERR_LEN];
 	sqlite3_stmt *s;
 
-	if (sqlite3_get_autocommit(st->db))
-		return;
-	s = db_stmt(st, S_ROLLBACK, err);
-	if (s)
+	if (st->nested)
+		st->nested_failed = 1;
+	st->nested = 0;
+	if (!sqlite3_get_autocommit(st->db) && (s = db_stmt(st, S_ROLLBACK, err)))
 		db_exec_stmt(st, s, err);
+	db_unlock(st);
 }
 
 int
 store_begin(struct store *st, char *err)
 {
-	return db_begin(st, err);
+	int rc = db_begin(st, err);
+
+	st->nested_failed = 0;
+	if (rc == RC_OK)
+		st->nested = 1;
+	return rc;
 }
 
 int
 store_commit(struct store *st, char *err)
 {
-	int rc = db_commit(st, err);
+	int rc;
 
+	if (st->nested_failed) {
+		st->nested_failed = 0;
+		snprintf(err, ERR_LEN, "the transaction was rolled back by a failure inside it");
+		return RC_ERR;
+	}
+	st->nested = 0;
+	rc = db_commit(st, err);
 	if (rc != RC_OK)
 		db_rollback(st);
 	return rc;
+}
+
+/* SQLite's own busy handler sleeps 1 to 100 ms at a time; a write transaction here takes
+ * tens of microseconds, so wait in short steps instead, up to BUSY_MAX_MS in all. */
+#define BUSY_MAX_MS 10000
+static int
+busy_wait(void *arg, int n)
+{
+	struct timespec ts;
+	long us = n < 6 ? 25L << n : 1000; /* 25, 50 ... 800 us, then 1 ms */
+
+	(void)arg;
+	if (n > 6 + BUSY_MAX_MS)
+		return 0;
+	ts.tv_sec = 0;
+	ts.tv_nsec = us * 1000;
+	nanosleep(&ts, NULL);
+	return 1;
+}
+
+int
+store_checkpoint(struct store *st)
+{
+	return sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL) ==
+			       SQLITE_OK ?
+		       RC_OK :
+		       RC_ERR;
 }
 
 /* A single-integer query; RC_NOTFOUND when it returns no row. */
@@ -330,12 +408,13 @@ store_open(const char *path, char *err)
 		store_close(st);
 		return NULL;
 	}
-	sqlite3_busy_timeout(st->db, 10000);
+	sqlite3_busy_handler(st->db, busy_wait, NULL);
 	sqlite3_extended_result_codes(st->db, 1);
 	if (sqlite3_exec(st->db,
 			 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; "
 			 "PRAGMA foreign_keys = ON; PRAGMA cache_size = -16384; "
-			 "PRAGMA mmap_size = 268435456; PRAGMA temp_store = MEMORY;",
+			 "PRAGMA mmap_size = 268435456; PRAGMA temp_store = MEMORY; "
+			 "PRAGMA journal_size_limit = 67108864;",
 			 NULL, NULL, &emsg) != SQLITE_OK) {
 		snprintf(err, ERR_LEN, "configure %s: %s", path, emsg ? emsg : "?");
 		sqlite3_free(emsg);
@@ -842,6 +921,7 @@ store_msg_list(struct store *st, struct pool *p, const struct conv *c, struct pa
 	s = db_stmt(st, all ? S_MSG_LIST_ALL : S_MSG_LIST, err);
 	if (!s)
 		return RC_ERR;
+	bind_text(s, 4, c->id);
 	sqlite3_bind_int64(s, 1, c->seq);
 	sqlite3_bind_int64(s, 2, pg.limit);
 	sqlite3_bind_int64(s, 3, pg.offset);
@@ -858,6 +938,7 @@ store_msg_latest(struct store *st, struct pool *p, const struct conv *c, int lim
 		return RC_ERR;
 	sqlite3_bind_int64(s, 1, c->seq);
 	sqlite3_bind_int(s, 2, limit);
+	bind_text(s, 4, c->id);
 	return msg_rows(st, p, s, limit, rows, n, err);
 }
 
@@ -1317,8 +1398,10 @@ store_run_finish(struct store *st, const struct run_end *e, char *err)
 	if ((rc = db_exec_stmt(st, s, err)) != RC_OK)
 		goto fail;
 	if (!sqlite3_changes(st->db)) {
-		rc = RC_NOTFOUND;
-		goto fail;
+		/* ended already: nothing was written, and a batch around this goes on */
+		if (!st->nested)
+			db_rollback(st);
+		return RC_NOTFOUND;
 	}
 	s = db_stmt(st, S_RUN_MSG_END, err);
 	if (!s) {

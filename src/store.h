@@ -94,10 +94,13 @@ struct page {
 struct store *store_open(const char *path, char *err);
 void store_close(struct store *st);
 
-/* An immediate transaction around several calls (the push daemon batches its progress
- * writes). store_commit() rolls back when the commit fails. */
+/* An immediate transaction around several calls (the push daemon batches its writes): the
+ * store functions called in between join it instead of opening their own. A failure
+ * inside rolls the whole transaction back, and store_commit() then returns RC_ERR. */
 int store_begin(struct store *st, char *err);
 int store_commit(struct store *st, char *err);
+/* A passive WAL checkpoint (the push daemon runs one every second). */
+int store_checkpoint(struct store *st);
 
 /* Apply the migrations this binary knows and the database lacks, in one immediate
  * transaction each, so that several processes starting at once apply each exactly once. */

@@ -81,6 +81,9 @@ class Stack:
         self.log_path = os.path.join(self.data_dir, "stack-output.log")
         if self.given_data_dir and os.path.exists(self.log_path):
             os.replace(self.log_path, self.log_path + ".%d" % int(time.time() * 1000))
+        # on a reused data dir, nginx's error log already holds the earlier stack's lines
+        errlog = os.path.join(self.data_dir, "nginx", "error.log")
+        self.errlog_offset = os.path.getsize(errlog) if os.path.exists(errlog) else 0
         env = dict(os.environ)
         env["AICHATD_PORT"] = str(self.port)
         env["AICHATD_DATA_DIR"] = self.data_dir
@@ -118,9 +121,12 @@ class Stack:
         """Lines of the stack's output and nginx's error log that tell of a crashed or
         restarted process (the pool restarts a dead worker silently for the client)."""
         found = []
-        for path in (self.log_path, os.path.join(self.data_dir or "", "nginx", "error.log")):
+        errlog = os.path.join(self.data_dir or "", "nginx", "error.log")
+        for path in (self.log_path, errlog):
             try:
                 with open(path, "rb") as f:
+                    if path == errlog:
+                        f.seek(getattr(self, "errlog_offset", 0))
                     text = f.read().decode("utf-8", "replace")
             except OSError:
                 continue
