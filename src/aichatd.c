@@ -155,6 +155,7 @@ req_reset(struct req *r)
 	if (r->json)
 		json_decref(r->json);
 	pool_reset(pool);
+	req_json_pool(pool);
 	memset(r, 0, sizeof(*r));
 	r->pool = pool;
 	r->store = st;
@@ -212,6 +213,7 @@ worker_main(void)
 	signal(SIGPIPE, SIG_IGN);
 	if (!t)
 		die("%s", "out of memory");
+	req_json_memory();
 	for (i = 1; i < cfg.threads; i++)
 		if (pthread_create(&t[i], NULL, accept_loop, NULL) != 0)
 			die("%s", "cannot start a thread");

@@ -175,7 +175,7 @@ v1_mcfg_put(struct req *r)
 			json_decref(obj);
 		if (!m.parameters)
 			return req_fail(r, 500, 0, NULL);
-		pool_cleanup(r->pool, free, m.parameters);
+		pool_cleanup(r->pool, req_json_free, m.parameters);
 	}
 	rc = store_mcfg_update(r->store, &m, &updated, err);
 	if (rc == RC_NOTFOUND)
@@ -250,7 +250,7 @@ v1_send(struct req *r)
 		meta_text = json_dumps(meta, JSON_COMPACT | JSON_ENCODE_ANY);
 		if (!meta_text)
 			return req_fail(r, 500, 0, NULL);
-		pool_cleanup(r->pool, free, meta_text);
+		pool_cleanup(r->pool, req_json_free, meta_text);
 	}
 	memset(&in, 0, sizeof(in));
 	in.conv_id = r->params[0];

@@ -82,6 +82,19 @@ buf_grow(struct buf *b, size_t extra)
 }
 
 int
+buf_reserve(struct buf *b, size_t n)
+{
+	return buf_grow(b, n);
+}
+
+void
+buf_setlen(struct buf *b, size_t len)
+{
+	b->len = len;
+	b->s[len] = '\0';
+}
+
+int
 buf_add(struct buf *b, const void *data, size_t len)
 {
 	if (buf_grow(b, len) != RC_OK)

@@ -37,6 +37,11 @@ int buf_adds(struct buf *b, const char *s);
 int buf_addch(struct buf *b, char c);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int buf_vprintf(struct buf *b, const char *fmt, va_list ap);
+/* Make room for n more bytes after len (within the cap): RC_OK or RC_NOMEM. The caller may
+ * then write up to n bytes at b->s + b->len and add them with buf_setlen(). */
+int buf_reserve(struct buf *b, size_t n);
+/* Set the length after writing into reserved room (len <= the room reserved). */
+void buf_setlen(struct buf *b, size_t len);
 /* Drop the first n bytes (n > len drops all). */
 void buf_consume(struct buf *b, size_t n);
 

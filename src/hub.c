@@ -199,7 +199,9 @@ hc_write(struct hconn *c, const char *s, size_t n)
 		if (done < 0)
 			done = 0;
 	}
-	if (c->queued + (n - (size_t)done) > pushd_cfg.client_buffer) {
+	/* the bound is on the backlog: one message larger than the buffer may still go out
+	 * to a client that has read everything before it */
+	if (c->queued && c->queued + (n - (size_t)done) > pushd_cfg.client_buffer) {
 		n_dropped++;
 		hc_close(c);
 		return -1;
@@ -1069,18 +1071,24 @@ hub_done(struct job_run *r, int status, const char *error)
 static void
 on_beat(uv_timer_t *t)
 {
-	static uint64_t last_ping;
+	static uint64_t last_ping, last_beat;
 	uint64_t now = uv_now(pushd_loop);
-	int ping = now - last_ping >= (uint64_t)pushd_cfg.ws_ping_s * 1000;
+	/* the timer ticks at the shorter period; each kind keeps its own (a tick's slack is
+	 * forgiven, so a 1 s period is not missed by a timer that fires a millisecond early) */
+	int ping = now - last_ping + 50 >= (uint64_t)pushd_cfg.ws_ping_s * 1000;
+	int beat_sse = now - last_beat + 50 >= (uint64_t)pushd_cfg.sse_heartbeat_s * 1000;
 	struct hconn *c, *next;
 
 	(void)t;
 	if (ping)
 		last_ping = now;
+	if (beat_sse)
+		last_beat = now;
 	for (c = all; c; c = next) {
 		next = c->next;
 		if (c->kind == K_SSE) {
-			hc_writes(c, ": ping\n\n");
+			if (beat_sse)
+				hc_writes(c, ": ping\n\n");
 		} else if (c->kind == K_WS && ping && c->ws) {
 			struct wslay_event_msg m = {WSLAY_PING, NULL, 0};
 			if (c->awaiting_pong) {

@@ -594,7 +594,10 @@ conn_line(struct conn *c, char *line)
 		c->next_waiting = waiting;
 		waiting = c;
 	} else if (strncmp(line, "stop ", 5) == 0 && parse_uint(line + 5, INT64_MAX, &id) == 0) {
-		conn_say(c, "stopped %lld %d\n", (long long)id, runs_stop_id(id));
+		int status = runs_stop_id(id);
+		/* the caller reads the stopped reply next: write it before answering */
+		flush_ends();
+		conn_say(c, "stopped %lld %d\n", (long long)id, status);
 	} else if (strcmp(line, "stats") == 0) {
 		char hub[128];
 		hub_stats(hub, sizeof(hub));

@@ -69,6 +69,13 @@ struct req {
 	const char *err_msg;
 };
 
+/* Route jansson's allocations through the current request's pool (call once per process,
+ * before any thread starts), and name that pool for this thread (NULL: plain malloc). Every
+ * JSON value made while a pool is named must be gone by that pool's reset. */
+void req_json_memory(void);
+void req_json_pool(struct pool *p);
+/* Free what jansson allocated (json_dumps() results): never free() them. */
+void req_json_free(void *p);
 /* Set an error to be rendered in the dialect's error body; returns -1 for `return`. */
 int req_fail(struct req *r, int status, int code, const char *msg);
 /* Serialise j (its reference is stolen) as the JSON body with the given status. */
