@@ -545,13 +545,8 @@ flush_all(void)
 static void
 on_flush_timer(uv_timer_t *t)
 {
-	static int ticks;
-
 	(void)t;
 	flush_all();
-	/* the workers' commits never wait on a checkpoint: the daemon runs them */
-	if (++ticks % (1000 / FLUSH_MS) == 0)
-		store_checkpoint(pushd_store);
 }
 
 /* ---- the control socket ---- */

@@ -99,8 +99,7 @@ void store_close(struct store *st);
  * inside rolls the whole transaction back, and store_commit() then returns RC_ERR. */
 int store_begin(struct store *st, char *err);
 int store_commit(struct store *st, char *err);
-/* A passive WAL checkpoint (the push daemon runs one every second). */
-int store_checkpoint(struct store *st);
+
 
 /* Apply the migrations this binary knows and the database lacks, in one immediate
  * transaction each, so that several processes starting at once apply each exactly once. */
