@@ -214,6 +214,25 @@ run_free(struct job_run *r)
 	nruns--;
 }
 
+static size_t utf8_whole(const char *s, size_t len);
+
+/* Save what was written since the last save, as the reply's next part. */
+static void
+run_save(struct job_run *r)
+{
+	char err[ERR_LEN];
+	size_t len = utf8_whole(r->content.s, r->content.len);
+
+	if (len <= r->flushed)
+		return;
+	if (store_run_progress(pushd_store, r->job.ai_msg, r->parts, r->content.s + r->flushed,
+			       len - r->flushed, err) == RC_OK) {
+		r->parts++;
+		r->flushed = len;
+		r->dirty = len != r->content.len;
+	}
+}
+
 static void
 run_on_chunk(void *ctx, const char *s, size_t n)
 {
@@ -223,14 +242,8 @@ run_on_chunk(void *ctx, const char *s, size_t n)
 		return; /* the provider stops at LLM_REPLY_MAX before this cap is reached */
 	r->dirty = 1;
 	hub_chunk(r, s, n);
-	if (r->content.len - r->flushed >= FLUSH_BYTES && !r->ended) {
-		char err[ERR_LEN];
-		if (store_run_progress(pushd_store, r->job.ai_msg, r->content.s, r->content.len, err) ==
-		    RC_OK) {
-			r->flushed = r->content.len;
-			r->dirty = 0;
-		}
-	}
+	if (r->content.len - r->flushed >= FLUSH_BYTES && !r->ended)
+		run_save(r);
 }
 
 /* The content as saved: cut back to whole UTF-8 characters (a piece may end inside one). */
@@ -403,6 +416,8 @@ runs_start(int64_t id)
 		run_free(r);
 		return;
 	}
+	/* an earlier attempt (before a restart) may have saved parts of another reply */
+	store_run_reset(pushd_store, r->job.ai_msg, err);
 	r->next_msg = runs_by_msg[msg_hash(r->job.ai_msg_id)];
 	runs_by_msg[msg_hash(r->job.ai_msg_id)] = r;
 	if (time_now_ms() - r->job.created_at > age_limit) {
@@ -528,14 +543,8 @@ flush_all(void)
 	/* one transaction for every reply that grew since the last flush */
 	for (i = 0; i < sizeof(runs_by_id) / sizeof(runs_by_id[0]); i++) {
 		for (r = runs_by_id[i]; r; r = r->next) {
-			size_t len;
-			if (!r->dirty || r->ended)
-				continue;
-			len = utf8_whole(r->content.s, r->content.len);
-			if (store_run_progress(pushd_store, r->job.ai_msg, r->content.s, len, err) == RC_OK) {
-				r->flushed = len;
-				r->dirty = len != r->content.len;
-			}
+			if (r->dirty && !r->ended)
+				run_save(r);
 		}
 	}
 	if (store_commit(pushd_store, err) != RC_OK)

@@ -25,6 +25,7 @@ struct job_run {
 	struct buf raw;           /* the upstream's bytes as received (E's stream) */
 	char raw_type[128];       /* the upstream's content type */
 	size_t flushed;           /* bytes of content saved */
+	int parts;                /* parts saved (store_run_progress) */
 	int dirty;
 	uint64_t started;         /* uv_now() */
 	struct llm_call *call;

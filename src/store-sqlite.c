@@ -13,6 +13,7 @@
 #include "pool.h"
 #include "util.h"
 #include "schema.h"
+#include "buf.h"
 #include "store.h"
 
 enum stmt_id {
@@ -62,6 +63,9 @@ enum stmt_id {
 	S_RUN_RESULT,
 	S_RUN_STATUS,
 	S_RUN_OF_REPLY,
+	S_PARTS_READ,
+	S_PARTS_DROP,
+	S_RUN_RESET,
 	S__COUNT
 };
 
@@ -173,8 +177,11 @@ static const char *const stmt_sql[S__COUNT] = {
 	[S_RUN_HISTORY] = "SELECT role, content FROM (SELECT id, role, content FROM messages "
 			  "WHERE conv_seq = ?1 AND is_deleted = 0 AND unfinished = 0 "
 			  "AND id < ?2 AND content != '' ORDER BY id DESC LIMIT ?3) ORDER BY id",
-	[S_RUN_PROGRESS] = "UPDATE messages SET content = ?2, updated_at = ?3 "
-			   "WHERE id = ?1 AND unfinished = 1",
+	[S_RUN_PROGRESS] = "INSERT OR REPLACE INTO message_parts (msg, seq, text) "
+			   "VALUES (?1, ?2, ?3)",
+	[S_PARTS_READ] = "SELECT text FROM message_parts WHERE msg = ?1 ORDER BY seq",
+	[S_PARTS_DROP] = "DELETE FROM message_parts WHERE msg = ?1",
+	[S_RUN_RESET] = "UPDATE messages SET content = '' WHERE id = ?1 AND unfinished = 1",
 	[S_RUN_MSG_END] = "UPDATE messages SET content = ?2, updated_at = ?3, unfinished = 0, "
 			  "error = ?4, metadata = ?5 WHERE id = ?1 AND unfinished = 1 RETURNING conv_seq, "
 			  "is_deleted",
@@ -951,11 +958,14 @@ store_post(struct store *st, struct pool *p, const struct store_post *in,
 	return me.rc;
 }
 
+static int msg_parts(struct store *st, struct pool *p, struct msg *m, char *err);
+
 static int
 msg_get(struct store *st, struct pool *p, enum stmt_id id_, int64_t id, const char *msg_id,
 	const char *owner, struct msg *out, char *err)
 {
 	sqlite3_stmt *s = db_stmt(st, id_, err);
+	int rc;
 
 	if (!s)
 		return RC_ERR;
@@ -964,7 +974,14 @@ msg_get(struct store *st, struct pool *p, enum stmt_id id_, int64_t id, const ch
 	else
 		sqlite3_bind_int64(s, 1, id);
 	bind_text(s, 2, owner);
-	STEP_ONE(st, s, err, msg_row(p, s, out));
+	rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW) {
+		msg_row(p, s, out);
+		sqlite3_reset(s);
+		return msg_parts(st, p, out, err);
+	}
+	sqlite3_reset(s);
+	return rc == SQLITE_DONE ? RC_NOTFOUND : db_fail(st, err, "get message");
 }
 
 int
@@ -1466,16 +1483,65 @@ store_run_of_reply(struct store *st, int64_t ai_msg, int64_t *run_id, int *statu
 }
 
 int
-store_run_progress(struct store *st, int64_t ai_msg, const char *content, size_t len, char *err)
+store_run_progress(struct store *st, int64_t ai_msg, int seq, const char *text, size_t len,
+		   char *err)
 {
 	sqlite3_stmt *s = db_stmt(st, S_RUN_PROGRESS, err);
 
 	if (!s)
 		return RC_ERR;
 	sqlite3_bind_int64(s, 1, ai_msg);
-	sqlite3_bind_text(s, 2, content, (int)len, SQLITE_STATIC);
-	sqlite3_bind_int64(s, 3, time_now_ms());
+	sqlite3_bind_int(s, 2, seq);
+	sqlite3_bind_text(s, 3, text, (int)len, SQLITE_STATIC);
 	return db_exec_stmt(st, s, err);
+}
+
+/* Run a statement keyed by one message id. */
+static int
+msg_exec(struct store *st, enum stmt_id id, int64_t msg, char *err)
+{
+	sqlite3_stmt *s = db_stmt(st, id, err);
+
+	if (!s)
+		return RC_ERR;
+	sqlite3_bind_int64(s, 1, msg);
+	return db_exec_stmt(st, s, err);
+}
+
+int
+store_run_reset(struct store *st, int64_t ai_msg, char *err)
+{
+	int rc = msg_exec(st, S_PARTS_DROP, ai_msg, err);
+
+	return rc == RC_OK ? msg_exec(st, S_RUN_RESET, ai_msg, err) : rc;
+}
+
+/* An unfinished reply's content is its saved parts: join them into m->content. */
+static int
+msg_parts(struct store *st, struct pool *p, struct msg *m, char *err)
+{
+	sqlite3_stmt *s;
+	struct buf b;
+	int r;
+
+	if (!m->unfinished)
+		return RC_OK;
+	s = db_stmt(st, S_PARTS_READ, err);
+	if (!s)
+		return RC_ERR;
+	sqlite3_bind_int64(s, 1, m->id);
+	buf_init(&b, 0);
+	buf_adds(&b, m->content ? m->content : "");
+	while ((r = sqlite3_step(s)) == SQLITE_ROW)
+		buf_add(&b, sqlite3_column_text(s, 0), (size_t)sqlite3_column_bytes(s, 0));
+	sqlite3_reset(s);
+	if (r != SQLITE_DONE || b.failed) {
+		buf_free(&b);
+		return r != SQLITE_DONE ? db_fail(st, err, "read parts") : RC_NOMEM;
+	}
+	m->content = pool_strndup(p, b.s, b.len);
+	buf_free(&b);
+	return m->content ? RC_OK : RC_NOMEM;
 }
 
 int
@@ -1523,6 +1589,8 @@ store_run_finish(struct store *st, const struct run_end *e, char *err)
 		conv_seq = sqlite3_column_int64(s, 0);
 		deleted = sqlite3_column_int(s, 1);
 		sqlite3_reset(s);
+		if ((rc = msg_exec(st, S_PARTS_DROP, e->ai_msg, err)) != RC_OK)
+			goto fail;
 		/* the reply is now a visible message of its conversation */
 		if (!deleted && (rc = conv_touch(st, conv_seq, now, 1, err)) != RC_OK)
 			goto fail;

@@ -210,9 +210,12 @@ int store_run_status(struct store *st, int64_t run_id, int *status, char *err);
 /* The run that writes reply message ai_msg (a messages.id): its id and status. */
 int store_run_of_reply(struct store *st, int64_t ai_msg, int64_t *run_id, int *status,
 		       char *err);
-/* Save a reply's partial content. */
-int store_run_progress(struct store *st, int64_t ai_msg, const char *content, size_t len,
+/* Save the next part (seq 0, 1, ...) of a reply being written: parts are appended, so a
+ * reply's saves cost what is new. Reading an unfinished message joins them. */
+int store_run_progress(struct store *st, int64_t ai_msg, int seq, const char *text, size_t len,
 		       char *err);
+/* Forget what an earlier attempt at a reply saved (a run taken again after a restart). */
+int store_run_reset(struct store *st, int64_t ai_msg, char *err);
 
 struct run_end {
 	int64_t run_id;

@@ -93,6 +93,37 @@ t_store(void)
 	CHECK(strlen(out.conv.id) == 36 && out.reply.unfinished == 1);
 	CHECK(strcmp(out.reply.role, "assistant") == 0);
 
+	/* a reply saved as it grows is read whole; its end replaces the parts */
+	{
+		struct run_job job;
+		struct run_end e;
+		struct run_result res;
+		int status;
+
+		CHECK(store_run_job(st, p, out.run_id, "builtin", 20, &job, err) == RC_OK);
+		CHECK(job.ai_msg == out.reply.id && strcmp(job.content, "q") == 0);
+		CHECK(strcmp(job.cfg.provider, "builtin") == 0);
+		CHECK(store_run_progress(st, out.reply.id, 0, "你好", 6, err) == RC_OK);
+		CHECK(store_run_progress(st, out.reply.id, 1, ", world", 7, err) == RC_OK);
+		CHECK(store_msg_get(st, p, out.reply.id, NULL, &m, err) == RC_OK);
+		CHECK(m.unfinished == 1 && strcmp(m.content, "你好, world") == 0);
+		memset(&e, 0, sizeof(e));
+		e.run_id = out.run_id;
+		e.ai_msg = out.reply.id;
+		e.status = 1;
+		e.content = "你好, world!";
+		e.len = strlen(e.content);
+		e.duration_ms = 5;
+		CHECK(store_run_finish(st, &e, err) == RC_OK);
+		CHECK(store_run_finish(st, &e, err) == RC_NOTFOUND); /* ends once */
+		CHECK(store_msg_get(st, p, out.reply.id, NULL, &m, err) == RC_OK);
+		CHECK(m.unfinished == 0 && strcmp(m.content, "你好, world!") == 0);
+		CHECK(store_run_status(st, out.run_id, &status, err) == RC_OK && status == 1);
+		CHECK(store_run_result(st, p, out.run_id, &res, err) == RC_OK);
+		CHECK(res.status == 1 && strcmp(res.reply.content, "你好, world!") == 0);
+		CHECK(store_conv_get(st, p, out.conv.id, NULL, &c, err) == RC_OK && c.msg_count == 2);
+	}
+
 	/* lists: newest-updated first, per user */
 	CHECK(store_conv_list(st, p, NULL, pg, &cs, &n, &total, err) == RC_OK);
 	CHECK(n == 2 && total == 2 && strcmp(cs[0].user_id, "carol") == 0);
