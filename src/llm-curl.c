@@ -27,8 +27,11 @@ on_poll(uv_poll_t *h, int status, int events)
 	struct sock_ctx *s = h->data;
 	int running, flags = 0;
 
+	/* on a poll error let curl read and write, so that it meets the socket's real error:
+	 * a kept-alive connection the server just closed is then retried on a new one, where
+	 * CURL_CSELECT_ERR would fail the transfer outright */
 	if (status < 0)
-		flags = CURL_CSELECT_ERR;
+		flags = CURL_CSELECT_IN | CURL_CSELECT_OUT;
 	if (events & UV_READABLE)
 		flags |= CURL_CSELECT_IN;
 	if (events & UV_WRITABLE)

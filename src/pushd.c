@@ -416,8 +416,9 @@ runs_start(int64_t id)
 		run_free(r);
 		return;
 	}
-	/* an earlier attempt (before a restart) may have saved parts of another reply */
-	store_run_reset(pushd_store, r->job.ai_msg, err);
+	/* an earlier attempt (before a restart) saved parts of another reply: start clean */
+	if (r->job.restarted)
+		store_run_reset(pushd_store, r->job.ai_msg, err);
 	r->next_msg = runs_by_msg[msg_hash(r->job.ai_msg_id)];
 	runs_by_msg[msg_hash(r->job.ai_msg_id)] = r;
 	if (time_now_ms() - r->job.created_at > age_limit) {

@@ -167,7 +167,8 @@ static const char *const stmt_sql[S__COUNT] = {
 	[S_RUN_JOB] = "SELECT r.id, r.record_id, r.ai_msg, am.msg_id, um.msg_id, c.id, "
 		      "um.user_id, um.content, r.created_at, mc.config_id, mc.provider, "
 		      "mc.model_name, mc.model_version, mc.parameters, mc.system_prompt, "
-		      "mc.updated_at, c.seq, um.id FROM runs r "
+		      "mc.updated_at, c.seq, um.id, (am.content != '' OR EXISTS (SELECT 1 FROM "
+		      "message_parts WHERE msg = r.ai_msg)) FROM runs r "
 		      "JOIN conversations c ON c.seq = r.conv_seq "
 		      "JOIN messages um ON um.id = r.user_msg "
 		      "JOIN messages am ON am.id = r.ai_msg "
@@ -384,6 +385,28 @@ wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
 	if (pages >= WAL_RESTART_PAGES)
 		sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_RESTART, NULL, NULL);
 	return SQLITE_OK;
+}
+
+/* Run one write statement in a transaction of its own (unless one is open), so that it
+ * queues on the write lock like every other write instead of spinning in SQLite's busy
+ * handler. */
+static int
+db_write(struct store *st, sqlite3_stmt *s, char *err)
+{
+	int rc, own = !st->nested && sqlite3_get_autocommit(st->db);
+
+	if (own && (rc = db_begin(st, err)) != RC_OK) {
+		sqlite3_reset(s);
+		return rc;
+	}
+	rc = db_exec_stmt(st, s, err);
+	if (own) {
+		if (rc == RC_OK)
+			rc = db_commit(st, err);
+		if (rc != RC_OK)
+			db_rollback(st);
+	}
+	return rc;
 }
 
 /* A single-integer query; RC_NOTFOUND when it returns no row. */
@@ -678,7 +701,7 @@ conv_update(struct store *st, enum stmt_id id_, const char *id, const char *owne
 		bind_text(s, 3, title);
 		sqlite3_bind_int64(s, 4, time_now_ms());
 	}
-	r = db_exec_stmt(st, s, err);
+	r = db_write(st, s, err);
 	if (r != RC_OK)
 		return r;
 	return sqlite3_changes(st->db) ? RC_OK : RC_NOTFOUND;
@@ -1075,7 +1098,7 @@ store_msg_edit(struct store *st, int64_t id, const char *content, char *err)
 	sqlite3_bind_int64(s, 1, id);
 	bind_text(s, 2, content);
 	sqlite3_bind_int64(s, 3, time_now_ms());
-	if ((rc = db_exec_stmt(st, s, err)) != RC_OK)
+	if ((rc = db_write(st, s, err)) != RC_OK)
 		return rc;
 	return sqlite3_changes(st->db) ? RC_OK : RC_NOTFOUND;
 }
@@ -1269,7 +1292,7 @@ store_mcfg_ensure(struct store *st, const struct mcfg *m, char *err)
 	if (!s)
 		return RC_ERR;
 	mcfg_bind(s, m, time_now_ms());
-	return db_exec_stmt(st, s, err);
+	return db_write(st, s, err);
 }
 
 int
@@ -1282,7 +1305,7 @@ store_mcfg_update(struct store *st, const struct mcfg *m, int64_t *updated_at, c
 	if (!s)
 		return RC_ERR;
 	mcfg_bind(s, m, now);
-	if ((rc = db_exec_stmt(st, s, err)) != RC_OK)
+	if ((rc = db_write(st, s, err)) != RC_OK)
 		return rc;
 	if (!sqlite3_changes(st->db))
 		return RC_NOTFOUND;
@@ -1304,7 +1327,7 @@ store_log(struct store *st, const char *level, const char *message)
 	bind_text(s, 1, level);
 	bind_text(s, 2, message);
 	sqlite3_bind_int64(s, 3, time_now_ms());
-	if (db_exec_stmt(st, s, err) != RC_OK)
+	if (db_write(st, s, err) != RC_OK)
 		return RC_ERR;
 	/* keep the newest LOG_KEEP entries; pruning every 1000th insert keeps it cheap */
 	id = sqlite3_last_insert_rowid(st->db);
@@ -1312,7 +1335,7 @@ store_log(struct store *st, const char *level, const char *message)
 		s = db_stmt(st, S_LOG_PRUNE, err);
 		if (s) {
 			sqlite3_bind_int64(s, 1, id - LOG_KEEP);
-			db_exec_stmt(st, s, err);
+			db_write(st, s, err);
 		}
 	}
 	return RC_OK;
@@ -1422,6 +1445,7 @@ store_run_job(struct store *st, struct pool *p, int64_t run_id, const char *defa
 	out->cfg.updated_at = sqlite3_column_int64(s, 15);
 	conv_seq = sqlite3_column_int64(s, 16);
 	user_msg = sqlite3_column_int64(s, 17);
+	out->restarted = sqlite3_column_int(s, 18);
 	sqlite3_reset(s);
 	if (!out->cfg.provider) {
 		/* the conversation names a config that is gone: fall back to the default */
@@ -1493,7 +1517,7 @@ store_run_progress(struct store *st, int64_t ai_msg, int seq, const char *text, 
 	sqlite3_bind_int64(s, 1, ai_msg);
 	sqlite3_bind_int(s, 2, seq);
 	sqlite3_bind_text(s, 3, text, (int)len, SQLITE_STATIC);
-	return db_exec_stmt(st, s, err);
+	return db_write(st, s, err);
 }
 
 /* Run a statement keyed by one message id. */
@@ -1511,9 +1535,17 @@ msg_exec(struct store *st, enum stmt_id id, int64_t msg, char *err)
 int
 store_run_reset(struct store *st, int64_t ai_msg, char *err)
 {
-	int rc = msg_exec(st, S_PARTS_DROP, ai_msg, err);
+	int rc = db_begin(st, err);
 
-	return rc == RC_OK ? msg_exec(st, S_RUN_RESET, ai_msg, err) : rc;
+	if (rc == RC_OK)
+		rc = msg_exec(st, S_PARTS_DROP, ai_msg, err);
+	if (rc == RC_OK)
+		rc = msg_exec(st, S_RUN_RESET, ai_msg, err);
+	if (rc == RC_OK)
+		rc = db_commit(st, err);
+	if (rc != RC_OK)
+		db_rollback(st);
+	return rc;
 }
 
 /* An unfinished reply's content is its saved parts: join them into m->content. */

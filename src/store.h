@@ -196,6 +196,7 @@ struct run_job {
 	struct mcfg cfg;     /* the conversation's model config */
 	struct turn *history; /* finished messages before the user message, oldest first */
 	int nhistory;
+	int restarted;       /* an earlier attempt saved part of a reply (see store_run_reset) */
 };
 
 /* Ids of running runs (status 0) with id > after, oldest first, at most limit. */

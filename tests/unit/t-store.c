@@ -159,4 +159,5 @@ t_store(void)
 	unlink(path);
 	snprintf(path, sizeof(path), "%s-shm", db);
 	unlink(path);
+
 }
