@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "rc.h"
+#include "req.h"
 #include "pool.h"
 #include "util.h"
 #include "push.h"
@@ -170,12 +171,12 @@ v1_mcfg_put(struct req *r)
 				json_decref(obj);
 			return req_fail(r, 400, 0, "parameters 必须是 JSON 对象");
 		}
-		m.parameters = json_dumps(obj, JSON_COMPACT);
+		m.parameters = req_json_text(obj, JSON_COMPACT);
 		if (obj != params)
 			json_decref(obj);
 		if (!m.parameters)
 			return req_fail(r, 500, 0, NULL);
-		pool_cleanup(r->pool, req_json_free, m.parameters);
+		pool_cleanup(r->pool, free, m.parameters);
 	}
 	rc = store_mcfg_update(r->store, &m, &updated, err);
 	if (rc == RC_NOTFOUND)
@@ -247,10 +248,10 @@ v1_send(struct req *r)
 		return req_fail(r, 400, 0, "消息内容过长");
 	}
 	if (meta && !json_is_null(meta)) {
-		meta_text = json_dumps(meta, JSON_COMPACT | JSON_ENCODE_ANY);
+		meta_text = req_json_text(meta, JSON_COMPACT | JSON_ENCODE_ANY);
 		if (!meta_text)
 			return req_fail(r, 500, 0, NULL);
-		pool_cleanup(r->pool, req_json_free, meta_text);
+		pool_cleanup(r->pool, free, meta_text);
 	}
 	memset(&in, 0, sizeof(in));
 	in.conv_id = r->params[0];

@@ -341,7 +341,7 @@ sse_event(struct hconn *c, const char *type, size_t id, const char *content, siz
 
 	if (!j)
 		return hc_close(c), -1;
-	data = json_dumps(j, JSON_COMPACT);
+	data = req_json_text(j, JSON_COMPACT);
 	json_decref(j);
 	if (!data)
 		return hc_close(c), -1;
@@ -578,7 +578,7 @@ ws_json_frame(json_t *j)
 
 	if (!j)
 		return NULL;
-	s = json_dumps(j, JSON_COMPACT);
+	s = req_json_text(j, JSON_COMPACT);
 	json_decref(j);
 	if (!s)
 		return NULL;

@@ -7,6 +7,8 @@
 #include <stdio.h>
 
 #include "rc.h"
+#include "pool.h"
+#include "req.h"
 #include "llm-int.h"
 
 static CURLM *multi;
@@ -159,6 +161,24 @@ llm_emit(struct llm_call *c, const char *s, size_t n)
 	return 0;
 }
 
+/* One line to the provider. The JSON values a line makes live no longer than its
+ * handling: they come from a scratch pool (see req_json_memory), freed in one go after it,
+ * which takes the allocator off a path that runs for every piece of every reply. */
+static void
+line_call(struct llm_call *c)
+{
+	static struct pool *scratch;
+
+	if (!scratch)
+		scratch = pool_create();
+	req_json_pool(scratch);
+	c->on_line(c, c->line.s, c->line.len);
+	req_json_pool(NULL);
+	if (scratch)
+		pool_reset(scratch);
+	buf_reset(&c->line);
+}
+
 /* Feed received bytes to the provider line by line ("\n", an optional "\r" dropped). */
 static int
 feed_lines(struct llm_call *c, const char *p, size_t n)
@@ -176,8 +196,7 @@ feed_lines(struct llm_call *c, const char *p, size_t n)
 			break;
 		if (c->line.len && c->line.s[c->line.len - 1] == '\r')
 			c->line.s[--c->line.len] = '\0';
-		c->on_line(c, c->line.s, c->line.len);
-		buf_reset(&c->line);
+		line_call(c);
 		if (c->fail[0])
 			return -1;
 		p = nl + 1;
@@ -250,10 +269,8 @@ check_multi_info(void)
 			llm_finish(c, LLM_E_FAILED, msg);
 		} else {
 			/* a last line without its newline */
-			if (c->stream && c->line.len) {
-				c->on_line(c, c->line.s, c->line.len);
-				buf_reset(&c->line);
-			}
+			if (c->stream && c->line.len)
+				line_call(c);
 			c->on_end(c);
 			if (!c->ended)
 				llm_finish(c, c->fail[0] ? LLM_E_FAILED : 0, c->fail[0] ? c->fail : NULL);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "rc.h"
+#include "req.h"
 #include "util.h"
 #include "llm-int.h"
 
@@ -32,7 +33,7 @@ keep_plan(struct llm_call *c, json_t *o)
 	json_t *plan = json_object_get(o, "travelPlan");
 
 	if (json_is_object(plan) && !c->travel_plan)
-		c->travel_plan = json_dumps(plan, JSON_COMPACT);
+		c->travel_plan = req_json_text(plan, JSON_COMPACT);
 }
 
 static void
@@ -134,7 +135,7 @@ llm_n8n_start(struct llm_call *c, char *err)
 	}
 	req = json_pack("{s:s,s:s,s:s}", "sessionId", job->conv_id, "userId", job->user_id,
 			"chatInput", job->content);
-	c->body = req ? json_dumps(req, JSON_COMPACT) : NULL;
+	c->body = req ? req_json_text(req, JSON_COMPACT) : NULL;
 	json_decref(req);
 	c->headers = curl_slist_append(NULL, "Content-Type: application/json");
 	if (!c->body || !c->headers) {

@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "rc.h"
+#include "req.h"
 #include "llm-int.h"
 
 /* One choice's text and end from a chunk (or a whole, non-streamed reply). */
@@ -107,7 +108,7 @@ llm_openai_start(struct llm_call *c, char *err)
 	json_object_set_new(req, "model", json_string(model));
 	json_object_set_new(req, "messages", msgs);
 	json_object_set_new(req, "stream", json_true());
-	c->body = json_dumps(req, JSON_COMPACT);
+	c->body = req_json_text(req, JSON_COMPACT);
 	json_decref(req);
 	while (blen && c->cfg->openai_base_url[blen - 1] == '/')
 		blen--;

@@ -19,6 +19,7 @@
 #include <jansson.h>
 
 #include "rc.h"
+#include "req.h"
 #include "buf.h"
 #include "pool.h"
 #include "util.h"
@@ -344,7 +345,7 @@ run_end(struct job_run *r, int code, const char *error, const char *travel_plan)
 			 r->job.cfg.model_name, "config_id", r->job.cfg.config_id, "duration_ms",
 			 (json_int_t)e->duration_ms);
 	if (meta) {
-		char *t = json_dumps(meta, JSON_COMPACT);
+		char *t = req_json_text(meta, JSON_COMPACT);
 		e->metadata = pool_strdup(r->pool, t);
 		free(t);
 		json_decref(meta);
@@ -711,6 +712,7 @@ main(int argc, char **argv)
 		logf_("%s", err);
 		return 1;
 	}
+	req_json_memory(); /* jansson's values from a scratch pool where one is named */
 	if (llm_init(pushd_loop, err) != RC_OK) {
 		logf_("%s", err);
 		return 1;

@@ -58,6 +58,15 @@ req_json_free(void *p)
 	json_release(p);
 }
 
+char *
+req_json_text(const json_t *j, size_t flags)
+{
+	char *t = json_dumps(j, flags), *out = t ? strdup(t) : NULL;
+
+	json_release(t);
+	return out;
+}
+
 static void
 json_release(void *p)
 {

@@ -76,6 +76,9 @@ void req_json_memory(void);
 void req_json_pool(struct pool *p);
 /* Free what jansson allocated (json_dumps() results): never free() them. */
 void req_json_free(void *p);
+/* json_dumps() into plain malloc'd memory (the caller frees it with free()), valid
+ * whatever pool is named: use it, not json_dumps(), for text that is kept. */
+char *req_json_text(const json_t *j, size_t flags);
 /* Set an error to be rendered in the dialect's error body; returns -1 for `return`. */
 int req_fail(struct req *r, int status, int code, const char *msg);
 /* Serialise j (its reference is stolen) as the JSON body with the given status. */
