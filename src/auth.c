@@ -64,21 +64,31 @@ out:
 	return rc;
 }
 
-/* Auth failures go to the operation log, at most a few a second per thread. */
+/* Auth failures go to the operation log: at most AUTH_LOG_RATE a second per thread, so a
+ * flood of bad tokens cannot flood the log; the rest are counted, and the count is logged
+ * with the next failure after the second is over. */
+#define AUTH_LOG_RATE 20
 static void
 auth_log_failure(struct req *r, const char *why)
 {
 	static _Thread_local time_t window;
-	static _Thread_local int count;
+	static _Thread_local int count, suppressed;
 	time_t now = time(NULL);
 	char msg[512];
 
 	if (now != window) {
+		if (suppressed) {
+			snprintf(msg, sizeof(msg), "auth failure: %d more in one second not logged",
+				 suppressed);
+			store_log(r->store, "warning", msg);
+		}
 		window = now;
-		count = 0;
+		count = suppressed = 0;
 	}
-	if (++count > 5)
+	if (++count > AUTH_LOG_RATE) {
+		suppressed++;
 		return;
+	}
 	snprintf(msg, sizeof(msg), "auth failure: %s on %s %.200s", why, r->method, r->path);
 	store_log(r->store, "warning", msg);
 }

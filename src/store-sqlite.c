@@ -544,6 +544,31 @@ fail:
 	return RC_ERR;
 }
 
+/* Read up to limit rows of a statement already bound into a pool array of elements of
+ * size sz, each filled by fill(). */
+typedef void row_fill(struct pool *p, sqlite3_stmt *s, void *row);
+
+static int
+read_rows(struct store *st, struct pool *p, sqlite3_stmt *s, int64_t limit, size_t sz,
+	  row_fill *fill, void **rows, int *n, char *err)
+{
+	char *v = pool_alloc(p, sz * (size_t)(limit > 0 ? limit : 1));
+	int r = SQLITE_DONE, i = 0;
+
+	if (!v) {
+		sqlite3_reset(s);
+		return RC_NOMEM;
+	}
+	while (i < limit && (r = sqlite3_step(s)) == SQLITE_ROW)
+		fill(p, s, v + sz * (size_t)i++);
+	sqlite3_reset(s);
+	if (r != SQLITE_DONE && r != SQLITE_ROW)
+		return db_fail(st, err, "list");
+	*rows = v;
+	*n = i;
+	return RC_OK;
+}
+
 /* ---- conversations ---- */
 
 static void
@@ -652,13 +677,18 @@ store_conv_create(struct store *st, struct pool *p, const char *id, const char *
 	return conv_insert(st, p, id, user_id, title, model_config, time_now_ms(), out, err);
 }
 
+static void
+fill_conv(struct pool *p, sqlite3_stmt *s, void *row)
+{
+	conv_row(p, s, row);
+}
+
 int
 store_conv_list(struct store *st, struct pool *p, const char *user, struct page pg,
 		struct conv **rows, int *n, int64_t *total, char *err)
 {
 	sqlite3_stmt *s;
-	struct conv *v;
-	int r, i = 0;
+	int r;
 
 	s = db_stmt(st, user ? S_CONV_COUNT_USER : S_CONV_COUNT_ALL, err);
 	if (!s)
@@ -667,22 +697,14 @@ store_conv_list(struct store *st, struct pool *p, const char *user, struct page 
 		bind_text(s, 1, user);
 	if ((r = db_int(st, s, total, err)) != RC_OK)
 		return r;
-	v = pool_alloc(p, sizeof(*v) * (size_t)(pg.limit ? pg.limit : 1));
 	s = db_stmt(st, user ? S_CONV_LIST_USER : S_CONV_LIST_ALL, err);
-	if (!v || !s)
-		return v ? RC_ERR : RC_NOMEM;
+	if (!s)
+		return RC_ERR;
 	if (user)
 		bind_text(s, 1, user);
 	sqlite3_bind_int64(s, 2, pg.limit);
 	sqlite3_bind_int64(s, 3, pg.offset);
-	while ((r = sqlite3_step(s)) == SQLITE_ROW && i < pg.limit)
-		conv_row(p, s, &v[i++]);
-	sqlite3_reset(s);
-	if (r != SQLITE_DONE && r != SQLITE_ROW)
-		return db_fail(st, err, "list conversations");
-	*rows = v;
-	*n = i;
-	return RC_OK;
+	return read_rows(st, p, s, pg.limit, sizeof(**rows), fill_conv, (void **)rows, n, err);
 }
 
 /* Run an UPDATE keyed by conversation id and owner; RC_NOTFOUND when it changed nothing. */
@@ -1021,28 +1043,17 @@ store_msg_get_by_msgid(struct store *st, struct pool *p, const char *msg_id, con
 	return msg_get(st, p, S_MSG_GET_BY_MSGID, 0, msg_id, owner, out, err);
 }
 
-/* Read up to limit message rows of a statement already bound. */
+static void
+fill_msg(struct pool *p, sqlite3_stmt *s, void *row)
+{
+	msg_row(p, s, row);
+}
+
 static int
 msg_rows(struct store *st, struct pool *p, sqlite3_stmt *s, int64_t limit, struct msg **rows,
 	 int *n, char *err)
 {
-	struct msg *v = pool_alloc(p, sizeof(*v) * (size_t)(limit ? limit : 1));
-	int r, i = 0;
-
-	if (!v) {
-		sqlite3_reset(s);
-		return RC_NOMEM;
-	}
-	while (i < limit && (r = sqlite3_step(s)) == SQLITE_ROW)
-		msg_row(p, s, &v[i++]);
-	if (i < limit && r != SQLITE_DONE) {
-		sqlite3_reset(s);
-		return db_fail(st, err, "list messages");
-	}
-	sqlite3_reset(s);
-	*rows = v;
-	*n = i;
-	return RC_OK;
+	return read_rows(st, p, s, limit, sizeof(**rows), fill_msg, (void **)rows, n, err);
 }
 
 int
@@ -1139,81 +1150,71 @@ fail:
 	return rc;
 }
 
-int
-store_pairs(struct store *st, struct pool *p, const struct conv *c, struct page pg,
-	    struct pair **rows, int *n, int64_t *total, char *err)
+static void
+fill_pair(struct pool *p, sqlite3_stmt *s, void *row)
 {
-	sqlite3_stmt *s = db_stmt(st, S_PAIRS_COUNT, err);
-	struct pair *v;
-	int r, i = 0;
+	struct pair *x = row;
+
+	x->id = sqlite3_column_int64(s, 0);
+	x->user_id = col_text(p, s, 1);
+	x->user_message = col_text(p, s, 2);
+	x->created_at = sqlite3_column_int64(s, 3);
+	x->ai_response = col_text(p, s, 4);
+}
+
+/* Count with count_id, then read a page with list_id, both keyed by a conversation. */
+static int
+conv_page(struct store *st, struct pool *p, enum stmt_id count_id, enum stmt_id list_id,
+	  const struct conv *c, struct page pg, size_t sz, row_fill *fill, void **rows, int *n,
+	  int64_t *total, char *err)
+{
+	sqlite3_stmt *s = db_stmt(st, count_id, err);
+	int r;
 
 	if (!s)
 		return RC_ERR;
 	sqlite3_bind_int64(s, 1, c->seq);
 	if ((r = db_int(st, s, total, err)) != RC_OK)
 		return r;
-	v = pool_alloc(p, sizeof(*v) * (size_t)(pg.limit ? pg.limit : 1));
-	s = db_stmt(st, S_PAIRS, err);
-	if (!v || !s)
-		return v ? RC_ERR : RC_NOMEM;
+	s = db_stmt(st, list_id, err);
+	if (!s)
+		return RC_ERR;
 	sqlite3_bind_int64(s, 1, c->seq);
 	sqlite3_bind_int64(s, 2, pg.limit);
 	sqlite3_bind_int64(s, 3, pg.offset);
-	while (i < pg.limit && (r = sqlite3_step(s)) == SQLITE_ROW) {
-		struct pair *x = &v[i++];
-		x->id = sqlite3_column_int64(s, 0);
-		x->user_id = col_text(p, s, 1);
-		x->user_message = col_text(p, s, 2);
-		x->created_at = sqlite3_column_int64(s, 3);
-		x->ai_response = col_text(p, s, 4);
-	}
-	sqlite3_reset(s);
-	if (i < pg.limit && r != SQLITE_DONE)
-		return db_fail(st, err, "history");
-	*rows = v;
-	*n = i;
-	return RC_OK;
+	return read_rows(st, p, s, pg.limit, sz, fill, rows, n, err);
+}
+
+int
+store_pairs(struct store *st, struct pool *p, const struct conv *c, struct page pg,
+	    struct pair **rows, int *n, int64_t *total, char *err)
+{
+	return conv_page(st, p, S_PAIRS_COUNT, S_PAIRS, c, pg, sizeof(**rows), fill_pair,
+			 (void **)rows, n, total, err);
+}
+
+static void
+fill_run(struct pool *p, sqlite3_stmt *s, void *row)
+{
+	struct run *x = row;
+
+	x->id = sqlite3_column_int64(s, 0);
+	x->record_id = col_text(p, s, 1);
+	x->conv_id = col_text(p, s, 2);
+	x->user_msg_id = col_text(p, s, 3);
+	x->ai_msg_id = col_text(p, s, 4);
+	x->status = sqlite3_column_int(s, 5);
+	x->duration_ms = sqlite3_column_type(s, 6) == SQLITE_NULL ? -1 : sqlite3_column_int64(s, 6);
+	x->error_message = col_text(p, s, 7);
+	x->created_at = sqlite3_column_int64(s, 8);
 }
 
 int
 store_run_list(struct store *st, struct pool *p, const struct conv *c, struct page pg,
 	       struct run **rows, int *n, int64_t *total, char *err)
 {
-	sqlite3_stmt *s = db_stmt(st, S_RUN_COUNT, err);
-	struct run *v;
-	int r, i = 0;
-
-	if (!s)
-		return RC_ERR;
-	sqlite3_bind_int64(s, 1, c->seq);
-	if ((r = db_int(st, s, total, err)) != RC_OK)
-		return r;
-	v = pool_alloc(p, sizeof(*v) * (size_t)(pg.limit ? pg.limit : 1));
-	s = db_stmt(st, S_RUN_LIST, err);
-	if (!v || !s)
-		return v ? RC_ERR : RC_NOMEM;
-	sqlite3_bind_int64(s, 1, c->seq);
-	sqlite3_bind_int64(s, 2, pg.limit);
-	sqlite3_bind_int64(s, 3, pg.offset);
-	while (i < pg.limit && (r = sqlite3_step(s)) == SQLITE_ROW) {
-		struct run *x = &v[i++];
-		x->id = sqlite3_column_int64(s, 0);
-		x->record_id = col_text(p, s, 1);
-		x->conv_id = col_text(p, s, 2);
-		x->user_msg_id = col_text(p, s, 3);
-		x->ai_msg_id = col_text(p, s, 4);
-		x->status = sqlite3_column_int(s, 5);
-		x->duration_ms = sqlite3_column_type(s, 6) == SQLITE_NULL ?
-					 -1 : sqlite3_column_int64(s, 6);
-		x->error_message = col_text(p, s, 7);
-		x->created_at = sqlite3_column_int64(s, 8);
-	}
-	sqlite3_reset(s);
-	if (i < pg.limit && r != SQLITE_DONE)
-		return db_fail(st, err, "list runs");
-	*rows = v;
-	*n = i;
-	return RC_OK;
+	return conv_page(st, p, S_RUN_COUNT, S_RUN_LIST, c, pg, sizeof(**rows), fill_run,
+			 (void **)rows, n, total, err);
 }
 
 /* ---- model configs ---- */
@@ -1341,14 +1342,24 @@ store_log(struct store *st, const char *level, const char *message)
 	return RC_OK;
 }
 
+static void
+fill_log(struct pool *p, sqlite3_stmt *s, void *row)
+{
+	struct logent *x = row;
+
+	x->id = sqlite3_column_int64(s, 0);
+	x->level = col_text(p, s, 1);
+	x->message = col_text(p, s, 2);
+	x->created_at = sqlite3_column_int64(s, 3);
+}
+
 int
 store_log_list(struct store *st, struct pool *p, const char *level, int64_t from_ms,
 	       int64_t to_ms, struct page pg, struct logent **rows, int *n, int64_t *total,
 	       char *err)
 {
 	sqlite3_stmt *s = db_stmt(st, S_LOG_COUNT, err);
-	struct logent *v;
-	int r, i = 0;
+	int r;
 
 	if (from_ms < 0)
 		from_ms = 0;
@@ -1361,28 +1372,15 @@ store_log_list(struct store *st, struct pool *p, const char *level, int64_t from
 	sqlite3_bind_int64(s, 3, to_ms);
 	if ((r = db_int(st, s, total, err)) != RC_OK)
 		return r;
-	v = pool_alloc(p, sizeof(*v) * (size_t)(pg.limit ? pg.limit : 1));
 	s = db_stmt(st, S_LOG_LIST, err);
-	if (!v || !s)
-		return v ? RC_ERR : RC_NOMEM;
+	if (!s)
+		return RC_ERR;
 	bind_text(s, 1, level);
 	sqlite3_bind_int64(s, 2, from_ms);
 	sqlite3_bind_int64(s, 3, to_ms);
 	sqlite3_bind_int64(s, 4, pg.limit);
 	sqlite3_bind_int64(s, 5, pg.offset);
-	while (i < pg.limit && (r = sqlite3_step(s)) == SQLITE_ROW) {
-		struct logent *x = &v[i++];
-		x->id = sqlite3_column_int64(s, 0);
-		x->level = col_text(p, s, 1);
-		x->message = col_text(p, s, 2);
-		x->created_at = sqlite3_column_int64(s, 3);
-	}
-	sqlite3_reset(s);
-	if (i < pg.limit && r != SQLITE_DONE)
-		return db_fail(st, err, "list logs");
-	*rows = v;
-	*n = i;
-	return RC_OK;
+	return read_rows(st, p, s, pg.limit, sizeof(**rows), fill_log, (void **)rows, n, err);
 }
 
 /* ---- AI runs ---- */
