@@ -41,17 +41,22 @@ push_connect(const struct config *cfg, int nonblock)
 	return fd;
 }
 
+/* Each thread keeps its wake-up connection open: a wake is then one send(), not a connect,
+ * a send and a close on both sides. A daemon that restarted is reconnected to once. */
 void
 push_wake(const struct config *cfg)
 {
-	int fd = push_connect(cfg, 1);
+	static _Thread_local int fd = -1;
+	int tries;
 
-	if (fd < 0)
-		return;
-	if (send(fd, "wake\n", 5, MSG_NOSIGNAL) < 0) {
-		/* the daemon's next poll finds the run anyway */
+	for (tries = 0; tries < 2; tries++) {
+		if (fd < 0 && (fd = push_connect(cfg, 1)) < 0)
+			return; /* no daemon now: its start-up poll finds the run */
+		if (send(fd, "wake\n", 5, MSG_NOSIGNAL | MSG_DONTWAIT) == 5 || errno == EAGAIN)
+			return; /* a full socket means wakes are already waiting to be read */
+		close(fd);
+		fd = -1;
 	}
-	close(fd);
 }
 
 static int64_t
