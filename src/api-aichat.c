@@ -247,19 +247,6 @@ aichat_session_rename(struct req *r)
 	return ok(r, json_string("标题更新成功"));
 }
 
-/* Content rules in B's words; -1 after a written 400. */
-static int
-content_ok(struct req *r, const char *content)
-{
-	switch (api_content_check(content)) {
-	case 1:
-		return req_fail(r, 400, 0, "消息内容不能为空");
-	case 2:
-		return req_fail(r, 400, 0, "消息内容过长");
-	}
-	return 0;
-}
-
 int
 aichat_message_post(struct req *r)
 {
@@ -274,7 +261,7 @@ aichat_message_post(struct req *r)
 		return -1;
 	if (!sid || !*sid)
 		return req_fail(r, 400, 0, "会话ID不能为空");
-	if (content_ok(r, content))
+	if (api_content_ok(r, content))
 		return -1;
 	if (!role)
 		role = "user";
@@ -380,7 +367,7 @@ aichat_message_edit(struct req *r)
 	char err[ERR_LEN];
 	int rc;
 
-	if (api_field(r, "new_content", &content) || content_ok(r, content) ||
+	if (api_field(r, "new_content", &content) || api_content_ok(r, content) ||
 	    find_message(r, 0, &m))
 		return -1;
 	if (strcmp(m.role, "user") != 0)

@@ -134,12 +134,8 @@ chax_chat(struct req *r)
 
 	if (api_field(r, "conversationId", &cid) || api_field(r, "content", &content))
 		return -1;
-	switch (api_content_check(content)) {
-	case 1:
-		return req_fail(r, 400, 0, "content is required");
-	case 2:
-		return req_fail(r, 400, 0, "content is too long");
-	}
+	if (api_content_ok(r, content))
+		return -1;
 	if (cid && !*cid)
 		cid = NULL;
 	memset(&in, 0, sizeof(in));

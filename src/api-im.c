@@ -9,8 +9,6 @@
 #include "push.h"
 #include "api.h"
 
-#define E_EMPTY 1001
-#define E_TOO_LONG 1002
 #define E_SESSION 1003
 
 static json_t *
@@ -51,12 +49,8 @@ im_send(struct req *r)
 
 	if (api_field(r, "content", &content) || api_field(r, "session_id", &sid))
 		return -1;
-	switch (api_content_check(content)) {
-	case 1:
-		return req_fail(r, 400, E_EMPTY, "消息内容不能为空");
-	case 2:
-		return req_fail(r, 400, E_TOO_LONG, "消息内容过长");
-	}
+	if (api_content_ok(r, content))
+		return -1;
 	if (im_session_ok(r, sid))
 		return -1;
 	user = api_acting_user(r, NULL);

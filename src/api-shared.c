@@ -110,6 +110,20 @@ api_content_check(const char *s)
 	return 0;
 }
 
+int
+api_content_ok(struct req *r, const char *s)
+{
+	switch (api_content_check(s)) {
+	case 1:
+		return req_fail(r, 400, r->dialect == D_A ? 1001 : 0,
+				r->dialect == D_C ? "content is required" : "消息内容不能为空");
+	case 2:
+		return req_fail(r, 400, r->dialect == D_A ? 1002 : 0,
+				r->dialect == D_C ? "content is too long" : "消息内容过长");
+	}
+	return 0;
+}
+
 const char *
 api_acting_user(struct req *r, const char *given)
 {

@@ -241,12 +241,8 @@ v1_send(struct req *r)
 		return -1;
 	if (!(user = api_acting_user(r, uid)))
 		return -1;
-	switch (api_content_check(message)) {
-	case 1:
-		return req_fail(r, 400, 0, "消息内容不能为空");
-	case 2:
-		return req_fail(r, 400, 0, "消息内容过长");
-	}
+	if (api_content_ok(r, message))
+		return -1;
 	if (meta && !json_is_null(meta)) {
 		meta_text = req_json_text(meta, JSON_COMPACT | JSON_ENCODE_ANY);
 		if (!meta_text)

@@ -61,12 +61,8 @@ wf_post(struct req *r, struct store_posted *out)
 		return -1;
 	if (!(user = api_acting_user(r, uid)))
 		return -1;
-	switch (api_content_check(input)) {
-	case 1:
-		return req_fail(r, 400, 0, "消息内容不能为空");
-	case 2:
-		return req_fail(r, 400, 0, "消息内容过长");
-	}
+	if (api_content_ok(r, input))
+		return -1;
 	if (!sid || !*sid)
 		return req_fail(r, 400, 0, "会话ID不能为空");
 	if (utf8_count(sid) > SESSION_ID_MAX)

@@ -79,6 +79,9 @@ int api_page_json(struct req *r, const char *pname, const char *sname, const cha
 int api_field(struct req *r, const char *name, const char **out);
 /* Content rules shared by every dialect: 0 ok, 1 empty or blank, 2 too long. */
 int api_content_check(const char *s);
+/* The same, writing the dialect's 400 (A's codes 1001 and 1002, C's English) when the
+ * content breaks them: 0 ok, -1 after the error. */
+int api_content_ok(struct req *r, const char *s);
 
 /* The user a request acts for, given an optional user id from the body or path: with auth
  * on, a different id is a 403 (returns NULL after writing it); with auth off, the given id

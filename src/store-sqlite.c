@@ -761,7 +761,28 @@ msg_row(struct pool *p, sqlite3_stmt *s, struct msg *m)
 	m->updated_at = sqlite3_column_int64(s, 11);
 }
 
-/* Insert a message inside the caller's transaction, retrying on a (rare) msg_id clash. */
+/* Step an INSERT whose ?1 is a fresh "<prefix>_YYYYMMDDHHMMSS_xxxxxxxx" id (into id, of
+ * IDS_STAMPED_MAX bytes), drawing another on the rare clash with one taken in the same
+ * second. The caller has bound the other parameters (a reset keeps them). */
+static int
+insert_stamped(struct store *st, sqlite3_stmt *s, const char *prefix, int64_t now, char *id,
+	       char *err)
+{
+	int r = SQLITE_ERROR, tries;
+
+	for (tries = 0; tries < 8 && (tries == 0 || r == SQLITE_CONSTRAINT_UNIQUE); tries++) {
+		if (ids_stamped(id, prefix, now) != RC_OK) {
+			snprintf(err, ERR_LEN, "no randomness for an id");
+			return RC_ERR;
+		}
+		bind_text(s, 1, id);
+		r = sqlite3_step(s);
+		sqlite3_reset(s);
+	}
+	return r == SQLITE_DONE ? RC_OK : db_fail(st, err, "insert");
+}
+
+/* Insert a message inside the caller's transaction. */
 static int
 msg_insert(struct store *st, struct pool *p, const struct conv *c, const char *sender,
 	   const char *role, const char *content, int unfinished, const char *metadata,
@@ -769,30 +790,19 @@ msg_insert(struct store *st, struct pool *p, const struct conv *c, const char *s
 {
 	char msg_id[IDS_STAMPED_MAX];
 	sqlite3_stmt *s = db_stmt(st, S_MSG_INSERT, err);
-	int r = SQLITE_ERROR, tries;
+	int rc;
 
 	if (!s)
 		return RC_ERR;
-	for (tries = 0; tries < 8; tries++) {
-		if (ids_stamped(msg_id, "msg", now) != RC_OK) {
-			snprintf(err, ERR_LEN, "no randomness for an id");
-			return RC_ERR;
-		}
-		bind_text(s, 1, msg_id);
-		sqlite3_bind_int64(s, 2, c->seq);
-		bind_text(s, 3, sender);
-		bind_text(s, 4, role);
-		bind_text(s, 5, content);
-		sqlite3_bind_int(s, 6, unfinished);
-		bind_text(s, 7, metadata);
-		sqlite3_bind_int64(s, 8, now);
-		r = sqlite3_step(s);
-		sqlite3_reset(s);
-		if (r != SQLITE_CONSTRAINT_UNIQUE)
-			break;
-	}
-	if (r != SQLITE_DONE)
-		return db_fail(st, err, "insert message");
+	sqlite3_bind_int64(s, 2, c->seq);
+	bind_text(s, 3, sender);
+	bind_text(s, 4, role);
+	bind_text(s, 5, content);
+	sqlite3_bind_int(s, 6, unfinished);
+	bind_text(s, 7, metadata);
+	sqlite3_bind_int64(s, 8, now);
+	if ((rc = insert_stamped(st, s, "msg", now, msg_id, err)) != RC_OK)
+		return rc;
 	out->id = sqlite3_last_insert_rowid(st->db);
 	out->msg_id = pool_strdup(p, msg_id);
 	out->conv_id = c->id;
@@ -831,28 +841,17 @@ run_insert(struct store *st, struct pool *p, const struct conv *c, int64_t user_
 {
 	char rid[IDS_STAMPED_MAX];
 	sqlite3_stmt *s = db_stmt(st, S_RUN_INSERT, err);
-	int r = SQLITE_ERROR, tries;
+	int rc;
 
 	if (!s)
 		return RC_ERR;
-	for (tries = 0; tries < 8; tries++) {
-		if (ids_stamped(rid, "record", now) != RC_OK) {
-			snprintf(err, ERR_LEN, "no randomness for an id");
-			return RC_ERR;
-		}
-		bind_text(s, 1, rid);
-		sqlite3_bind_int64(s, 2, c->seq);
-		sqlite3_bind_int64(s, 3, user_msg);
-		sqlite3_bind_int64(s, 4, ai_msg);
-		sqlite3_bind_int64(s, 5, now);
-		bind_text(s, 6, config);
-		r = sqlite3_step(s);
-		sqlite3_reset(s);
-		if (r != SQLITE_CONSTRAINT_UNIQUE)
-			break;
-	}
-	if (r != SQLITE_DONE)
-		return db_fail(st, err, "insert run");
+	sqlite3_bind_int64(s, 2, c->seq);
+	sqlite3_bind_int64(s, 3, user_msg);
+	sqlite3_bind_int64(s, 4, ai_msg);
+	sqlite3_bind_int64(s, 5, now);
+	bind_text(s, 6, config);
+	if ((rc = insert_stamped(st, s, "record", now, rid, err)) != RC_OK)
+		return rc;
 	*run_id = sqlite3_last_insert_rowid(st->db);
 	*record_id = pool_strdup(p, rid);
 	return *record_id ? RC_OK : RC_NOMEM;
