@@ -415,6 +415,8 @@ runs_start(int64_t id)
 	if (rc != RC_OK) {
 		logf_("run %lld: cannot load: %s", (long long)id, err);
 		run_free(r);
+		if (id <= max_seen)
+			max_seen = id - 1; /* the next poll tries it again */
 		return;
 	}
 	/* an earlier attempt (before a restart) saved parts of another reply: start clean */
