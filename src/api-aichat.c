@@ -253,8 +253,6 @@ aichat_message_post(struct req *r)
 	const char *sid, *content, *role;
 	struct store_post in;
 	struct store_posted out;
-	char err[ERR_LEN];
-	int rc;
 
 	if (api_field(r, "session_id", &sid) || api_field(r, "content", &content) ||
 	    api_field(r, "role", &role))
@@ -280,13 +278,8 @@ aichat_message_post(struct req *r)
 		in.sender = api_acting_user(r, NULL);
 	/* a user message starts an AI reply; assistant and system messages are stored as given */
 	in.run = strcmp(role, "user") == 0;
-	rc = store_post(r->store, r->pool, &in, &out, err);
-	if (rc == RC_NOTFOUND)
-		return req_fail(r, 404, 0, "会话不存在");
-	if (rc != RC_OK)
-		return api_store_fail(r, rc, err);
-	if (in.run)
-		push_wake(r->cfg);
+	if (api_post(r, &in, &out, "会话不存在"))
+		return -1;
 	return ok(r, message_json(&out.msg));
 }
 

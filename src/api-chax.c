@@ -128,9 +128,7 @@ chax_chat(struct req *r)
 	const char *cid, *content;
 	struct store_post in;
 	struct store_posted out;
-	char err[ERR_LEN];
 	json_t *j;
-	int rc;
 
 	if (api_field(r, "conversationId", &cid) || api_field(r, "content", &content))
 		return -1;
@@ -150,12 +148,8 @@ chax_chat(struct req *r)
 	in.run = 1;
 	if (!in.title)
 		return req_fail(r, 500, 0, NULL);
-	rc = store_post(r->store, r->pool, &in, &out, err);
-	if (rc == RC_NOTFOUND)
-		return req_fail(r, 404, 0, "Conversation not found");
-	if (rc != RC_OK)
-		return api_store_fail(r, rc, err);
-	push_wake(r->cfg);
+	if (api_post(r, &in, &out, "Conversation not found"))
+		return -1;
 	j = conv_json(&out.conv);
 	json_object_set_new(j, "userMsgId", json_string(out.msg.msg_id));
 	json_object_set_new(j, "msgId", json_string(out.reply.msg_id));

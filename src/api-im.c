@@ -44,8 +44,6 @@ im_send(struct req *r)
 	const char *content, *sid, *user;
 	struct store_post in;
 	struct store_posted out;
-	char err[ERR_LEN];
-	int rc;
 
 	if (api_field(r, "content", &content) || api_field(r, "session_id", &sid))
 		return -1;
@@ -64,12 +62,8 @@ im_send(struct req *r)
 	in.role = "user";
 	in.content = content;
 	in.run = 1;
-	rc = store_post(r->store, r->pool, &in, &out, err);
-	if (rc == RC_NOTFOUND)
-		return req_fail(r, 404, 0, "会话不存在");
-	if (rc != RC_OK)
-		return api_store_fail(r, rc, err);
-	push_wake(r->cfg);
+	if (api_post(r, &in, &out, "会话不存在"))
+		return -1;
 	return req_json(r, 200, im_message(&out.msg));
 }
 

@@ -162,6 +162,21 @@ api_str_or_null(const char *s)
 }
 
 int
+api_post(struct req *r, const struct store_post *in, struct store_posted *out, const char *gone)
+{
+	char err[ERR_LEN];
+	int rc = store_post(r->store, r->pool, in, out, err);
+
+	if (rc == RC_NOTFOUND)
+		return req_fail(r, 404, 0, gone);
+	if (rc != RC_OK)
+		return api_store_fail(r, rc, err);
+	if (in->run)
+		push_wake(r->cfg); /* the run is in the database: the daemon's poll would find it */
+	return 0;
+}
+
+int
 api_store_fail(struct req *r, int rc, const char *err)
 {
 	fprintf(stderr, "aichatd: %s %s: store error %d: %s\n", r->method, r->path, rc, err);

@@ -234,8 +234,7 @@ v1_send(struct req *r)
 	struct store_post in;
 	struct store_posted out;
 	struct run_result res;
-	char err[ERR_LEN], *meta_text = NULL;
-	int rc;
+	char *meta_text = NULL;
 
 	if (api_field(r, "user_id", &uid) || api_field(r, "message", &message))
 		return -1;
@@ -257,12 +256,8 @@ v1_send(struct req *r)
 	in.content = message;
 	in.metadata = meta_text;
 	in.run = 1;
-	rc = store_post(r->store, r->pool, &in, &out, err);
-	if (rc == RC_NOTFOUND)
-		return req_fail(r, 404, 0, "会话不存在");
-	if (rc != RC_OK)
-		return api_store_fail(r, rc, err);
-	push_wake(r->cfg);
+	if (api_post(r, &in, &out, "会话不存在"))
+		return -1;
 	if (api_wait_run(r, out.run_id, &res))
 		return -1;
 	if (res.status != 1) {

@@ -53,8 +53,6 @@ wf_post(struct req *r, struct store_posted *out)
 {
 	const char *sid, *uid, *input, *user;
 	struct store_post in;
-	char err[ERR_LEN];
-	int rc;
 
 	if (api_field(r, "sessionId", &sid) || api_field(r, "userId", &uid) ||
 	    api_field(r, "chatInput", &input))
@@ -79,12 +77,8 @@ wf_post(struct req *r, struct store_posted *out)
 	in.role = "user";
 	in.content = input;
 	in.run = 1;
-	rc = store_post(r->store, r->pool, &in, out, err);
-	if (rc == RC_NOTFOUND)
-		return req_fail(r, 404, 0, "会话不存在");
-	if (rc != RC_OK)
-		return api_store_fail(r, rc, err);
-	push_wake(r->cfg);
+	if (api_post(r, &in, out, "会话不存在"))
+		return -1;
 	return 0;
 }
 

@@ -104,6 +104,10 @@ int api_hand_over(struct req *r, const char *target);
 json_t *api_time(enum dialect d, int64_t ms);
 /* json_string() of possibly NULL text: null for NULL. New reference. */
 json_t *api_str_or_null(const char *s);
+/* Post a message (store_post) and wake the push daemon for its run: 0, or -1 after
+ * writing 404 `gone` (no such conversation for this caller) or a 500. */
+int api_post(struct req *r, const struct store_post *in, struct store_posted *out,
+	     const char *gone);
 /* A store failure that is not "not found": log it and write a 500. Returns -1. */
 int api_store_fail(struct req *r, int rc, const char *err);
 
