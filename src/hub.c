@@ -1,7 +1,8 @@
 /*
  * hub: the connections nginx hands to the push daemon over $DATA/run/push-http.sock, and
  * the fan-out of each run's events to them.
- *   GET /ws/{conversation}     WebSocket (RFC 6455 framing by wslay), authorised here
+ *   GET /ws/{conversation}     WebSocket (client frames read by wslay, server frames
+ *                              written here), authorised here
  *   GET /sse/{msgId}           dialect C's event stream, authorised by a worker that
  *                              answered X-Accel-Redirect to nginx's internal location
  *   GET /estream/{run}         dialect E's stream: the upstream's bytes passed through
