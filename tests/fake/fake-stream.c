@@ -40,10 +40,20 @@ on_written(uv_write_t *w, int status)
 static void
 send_text(struct client *c, const char *s, size_t n)
 {
-	uv_write_t *w = malloc(sizeof(*w));
-	char *copy = malloc(n);
-	uv_buf_t b;
+	uv_write_t *w;
+	char *copy;
+	uv_buf_t b = uv_buf_init((char *)s, (unsigned)n);
+	int done = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
 
+	/* straight out when the socket has room, as it nearly always has */
+	if (done == (int)n)
+		return;
+	if (done > 0) {
+		s += done;
+		n -= (size_t)done;
+	}
+	w = malloc(sizeof(*w));
+	copy = malloc(n);
 	if (!w || !copy) {
 		free(w);
 		free(copy);
