@@ -360,6 +360,18 @@ static const char sse_head[] = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stre
 			       "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"
 			       "Connection: close\r\n\r\nretry: 2000\n\n";
 
+/* The last event of a stream: error (with its message) when error is set, else done
+ * (with the whole reply); then the stream ends. */
+static void
+sse_end(struct hconn *c, const char *content, size_t len, const char *error)
+{
+	if (error)
+		sse_event(c, "error", len, error, strlen(error));
+	else
+		sse_event(c, "done", len, content, len);
+	hc_end(c);
+}
+
 /* Where a client resumes: Last-Event-ID (or ?last_event_id=), a byte offset; -1 if none. */
 static long long
 resume_offset(const char *s, size_t len)
@@ -406,11 +418,7 @@ sse_open(struct hconn *c, const char *msg_id, const char *last_id, struct pool *
 			return;
 		}
 		/* ended, its end not yet written: the end is known all the same */
-		if (r->end.status == 2)
-			sse_event(c, "error", r->content.len, r->end.error, strlen(r->end.error));
-		else
-			sse_event(c, "done", r->content.len, r->content.s, r->content.len);
-		hc_end(c);
+		sse_end(c, r->content.s, r->content.len, r->end.status == 2 ? r->end.error : NULL);
 		return;
 	}
 	rc = store_msg_get_by_msgid(pushd_store, p, msg_id, NULL, &m, err);
@@ -428,11 +436,7 @@ sse_open(struct hconn *c, const char *msg_id, const char *last_id, struct pool *
 		subscribe(c, "m:", msg_id);
 		return;
 	}
-	if (m.error && *m.error)
-		sse_event(c, "error", strlen(m.content), m.error, strlen(m.error));
-	else
-		sse_event(c, "done", strlen(m.content), m.content, strlen(m.content));
-	hc_end(c);
+	sse_end(c, m.content, strlen(m.content), m.error && *m.error ? m.error : NULL);
 }
 
 /* ---- E's stream ---- */
@@ -1178,11 +1182,8 @@ hub_done(struct job_run *r, int status, const char *error)
 	if ((t = topic_get(key, 0))) {
 		for (c = t->subs; c; c = next) {
 			next = c->sub_next;
-			if (status == 2)
-				sse_event(c, "error", r->content.len, error ? error : "", strlen(error ? error : ""));
-			else
-				sse_event(c, "done", r->content.len, r->content.s, r->content.len);
-			hc_end(c);
+			sse_end(c, r->content.s, r->content.len,
+				status == 2 ? (error ? error : "") : NULL);
 		}
 	}
 	snprintf(key, sizeof(key), "c:%s", r->job.conv_id);

@@ -127,16 +127,6 @@ pool_alloc(struct pool *p, size_t n)
 	return nb->data;
 }
 
-void *
-pool_calloc(struct pool *p, size_t n)
-{
-	void *m = pool_alloc(p, n);
-
-	if (m)
-		memset(m, 0, n);
-	return m;
-}
-
 char *
 pool_strndup(struct pool *p, const char *s, size_t n)
 {

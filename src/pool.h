@@ -20,7 +20,6 @@ void pool_reset(struct pool *p);
 
 /* Memory aligned for any type; NULL when out of memory. Valid until the next reset. */
 void *pool_alloc(struct pool *p, size_t n);
-void *pool_calloc(struct pool *p, size_t n);
 /* Copies of strings; NULL in, NULL out. */
 char *pool_strdup(struct pool *p, const char *s);
 char *pool_strndup(struct pool *p, const char *s, size_t n);

@@ -110,12 +110,6 @@ runs_find_msg(const char *msg_id)
 	return r;
 }
 
-int
-pushd_stopping(void)
-{
-	return stopping;
-}
-
 /* ---- waiters ---- */
 
 static void

@@ -48,8 +48,6 @@ void runs_stop(struct job_run *r);
 /* Stop run id, running or still queued. Returns its final status (RUN_STOPPED, or 1 or 2
  * when it had ended), or -1 when there is no such run. */
 int runs_stop_id(int64_t id);
-/* 1 once the daemon is shutting down. */
-int pushd_stopping(void);
 
 /* hub.c: the connections from nginx */
 int hub_listen(const char *path, char *err);

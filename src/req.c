@@ -52,12 +52,6 @@ json_alloc(size_t n)
 	return m ? m + JSON_HDR : NULL;
 }
 
-void
-req_json_free(void *p)
-{
-	json_release(p);
-}
-
 char *
 req_json_text(const json_t *j, size_t flags)
 {

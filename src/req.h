@@ -74,8 +74,6 @@ struct req {
  * JSON value made while a pool is named must be gone by that pool's reset. */
 void req_json_memory(void);
 void req_json_pool(struct pool *p);
-/* Free what jansson allocated (json_dumps() results): never free() them. */
-void req_json_free(void *p);
 /* json_dumps() into plain malloc'd memory (the caller frees it with free()), valid
  * whatever pool is named: use it, not json_dumps(), for text that is kept. */
 char *req_json_text(const json_t *j, size_t flags);
