@@ -631,3 +631,15 @@ def contents(n_from, n_to):
 
 BAD_PAGES = ["0", "-1", "abc", "1.5", "1e2", "0x10", "99999999999999999999", "2147483648"]
 BAD_SIZES = ["0", "-1", "abc", "1.5", "101", "99999999999999999999"]
+
+
+def poll(fn, timeout=10.0, what="condition", every=0.05):
+    """Call fn until it returns something true (and return that), or fail after timeout s."""
+    end = time.time() + timeout
+    while True:
+        got = fn()
+        if got:
+            return got
+        if time.time() >= end:
+            raise AssertionError("%s not reached within %.1f s (last: %r)" % (what, timeout, got))
+        time.sleep(every)

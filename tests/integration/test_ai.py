@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 
-from harness import (C_MSG_KEYS, REPO, Client, Stack, StackError, a_send, b_msg, b_session,
+from harness import (C_MSG_KEYS, poll, REPO, Client, Stack, StackError, a_send, b_msg, b_session,
                      check_msgid, err_env, free_port, is_int, keys_exact, ok_env,
                      ok_json, q, test, uniq)
 
@@ -103,18 +103,6 @@ def teardown():
 
 # --------------------------------------------------------------------------------------
 # helpers
-
-
-def poll(fn, timeout=10.0, what="condition", every=0.05):
-    end = time.time() + timeout
-    last = None
-    while True:
-        last = fn()
-        if last:
-            return last
-        if time.time() >= end:
-            raise AssertionError("%s not reached within %.0f s" % (what, timeout))
-        time.sleep(every)
 
 
 def a_list(c, sid):

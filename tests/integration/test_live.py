@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 
-from harness import (REPO, Client, Stack, StackError, a_send, b_msg, b_session, check_msgid,
+from harness import (REPO, poll, Client, Stack, StackError, a_send, b_msg, b_session, check_msgid,
                      err_c, expect, keys_exact, make_jwt, ok_env, ok_json, q, test, uniq)
 
 sys.path.insert(0, os.path.join(REPO, "tests", "fake"))
@@ -193,17 +193,6 @@ def teardown():
         _fake.stop()
         _fake = None
     return checks
-
-
-def poll(fn, timeout=10.0, what="condition", every=0.05):
-    end = time.time() + timeout
-    while True:
-        got = fn()
-        if got:
-            return got
-        if time.time() >= end:
-            raise AssertionError("%s not reached within %.1f s (last: %r)" % (what, timeout, got))
-        time.sleep(every)
 
 
 def token(sub, **extra):
