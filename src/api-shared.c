@@ -165,14 +165,19 @@ int
 api_post(struct req *r, const struct store_post *in, struct store_posted *out, const char *gone)
 {
 	char err[ERR_LEN];
-	int rc = store_post(r->store, r->pool, in, out, err);
+	/* through the daemon, which batches the writes of every worker and starts the run */
+	int rc = push_post(r->cfg, r->pool, in, out, err);
 
+	if (rc == RC_UNAVAIL) {
+		/* no daemon: write it here; the run waits in the database for the daemon */
+		rc = store_post(r->store, r->pool, in, out, err);
+		if (rc == RC_OK && in->run)
+			push_wake(r->cfg);
+	}
 	if (rc == RC_NOTFOUND)
 		return req_fail(r, 404, 0, gone);
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
-	if (in->run)
-		push_wake(r->cfg); /* the run is in the database: the daemon's poll would find it */
 	return 0;
 }
 

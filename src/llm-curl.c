@@ -324,6 +324,12 @@ llm_sse_data(const char *line)
 	return line;
 }
 
+int
+llm_wants_history(const char *provider)
+{
+	return strcmp(provider, "openai") == 0;
+}
+
 struct llm_call *
 llm_start(uv_loop_t *l, const struct config *cfg, const struct run_job *job,
 	  const struct llm_cb *cb, void *ctx, char *err)

@@ -42,6 +42,9 @@ struct llm_call *llm_start(uv_loop_t *loop, const struct config *cfg, const stru
 /* Stop a call: no callback follows; its resources are released. */
 void llm_cancel(struct llm_call *c);
 
+/* Whether a provider sends the conversation's earlier messages (job->history). */
+int llm_wants_history(const char *provider);
+
 /* Set up and tear down the curl side (call once per process, on the loop's thread). */
 int llm_init(uv_loop_t *loop, char *err);
 void llm_shutdown(void);

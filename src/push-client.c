@@ -11,6 +11,9 @@
 #include "rc.h"
 #include "config.h"
 #include "push.h"
+#include "buf.h"
+#include "pool.h"
+#include "store.h"
 
 void
 push_socket_path(const struct config *cfg, char *out, size_t len)
@@ -41,21 +44,30 @@ push_connect(const struct config *cfg, int nonblock)
 	return fd;
 }
 
-/* Each thread keeps its wake-up connection open: a wake is then one send(), not a connect,
- * a send and a close on both sides. A daemon that restarted is reconnected to once. */
+/* Each thread keeps one connection to the daemon open, for its wake-ups and posts: a
+ * wake is then one send(), not a connect, a send and a close on both sides. A daemon that
+ * restarted is reconnected to once. Its answers to posts are read into link_in. */
+static _Thread_local int link_fd = -1;
+
+static void
+link_close(void)
+{
+	if (link_fd >= 0)
+		close(link_fd);
+	link_fd = -1;
+}
+
 void
 push_wake(const struct config *cfg)
 {
-	static _Thread_local int fd = -1;
 	int tries;
 
 	for (tries = 0; tries < 2; tries++) {
-		if (fd < 0 && (fd = push_connect(cfg, 1)) < 0)
+		if (link_fd < 0 && (link_fd = push_connect(cfg, 1)) < 0)
 			return; /* no daemon now: its start-up poll finds the run */
-		if (send(fd, "wake\n", 5, MSG_NOSIGNAL | MSG_DONTWAIT) == 5 || errno == EAGAIN)
+		if (send(link_fd, "wake\n", 5, MSG_NOSIGNAL | MSG_DONTWAIT) == 5 || errno == EAGAIN)
 			return; /* a full socket means wakes are already waiting to be read */
-		close(fd);
-		fd = -1;
+		link_close();
 	}
 }
 
@@ -142,4 +154,95 @@ int
 push_stats(const struct config *cfg, char *out, size_t len)
 {
 	return push_ask(cfg, "stats\n", out, len, 1000);
+}
+
+/* Wait for fd to be ready for ev until the monotonic time end: 1 ready, 0 not in time or
+ * failed. */
+static int
+wait_fd(int fd, short ev, int64_t end)
+{
+	for (;;) {
+		struct pollfd p = {fd, ev, 0};
+		int64_t left = end - mono_ms();
+		int n;
+
+		if (left <= 0)
+			return 0;
+		n = poll(&p, 1, (int)left);
+		if (n > 0)
+			return 1;
+		if (n < 0 && errno != EINTR)
+			return 0;
+	}
+}
+
+/* Send all of line on the thread's link. RC_OK; RC_UNAVAIL when nothing went out; RC_ERR
+ * when it broke off part-way. */
+static int
+link_send(const struct buf *line, int64_t end)
+{
+	size_t off = 0;
+
+	while (off < line->len) {
+		ssize_t n = send(link_fd, line->s + off, line->len - off, MSG_NOSIGNAL);
+		if (n > 0) {
+			off += (size_t)n;
+		} else if (n < 0 && errno == EINTR) {
+			continue;
+		} else if (n < 0 && errno == EAGAIN && wait_fd(link_fd, POLLOUT, end)) {
+			continue;
+		} else {
+			return off == 0 ? RC_UNAVAIL : RC_ERR;
+		}
+	}
+	return RC_OK;
+}
+
+int
+push_post(const struct config *cfg, struct pool *p, const struct store_post *in,
+	  struct store_posted *out, char *err)
+{
+	static _Thread_local struct buf line, answer;
+	static _Thread_local int ready;
+	int64_t end = mono_ms() + PUSH_POST_TIMEOUT_MS;
+	int rc = RC_UNAVAIL, tries;
+	char *nl;
+
+	if (!ready) {
+		buf_init(&line, PUSH_POST_MAX);
+		buf_init(&answer, PUSH_POST_MAX);
+		ready = 1;
+	}
+	buf_reset(&line);
+	buf_reset(&answer);
+	if (push_post_encode(in, &line) != RC_OK)
+		return RC_UNAVAIL; /* too long for a line: the caller writes it itself */
+	for (tries = 0; tries < 2 && rc == RC_UNAVAIL; tries++) {
+		if (link_fd < 0 && (link_fd = push_connect(cfg, 1)) < 0)
+			return RC_UNAVAIL;
+		if ((rc = link_send(&line, end)) != RC_OK)
+			link_close(); /* a daemon that restarted since: once more, on a new link */
+	}
+	if (rc != RC_OK) {
+		snprintf(err, ERR_LEN, "the push daemon went away while a post was sent");
+		return rc;
+	}
+	/* the answer: one line; nothing else comes on this link */
+	while (!(nl = memchr(answer.s, '\n', answer.len))) {
+		ssize_t n;
+
+		if (buf_reserve(&answer, 4096) != RC_OK)
+			break;
+		n = recv(link_fd, answer.s + answer.len, answer.alloc - answer.len - 1, 0);
+		if (n > 0)
+			buf_setlen(&answer, answer.len + (size_t)n);
+		else if (n == 0 || (errno != EINTR && (errno != EAGAIN || !wait_fd(link_fd, POLLIN, end))))
+			break;
+	}
+	if (!nl || answer.len < 7 || memcmp(answer.s, "posted ", 7) != 0) {
+		link_close(); /* a late answer must not be read as the next post's */
+		snprintf(err, ERR_LEN, "no answer from the push daemon to a post");
+		return RC_ERR;
+	}
+	return push_posted_decode(answer.s + 7, (size_t)(nl - answer.s) - 7, p, in->run, out, err);
 }

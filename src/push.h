@@ -2,11 +2,18 @@
  * push: how the FastCGI workers reach the push daemon, over its Unix socket
  * ($DATA/run/push.sock), one text line per command:
  *   "wake\n"          runs were added to the database: look now (no answer)
+ *   "post <json>\n"   store a post (a store_post, see push-post.c) in the daemon's next
+ *                     write batch and start its run: "posted <json>\n" (its store_posted)
  *   "wait <run>\n"    answer "done <run> <status>\n" once the run has ended
  *   "stop <run>\n"    end the run as stopped: "stopped <run> <final status>\n"
  *   "stats\n"         "runs N upstream N ws N sse N stream N dropped N\n"
  * The database is the queue: a lost wake-up only delays a run until the daemon's next
  * poll, and a waiter that cannot reach the daemon falls back to polling the database.
+ *
+ * Posts go through the daemon so that the database has one writer under load: the posts
+ * of all workers that arrive in one turn of the daemon's loop share one transaction, on a
+ * connection whose page cache no other writer empties. A worker that cannot reach the
+ * daemon writes the post itself (store_post) and its run waits for the daemon's start.
  */
 #ifndef AICHATD_PUSH_H
 #define AICHATD_PUSH_H
@@ -17,11 +24,34 @@
 struct config;
 
 #define PUSH_LINE_MAX 256
+#define PUSH_POST_MAX (4 << 20) /* the longest post line; longer posts are written directly */
+#define PUSH_POST_TIMEOUT_MS 30000
+
+struct buf;
+struct pool;
+struct store_post;
+struct store_posted;
 
 /* The socket path for a data dir, into out (at least 4096 bytes). */
 void push_socket_path(const struct config *cfg, char *out, size_t len);
 /* Best effort: tell the daemon to look for new runs now. Never blocks. */
 void push_wake(const struct config *cfg);
+/* Post through the daemon: the store's result (RC_OK with out filled from pool p,
+ * RC_NOTFOUND, RC_ERR with err). RC_UNAVAIL when the daemon could not be reached and nothing
+ * was sent (the caller then posts itself); RC_ERR when the daemon went away after the post
+ * was sent, as it may or may not have been stored. */
+int push_post(const struct config *cfg, struct pool *p, const struct store_post *in,
+	      struct store_posted *out, char *err);
+
+/* The post command's lines (push-post.c): each encoder appends one whole line to line,
+ * verb included; each decoder takes the JSON after the verb and puts strings in pool p. */
+int push_post_encode(const struct store_post *in, struct buf *line);
+int push_post_decode(const char *json, size_t len, struct pool *p, struct store_post *in);
+int push_posted_encode(int rc, const char *err, const struct store_post *in,
+		       const struct store_posted *out, struct buf *line);
+int push_posted_decode(const char *json, size_t len, struct pool *p, int run,
+		       struct store_posted *out, char *err);
+
 /* Wait up to timeout_ms for the daemon to say the run ended. RC_OK when it did; RC_ERR
  * when the daemon could not be reached or the time ran out (check the database). */
 int push_wait(const struct config *cfg, int64_t run_id, int timeout_ms);

@@ -38,6 +38,8 @@
 #define CONN_MAX 4096
 
 struct waiter;
+struct conn;
+static void on_post_check(uv_check_t *h);
 
 
 struct conn {
@@ -122,6 +124,8 @@ conn_closed(uv_handle_t *h)
 	nconns--;
 }
 
+static void posts_forget(struct conn *c);
+
 static void
 conn_close(struct conn *c)
 {
@@ -130,6 +134,7 @@ conn_close(struct conn *c)
 	if (c->closing)
 		return;
 	c->closing = 1;
+	posts_forget(c);
 	for (p = &waiting; *p; p = &(*p)->next_waiting) {
 		if (*p == c) {
 			*p = c->next_waiting;
@@ -398,7 +403,9 @@ runs_start(int64_t id)
 	buf_init(&r->content, LLM_REPLY_MAX + 16);
 	buf_init(&r->raw, LLM_REPLY_MAX);
 	r->started = uv_now(pushd_loop);
-	rc = store_run_job(pushd_store, r->pool, id, pushd_cfg.provider, HISTORY_WINDOW, &r->job, err);
+	rc = store_run_job(pushd_store, r->pool, id, pushd_cfg.provider, &r->job, err);
+	if (rc == RC_OK && llm_wants_history(r->job.cfg.provider))
+		rc = store_run_history(pushd_store, r->pool, &r->job, HISTORY_WINDOW, err);
 	r->next = NULL;
 	*run_slot(id) = r;
 	nruns++;
@@ -556,6 +563,115 @@ on_flush_timer(uv_timer_t *t)
 	flush_all();
 }
 
+/* ---- posts from the workers ---- */
+
+/*
+ * The posts read in one turn of the loop are written in one transaction, in the check
+ * phase that follows the reads; then each worker gets its answer and each run starts
+ * (its job loaded on this connection, no wake-up or poll needed).
+ */
+struct post_req {
+	struct store_post_op op; /* first: the batch is a list of these */
+	struct conn *conn;       /* NULL once the worker's connection closed */
+	struct store_post in;
+	struct store_posted out;
+	char err[ERR_LEN];
+};
+
+static struct pool *post_pool;
+static struct store_post_op *posts, **posts_tail = &posts;
+static uv_check_t post_check;
+
+struct wbig {
+	uv_write_t w;
+	char data[];
+};
+
+static void
+conn_write(struct conn *c, const char *s, size_t n)
+{
+	struct wbig *r = malloc(sizeof(*r) + n);
+	uv_buf_t b;
+
+	if (!r)
+		return;
+	memcpy(r->data, s, n);
+	b = uv_buf_init(r->data, (unsigned)n);
+	if (uv_write(&r->w, (uv_stream_t *)&c->pipe, &b, 1, on_written) != 0)
+		free(r);
+}
+
+static void
+post_queue(struct conn *c, const char *json, size_t len)
+{
+	struct post_req *q = pool_alloc(post_pool, sizeof(*q));
+
+	if (!q || push_post_decode(json, len, post_pool, &q->in) != RC_OK) {
+		conn_close(c); /* not a post this daemon understands: not a worker */
+		return;
+	}
+	memset(&q->op, 0, sizeof(q->op));
+	q->op.in = &q->in;
+	q->op.p = post_pool;
+	q->op.out = &q->out;
+	q->op.err = q->err;
+	q->conn = c;
+	*posts_tail = &q->op;
+	posts_tail = &q->op.next;
+	uv_check_start(&post_check, on_post_check);
+}
+
+static void
+posts_forget(struct conn *c)
+{
+	struct store_post_op *op;
+
+	for (op = posts; op; op = op->next)
+		if (((struct post_req *)(void *)op)->conn == c)
+			((struct post_req *)(void *)op)->conn = NULL;
+}
+
+static void
+run_posts(void)
+{
+	struct store_post_op *batch = posts, *op;
+	struct buf line;
+
+	if (!batch)
+		return;
+	posts = NULL;
+	posts_tail = &posts;
+	store_post_batch(pushd_store, batch);
+	buf_init(&line, 0);
+	for (op = batch; op; op = op->next) {
+		struct post_req *q = (struct post_req *)(void *)op;
+		if (!q->conn || q->conn->closing)
+			continue;
+		buf_reset(&line);
+		if (push_posted_encode(op->rc, op->err, &q->in, &q->out, &line) == RC_OK)
+			conn_write(q->conn, line.s, line.len);
+		else
+			conn_close(q->conn); /* the worker reads no answer as a failed post */
+	}
+	buf_free(&line);
+	for (op = batch; op && !stopping; op = op->next) {
+		struct post_req *q = (struct post_req *)(void *)op;
+		if (op->rc != RC_OK || !q->in.run)
+			continue;
+		runs_start(q->out.run_id);
+		if (q->out.run_id == max_seen + 1)
+			max_seen = q->out.run_id; /* what the next poll need not look at again */
+	}
+	pool_reset(post_pool);
+}
+
+static void
+on_post_check(uv_check_t *h)
+{
+	uv_check_stop(h);
+	run_posts();
+}
+
 /* ---- the control socket ---- */
 
 static void
@@ -569,12 +685,14 @@ on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 }
 
 static void
-conn_line(struct conn *c, char *line)
+conn_line(struct conn *c, char *line, size_t len)
 {
 	int64_t id;
 
 	if (strcmp(line, "wake") == 0) {
 		uv_idle_start(&poll_soon, on_poll_soon);
+	} else if (strncmp(line, "post ", 5) == 0) {
+		post_queue(c, line + 5, len - 5);
 	} else if (strncmp(line, "wait ", 5) == 0 && parse_uint(line + 5, INT64_MAX, &id) == 0) {
 		char err[ERR_LEN];
 		int status;
@@ -625,7 +743,7 @@ on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 	}
 	while (!c->closing && (nl = memchr(c->in.s, '\n', c->in.len))) {
 		*nl = '\0';
-		conn_line(c, c->in.s);
+		conn_line(c, c->in.s, (size_t)(nl - c->in.s));
 		if (!c->closing)
 			buf_consume(&c->in, (size_t)(nl - c->in.s) + 1);
 	}
@@ -641,7 +759,7 @@ on_connection(uv_stream_t *srv, int status)
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return;
-	buf_init(&c->in, PUSH_LINE_MAX);
+	buf_init(&c->in, PUSH_POST_MAX + PUSH_LINE_MAX);
 	uv_pipe_init(pushd_loop, &c->pipe, 0);
 	c->pipe.data = c;
 	nconns++;
@@ -673,6 +791,7 @@ on_signal(uv_signal_t *s, int sig)
 		return;
 	stopping = 1;
 	logf_("stopping; %d runs stay in the database for the next start", nruns);
+	run_posts(); /* read before the signal: answered, their runs left for the next start */
 	flush_all();
 	flush_ends();
 	/* the runs stay "running" in the database: the next start makes them anew */
@@ -732,6 +851,11 @@ main(int argc, char **argv)
 	uv_timer_init(pushd_loop, &poll_timer);
 	uv_timer_start(&poll_timer, on_poll_timer, POLL_MS, POLL_MS);
 	uv_idle_init(pushd_loop, &poll_soon);
+	uv_check_init(pushd_loop, &post_check);
+	if (!(post_pool = pool_create())) {
+		logf_("out of memory");
+		return 1;
+	}
 	uv_signal_init(pushd_loop, &sigterm);
 	uv_signal_start(&sigterm, on_signal, SIGTERM);
 	uv_signal_init(pushd_loop, &sigint);
@@ -743,6 +867,7 @@ main(int argc, char **argv)
 	unlink(path);
 	uv_loop_close(pushd_loop);
 	store_close(pushd_store);
+	pool_destroy(post_pool);
 	config_free(&pushd_cfg);
 	return 0;
 }

@@ -8,7 +8,8 @@ enum rc {
 	RC_NOTFOUND = -2, /* no such row, or not visible to this caller */
 	RC_NOMEM = -3,    /* an allocation or a size cap failed */
 	RC_CONFLICT = -4, /* a uniqueness or state conflict */
-	RC_DENIED = -5    /* the caller may not do this */
+	RC_DENIED = -5,   /* the caller may not do this */
+	RC_UNAVAIL = -6   /* a process this depends on (the push daemon) is not there */
 };
 
 #define ERR_LEN 256

@@ -907,18 +907,13 @@ post_one(struct store *st, struct pool *p, const struct store_post *in,
  * waits, under the queue's mutex hand-over.
  */
 struct post_op {
-	struct post_op *next;
-	const struct store_post *in;
-	struct pool *p;
-	struct store_posted *out;
-	char *err;
-	int rc;
+	struct store_post_op op; /* first: a batch is a list of these */
 	int done;
 };
 
 static pthread_mutex_t post_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t post_cond = PTHREAD_COND_INITIALIZER;
-static struct post_op *post_queue, **post_tail = &post_queue;
+static struct store_post_op *post_queue, **post_tail = &post_queue;
 static int post_leading;
 
 static int
@@ -928,11 +923,11 @@ savepoint(struct store *st, const char *sql)
 }
 
 /* Run a batch of posts in one transaction; each op gets its rc. */
-static void
-post_batch(struct store *st, struct post_op *batch)
+void
+store_post_batch(struct store *st, struct store_post_op *batch)
 {
 	char err[ERR_LEN];
-	struct post_op *op;
+	struct store_post_op *op;
 	int rc;
 
 	rc = db_begin(st, err);
@@ -966,7 +961,8 @@ int
 store_post(struct store *st, struct pool *p, const struct store_post *in,
 	   struct store_posted *out, char *err)
 {
-	struct post_op me = {NULL, in, p, out, err, RC_OK, 0}, *batch;
+	struct post_op me = {{NULL, in, p, out, err, RC_OK}, 0};
+	struct store_post_op *batch, *op;
 
 	if (st->nested) {
 		/* inside the caller's transaction: no batching across threads */
@@ -976,13 +972,13 @@ store_post(struct store *st, struct pool *p, const struct store_post *in,
 		return rc;
 	}
 	pthread_mutex_lock(&post_lock);
-	*post_tail = &me;
-	post_tail = &me.next;
+	*post_tail = &me.op;
+	post_tail = &me.op.next;
 	while (!me.done && post_leading)
 		pthread_cond_wait(&post_cond, &post_lock);
 	if (me.done) {
 		pthread_mutex_unlock(&post_lock);
-		return me.rc;
+		return me.op.rc;
 	}
 	/* lead: take everything queued, this post included */
 	post_leading = 1;
@@ -991,15 +987,15 @@ store_post(struct store *st, struct pool *p, const struct store_post *in,
 	post_tail = &post_queue;
 	pthread_mutex_unlock(&post_lock);
 
-	post_batch(st, batch);
+	store_post_batch(st, batch);
 
 	pthread_mutex_lock(&post_lock);
-	for (; batch; batch = batch->next)
-		batch->done = 1;
+	for (op = batch; op; op = op->next)
+		((struct post_op *)(void *)op)->done = 1;
 	post_leading = 0;
 	pthread_cond_broadcast(&post_cond);
 	pthread_mutex_unlock(&post_lock);
-	return me.rc;
+	return me.op.rc;
 }
 
 static int msg_parts(struct store *st, struct pool *p, struct msg *m, char *err);
@@ -1408,11 +1404,10 @@ store_runs_open(struct store *st, struct pool *p, int64_t after, int limit, int6
 
 int
 store_run_job(struct store *st, struct pool *p, int64_t run_id, const char *default_cfg,
-	      int window, struct run_job *out, char *err)
+	      struct run_job *out, char *err)
 {
 	sqlite3_stmt *s = db_stmt(st, S_RUN_JOB, err);
-	int64_t conv_seq, user_msg;
-	int r, i = 0;
+	int r;
 
 	if (!s)
 		return RC_ERR;
@@ -1440,8 +1435,8 @@ store_run_job(struct store *st, struct pool *p, int64_t run_id, const char *defa
 	out->cfg.parameters = col_text(p, s, 13);
 	out->cfg.system_prompt = col_text(p, s, 14);
 	out->cfg.updated_at = sqlite3_column_int64(s, 15);
-	conv_seq = sqlite3_column_int64(s, 16);
-	user_msg = sqlite3_column_int64(s, 17);
+	out->conv_seq = sqlite3_column_int64(s, 16);
+	out->user_msg = sqlite3_column_int64(s, 17);
 	out->restarted = sqlite3_column_int(s, 18);
 	sqlite3_reset(s);
 	if (!out->cfg.provider) {
@@ -1453,14 +1448,24 @@ store_run_job(struct store *st, struct pool *p, int64_t run_id, const char *defa
 		out->cfg.parameters = pool_strdup(p, "{}");
 		out->cfg.system_prompt = pool_strdup(p, "");
 	}
+	return RC_OK;
+}
+
+int
+store_run_history(struct store *st, struct pool *p, struct run_job *out, int window, char *err)
+{
+	sqlite3_stmt *s;
+	int r = SQLITE_DONE, i = 0;
+
+	out->nhistory = 0;
 	if (window <= 0)
 		return RC_OK;
 	out->history = pool_alloc(p, sizeof(*out->history) * (size_t)window);
 	s = db_stmt(st, S_RUN_HISTORY, err);
 	if (!out->history || !s)
 		return s ? RC_NOMEM : RC_ERR;
-	sqlite3_bind_int64(s, 1, conv_seq);
-	sqlite3_bind_int64(s, 2, user_msg);
+	sqlite3_bind_int64(s, 1, out->conv_seq);
+	sqlite3_bind_int64(s, 2, out->user_msg);
 	sqlite3_bind_int(s, 3, window);
 	while (i < window && (r = sqlite3_step(s)) == SQLITE_ROW) {
 		out->history[i].role = col_text(p, s, 0);

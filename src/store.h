@@ -150,6 +150,17 @@ struct store_posted {
  * deleted or someone else's). */
 int store_post(struct store *st, struct pool *p, const struct store_post *in,
 	       struct store_posted *out, char *err);
+/* Several posts in one transaction, each in a savepoint of its own (one failing post
+ * does not undo the others); each op gets its rc, and its err on failure. */
+struct store_post_op {
+	struct store_post_op *next;
+	const struct store_post *in;
+	struct pool *p;
+	struct store_posted *out;
+	char *err;
+	int rc;
+};
+void store_post_batch(struct store *st, struct store_post_op *ops);
 
 /* Messages. */
 int store_msg_get(struct store *st, struct pool *p, int64_t id, const char *owner,
@@ -197,15 +208,20 @@ struct run_job {
 	struct turn *history; /* finished messages before the user message, oldest first */
 	int nhistory;
 	int restarted;       /* an earlier attempt saved part of a reply (see store_run_reset) */
+	int64_t conv_seq, user_msg; /* internal keys */
 };
 
 /* Ids of running runs (status 0) with id > after, oldest first, at most limit. */
 int store_runs_open(struct store *st, struct pool *p, int64_t after, int limit, int64_t **ids,
 		    int *n, char *err);
-/* Load a run's job: the config is the conversation's, or default_cfg when it has none;
- * history holds up to window earlier messages. RC_NOTFOUND when the run is not running. */
+/* Load a run's job, without its history: the config is the conversation's, or
+ * default_cfg when it has none. RC_NOTFOUND when the run is not running. */
 int store_run_job(struct store *st, struct pool *p, int64_t run_id, const char *default_cfg,
-		  int window, struct run_job *out, char *err);
+		  struct run_job *out, char *err);
+/* Load up to window messages before the job's user message into its history (only the
+ * providers that send context need it). */
+int store_run_history(struct store *st, struct pool *p, struct run_job *job, int window,
+		      char *err);
 /* The status of a run: 0 running, 1 done, 2 failed; RC_NOTFOUND for an unknown id. */
 int store_run_status(struct store *st, int64_t run_id, int *status, char *err);
 /* The run that writes reply message ai_msg (a messages.id): its id and status. */

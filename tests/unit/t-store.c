@@ -100,7 +100,8 @@ t_store(void)
 		struct run_result res;
 		int status;
 
-		CHECK(store_run_job(st, p, out.run_id, "builtin", 20, &job, err) == RC_OK);
+		CHECK(store_run_job(st, p, out.run_id, "builtin", &job, err) == RC_OK);
+		CHECK(store_run_history(st, p, &job, 20, err) == RC_OK);
 		CHECK(job.ai_msg == out.reply.id && strcmp(job.content, "q") == 0);
 		CHECK(strcmp(job.cfg.provider, "builtin") == 0);
 		CHECK(store_run_progress(st, out.reply.id, 0, "你好", 6, err) == RC_OK);
