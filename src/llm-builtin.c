@@ -25,56 +25,147 @@ llm_builtin_reply(const char *content)
 	return out;
 }
 
+/*
+ * One timer for every builtin call: the calls wait in a queue ordered by the time their
+ * next piece is due (a call goes back to the tail after each piece, one delay later, so
+ * the order holds by itself), and the timer is set for the head. A timer per call cost
+ * two heap operations per piece, a fifth of the daemon's loop with thousands of replies.
+ */
+static uv_timer_t ticker;
+static int ticker_ready, in_tick;
+static struct llm_call *head, *tail, *dead;
+
 static void
-on_tick(uv_timer_t *t)
+unqueue(struct llm_call *c)
 {
-	struct llm_call *c = t->data;
+	if (c->tick_prev)
+		c->tick_prev->tick_next = c->tick_next;
+	else
+		head = c->tick_next;
+	if (c->tick_next)
+		c->tick_next->tick_prev = c->tick_prev;
+	else
+		tail = c->tick_prev;
+	c->tick_prev = c->tick_next = NULL;
+	c->queued = 0;
+}
+
+/* Queue c by c->due: from the tail, where it almost always belongs. */
+static void
+enqueue(struct llm_call *c)
+{
+	struct llm_call *after = tail;
+
+	while (after && after->due > c->due)
+		after = after->tick_prev;
+	c->tick_prev = after;
+	c->tick_next = after ? after->tick_next : head;
+	if (c->tick_next)
+		c->tick_next->tick_prev = c;
+	else
+		tail = c;
+	if (after)
+		after->tick_next = c;
+	else
+		head = c;
+	c->queued = 1;
+}
+
+static void on_ticker(uv_timer_t *t);
+
+static void
+arm(uv_loop_t *loop)
+{
+	uint64_t now = uv_now(loop);
+
+	if (!head)
+		uv_timer_stop(&ticker);
+	else
+		uv_timer_start(&ticker, on_ticker, head->due > now ? head->due - now : 0, 0);
+}
+
+static uint64_t
+delay_of(const struct llm_call *c)
+{
+	return c->cfg->builtin_delay_ms > 0 ? (uint64_t)c->cfg->builtin_delay_ms : 1;
+}
+
+/* The next piece of c; the end after the last. */
+static void
+piece(struct llm_call *c)
+{
 	size_t len = strlen(c->reply), n;
 
-	if (c->ended)
-		return;
 	n = utf8_prefix(c->reply + c->pos, PIECE);
 	if (c->cb->raw)
 		c->cb->raw(c->ctx, "text/plain; charset=utf-8", c->reply + c->pos, n);
+	if (c->ended)
+		return;
 	llm_emit(c, c->reply + c->pos, n);
+	if (c->ended)
+		return;
 	c->pos += n;
-	if (c->pos >= len) {
-		uv_timer_stop(t);
+	if (c->pos >= len)
 		llm_finish(c, 0, NULL);
+}
+
+static void
+on_ticker(uv_timer_t *t)
+{
+	uint64_t now = uv_now(t->loop);
+	struct llm_call *c;
+
+	in_tick = 1;
+	while (head && head->due <= now) {
+		c = head;
+		unqueue(c);
+		piece(c); /* may end c, or cancel others: ended calls go on the dead list */
+		if (!c->ended) {
+			c->due = now + delay_of(c);
+			enqueue(c);
+		}
 	}
+	in_tick = 0;
+	while ((c = dead)) {
+		dead = c->tick_next;
+		free(c->reply);
+		free(c);
+	}
+	arm(t->loop);
 }
 
 int
 llm_builtin_start(struct llm_call *c, uv_loop_t *loop, char *err)
 {
-	uint64_t delay = (uint64_t)c->cfg->builtin_delay_ms;
-
 	c->reply = llm_builtin_reply(c->job->content);
 	if (!c->reply) {
 		snprintf(err, ERR_LEN, "out of memory");
 		return RC_NOMEM;
 	}
-	uv_timer_init(loop, &c->timer);
-	c->timer.data = c;
-	c->timer_live = 1;
+	if (!ticker_ready) {
+		uv_timer_init(loop, &ticker);
+		uv_unref((uv_handle_t *)&ticker); /* the replies keep the loop alive, not it */
+		ticker_ready = 1;
+	}
 	/* the first piece after one delay too: every reply takes a while, like a model */
-	uv_timer_start(&c->timer, on_tick, delay ? delay : 1, delay ? delay : 1);
+	c->due = uv_now(loop) + delay_of(c);
+	enqueue(c);
+	if (head == c)
+		arm(loop);
 	return RC_OK;
 }
 
-static void
-on_closed(uv_handle_t *h)
+void
+llm_builtin_release(struct llm_call *c)
 {
-	struct llm_call *c = h->data;
-
+	if (c->queued)
+		unqueue(c);
+	if (in_tick) {
+		/* the tick may still hold it: freed when the tick is over */
+		c->tick_next = dead;
+		dead = c;
+		return;
+	}
 	free(c->reply);
 	free(c);
-}
-
-void
-llm_builtin_stop(struct llm_call *c)
-{
-	uv_timer_stop(&c->timer);
-	c->timer_live = 0;
-	uv_close((uv_handle_t *)&c->timer, on_closed);
 }

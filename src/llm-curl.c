@@ -131,8 +131,8 @@ static void
 release(struct llm_call *c)
 {
 	http_release(c);
-	if (c->timer_live)
-		llm_builtin_stop(c); /* frees c once its timer is closed */
+	if (c->reply)
+		llm_builtin_release(c);
 	else
 		free(c);
 }

@@ -19,9 +19,10 @@ struct llm_call {
 	int ended;       /* done() was called, or the call was cancelled */
 	size_t reply_len;
 
-	/* builtin */
-	uv_timer_t timer;
-	int timer_live;
+	/* builtin: queued by due time on the provider's one timer */
+	struct llm_call *tick_prev, *tick_next;
+	uint64_t due;
+	int queued;      /* in the queue (or, once ended, on the list freed after a tick) */
 	char *reply;
 	size_t pos;
 
@@ -55,7 +56,8 @@ int llm_http_start(struct llm_call *c, const char *url, char *err);
 int llm_openai_start(struct llm_call *c, char *err);
 int llm_n8n_start(struct llm_call *c, char *err);
 int llm_builtin_start(struct llm_call *c, uv_loop_t *loop, char *err);
-void llm_builtin_stop(struct llm_call *c);
+/* Take a builtin call off the timer and free it (now, or after the tick that runs). */
+void llm_builtin_release(struct llm_call *c);
 
 /* The "data:" payload of an SSE line, or NULL when the line is not a data line. */
 const char *llm_sse_data(const char *line);

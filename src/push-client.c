@@ -227,10 +227,17 @@ push_post(const struct config *cfg, struct pool *p, const struct store_post *in,
 		snprintf(err, ERR_LEN, "the push daemon went away while a post was sent");
 		return rc;
 	}
-	/* the answer: one line; nothing else comes on this link */
-	while (!(nl = memchr(answer.s, '\n', answer.len))) {
+	/* the answer: one frame; nothing else comes on this link */
+	for (;;) {
+		size_t need = 0;
 		ssize_t n;
 
+		if ((nl = memchr(answer.s, '\n', answer.len))) {
+			if (push_frame_len(answer.s, (size_t)(nl - answer.s), "posted", &need) != RC_OK)
+				break;
+			if (answer.len - (size_t)(nl + 1 - answer.s) >= need)
+				return push_posted_decode(nl + 1, need, p, in->run, out, err);
+		}
 		if (buf_reserve(&answer, 4096) != RC_OK)
 			break;
 		n = recv(link_fd, answer.s + answer.len, answer.alloc - answer.len - 1, 0);
@@ -239,10 +246,7 @@ push_post(const struct config *cfg, struct pool *p, const struct store_post *in,
 		else if (n == 0 || (errno != EINTR && (errno != EAGAIN || !wait_fd(link_fd, POLLIN, end))))
 			break;
 	}
-	if (!nl || answer.len < 7 || memcmp(answer.s, "posted ", 7) != 0) {
-		link_close(); /* a late answer must not be read as the next post's */
-		snprintf(err, ERR_LEN, "no answer from the push daemon to a post");
-		return RC_ERR;
-	}
-	return push_posted_decode(answer.s + 7, (size_t)(nl - answer.s) - 7, p, in->run, out, err);
+	link_close(); /* a late answer must not be read as the next post's */
+	snprintf(err, ERR_LEN, "no answer from the push daemon to a post");
+	return RC_ERR;
 }

@@ -2,8 +2,9 @@
  * push: how the FastCGI workers reach the push daemon, over its Unix socket
  * ($DATA/run/push.sock), one text line per command:
  *   "wake\n"          runs were added to the database: look now (no answer)
- *   "post <json>\n"   store a post (a store_post, see push-post.c) in the daemon's next
- *                     write batch and start its run: "posted <json>\n" (its store_posted)
+ *   "post <n>\n" and n bytes: store a post (a store_post, framed as push-post.c says) in
+ *                     the daemon's next write batch and start its run; the answer is
+ *                     "posted <n>\n" and n bytes (its store_posted)
  *   "wait <run>\n"    answer "done <run> <status>\n" once the run has ended
  *   "stop <run>\n"    end the run as stopped: "stopped <run> <final status>\n"
  *   "stats\n"         "runs N upstream N ws N sse N stream N dropped N\n"
@@ -43,8 +44,10 @@ void push_wake(const struct config *cfg);
 int push_post(const struct config *cfg, struct pool *p, const struct store_post *in,
 	      struct store_posted *out, char *err);
 
-/* The post command's lines (push-post.c): each encoder appends one whole line to line,
- * verb included; each decoder takes the JSON after the verb and puts strings in pool p. */
+/* The post command's frames (push-post.c): each encoder appends one whole frame, header
+ * line included; each decoder takes the n bytes after the header and puts strings in pool
+ * p. push_frame_len() reads n from a header line ("<verb> <n>", newline excluded). */
+int push_frame_len(const char *line, size_t len, const char *verb, size_t *n);
 int push_post_encode(const struct store_post *in, struct buf *line);
 int push_post_decode(const char *json, size_t len, struct pool *p, struct store_post *in);
 int push_posted_encode(int rc, const char *err, const struct store_post *in,

@@ -34,12 +34,9 @@
 #define POLL_MS 1000          /* the database is looked at this often without wake-ups */
 #define POLL_BATCH 256
 #define RUNS_MAX 10000        /* runs in flight at once; the rest wait in the database */
-#define HISTORY_WINDOW 20     /* earlier messages sent to the model as context */
 #define CONN_MAX 4096
 
 struct waiter;
-struct conn;
-static void on_post_check(uv_check_t *h);
 
 
 struct conn {
@@ -47,7 +44,10 @@ struct conn {
 	struct buf in;
 	struct conn *next_waiting;
 	int64_t waiting; /* run id, 0 when not waiting */
+	int stop_status; /* answer "stopped" (with this status) rather than "done"; -1: no */
 	int closing;
+	int closed;      /* uv_close() finished */
+	int refs;        /* posts of this connection in the writer */
 };
 
 struct config pushd_cfg;
@@ -115,16 +115,22 @@ runs_find_msg(const char *msg_id)
 /* ---- waiters ---- */
 
 static void
-conn_closed(uv_handle_t *h)
+conn_free(struct conn *c)
 {
-	struct conn *c = h->data;
-
 	buf_free(&c->in);
 	free(c);
 	nconns--;
 }
 
-static void posts_forget(struct conn *c);
+static void
+conn_closed(uv_handle_t *h)
+{
+	struct conn *c = h->data;
+
+	c->closed = 1;
+	if (!c->refs)
+		conn_free(c); /* else when the writer hands back its last post */
+}
 
 static void
 conn_close(struct conn *c)
@@ -134,7 +140,6 @@ conn_close(struct conn *c)
 	if (c->closing)
 		return;
 	c->closing = 1;
-	posts_forget(c);
 	for (p = &waiting; *p; p = &(*p)->next_waiting) {
 		if (*p == c) {
 			*p = c->next_waiting;
@@ -184,7 +189,11 @@ notify(int64_t id, int status)
 		if (c->waiting == id) {
 			*p = c->next_waiting;
 			c->waiting = 0;
-			conn_say(c, "done %lld %d\n", (long long)id, status);
+			if (c->stop_status >= 0)
+				conn_say(c, "stopped %lld %d\n", (long long)id, c->stop_status);
+			else
+				conn_say(c, "done %lld %d\n", (long long)id, status);
+			c->stop_status = -1;
 		} else {
 			p = &c->next_waiting;
 		}
@@ -220,17 +229,19 @@ static size_t utf8_whole(const char *s, size_t len);
 static void
 run_save(struct job_run *r)
 {
-	char err[ERR_LEN];
 	size_t len = utf8_whole(r->content.s, r->content.len);
 
-	if (len <= r->flushed)
+	struct witem *it;
+
+	if (len <= r->flushed || !(it = witem_new(W_PROGRESS, len - r->flushed)))
 		return;
-	if (store_run_progress(pushd_store, r->job.ai_msg, r->parts, r->content.s + r->flushed,
-			       len - r->flushed, err) == RC_OK) {
-		r->parts++;
-		r->flushed = len;
-		r->dirty = len != r->content.len;
-	}
+	it->ai_msg = r->job.ai_msg;
+	it->seq = r->parts++;
+	it->len = len - r->flushed;
+	memcpy(it->text, r->content.s + r->flushed, it->len);
+	writer_put(it);
+	r->flushed = len;
+	r->dirty = len != r->content.len;
 }
 
 static void
@@ -265,61 +276,19 @@ utf8_whole(const char *s, size_t len)
 	return len;
 }
 
-/* Runs that ended, waiting for the batch that writes their ends. */
-static struct job_run *ending;
-static uv_timer_t end_timer;
-
-/* Write every ended run in one transaction, then answer their waiters and free them. */
+/* A run's end, written: tell its waiters, and let it go. */
 static void
-flush_ends(void)
+end_written(struct job_run *r)
 {
-	struct job_run *list = ending, *r, *next;
-	char err[ERR_LEN], msg[512];
-	int ok;
-
-	ending = NULL;
-	if (!list)
-		return;
-	ok = store_begin(pushd_store, err) == RC_OK;
-	for (r = list; ok && r; r = r->next_end) {
-		int rc = store_run_finish(pushd_store, &r->end, err);
-		ok = rc == RC_OK || rc == RC_NOTFOUND;
-	}
-	if (ok)
-		ok = store_commit(pushd_store, err) == RC_OK;
-	if (!ok) {
-		/* the batch was rolled back: write each on its own, so one cannot sink the rest */
-		logf_("a batch of run ends failed (%s); writing them one by one", err);
-		for (r = list; r; r = r->next_end) {
-			int rc = store_run_finish(pushd_store, &r->end, err);
-			if (rc != RC_OK && rc != RC_NOTFOUND)
-				logf_("run %lld: cannot save its end: %s", (long long)r->id, err);
-		}
-	}
-	for (r = list; r; r = next) {
-		next = r->next_end;
-		if (r->end.status == 2) {
-			snprintf(msg, sizeof(msg), "AI run %s (%s) failed [%d]: %.300s",
-				 r->job.record_id, r->job.cfg.provider, r->end.error_code,
-				 r->end.error ? r->end.error : "");
-			store_log(pushd_store, "error", msg);
-		}
-		notify(r->id, r->end.status);
-		run_free(r);
-	}
-}
-
-static void
-on_end_timer(uv_timer_t *t)
-{
-	(void)t;
-	flush_ends();
+	notify(r->id, r->end.status);
+	run_free(r);
 }
 
 static void
 run_end(struct job_run *r, int code, const char *error, const char *travel_plan)
 {
 	struct run_end *e = &r->end;
+	struct witem *it;
 	json_t *meta;
 
 	memset(e, 0, sizeof(*e));
@@ -351,11 +320,17 @@ run_end(struct job_run *r, int code, const char *error, const char *travel_plan)
 	}
 	r->ended = 1;
 	hub_done(r, e->status, e->error);
-	/* ends are written in batches: one transaction for every run that ended meanwhile */
-	r->next_end = ending;
-	ending = r;
-	if (!uv_is_active((uv_handle_t *)&end_timer))
-		uv_timer_start(&end_timer, on_end_timer, 2, 0);
+	/* written by the writer, with whatever else ended meanwhile */
+	if (!(it = witem_new(W_END, 0))) {
+		logf_("run %lld: out of memory for its end", (long long)r->id);
+		return; /* it stays running in the database: the next start ends it */
+	}
+	it->run = r;
+	if (e->status == 2)
+		snprintf(it->log, sizeof(it->log), "AI run %s (%s) failed [%d]: %.300s",
+			 r->job.record_id, r->job.cfg.provider, e->error_code,
+			 e->error ? e->error : "");
+	writer_put(it);
 }
 
 static void
@@ -384,28 +359,37 @@ run_on_raw(void *ctx, const char *ctype, const char *s, size_t n)
 
 static const struct llm_cb run_cb = {run_on_chunk, run_on_raw, run_on_done};
 
-void
-runs_start(int64_t id)
+/* Make the reply of run id. With pool, its job was loaded by the writer into *job and
+ * pool, which the run takes over; without, it is loaded here. */
+static void
+run_begin(int64_t id, struct pool *pool, const struct run_job *job)
 {
 	struct job_run *r;
 	char err[ERR_LEN];
-	int rc;
+	int rc = RC_OK;
 	int64_t age_limit = ((int64_t)pushd_cfg.reply_timeout_s + pushd_cfg.connect_timeout_s + 30) * 1000;
 
-	if (*run_slot(id))
+	if (*run_slot(id)) {
+		pool_destroy(pool);
 		return; /* already being made */
+	}
 	r = calloc(1, sizeof(*r));
-	if (!r || !(r->pool = pool_create())) {
+	if (!r || !(r->pool = pool ? pool : pool_create())) {
 		free(r);
+		pool_destroy(pool);
 		return;
 	}
 	r->id = id;
 	buf_init(&r->content, LLM_REPLY_MAX + 16);
 	buf_init(&r->raw, LLM_REPLY_MAX);
 	r->started = uv_now(pushd_loop);
-	rc = store_run_job(pushd_store, r->pool, id, pushd_cfg.provider, &r->job, err);
-	if (rc == RC_OK && llm_wants_history(r->job.cfg.provider))
-		rc = store_run_history(pushd_store, r->pool, &r->job, HISTORY_WINDOW, err);
+	if (job) {
+		r->job = *job;
+	} else {
+		rc = store_run_job(pushd_store, r->pool, id, pushd_cfg.provider, &r->job, err);
+		if (rc == RC_OK && llm_wants_history(r->job.cfg.provider))
+			rc = store_run_history(pushd_store, r->pool, &r->job, HISTORY_WINDOW, err);
+	}
 	r->next = NULL;
 	*run_slot(id) = r;
 	nruns++;
@@ -433,6 +417,12 @@ runs_start(int64_t id)
 	r->call = llm_start(pushd_loop, &pushd_cfg, &r->job, &run_cb, r, err);
 	if (!r->call)
 		run_end(r, LLM_E_FAILED, err, NULL);
+}
+
+void
+runs_start(int64_t id)
+{
+	run_begin(id, NULL, NULL);
 }
 
 void
@@ -532,28 +522,20 @@ on_poll_timer(uv_timer_t *t)
 	check_waiters();
 }
 
+/* Save every reply that grew since the last flush (the writer puts them in one
+ * transaction). */
 static void
 flush_all(void)
 {
-	char err[ERR_LEN];
 	size_t i;
 	struct job_run *r;
-	int any = 0;
 
-	for (i = 0; i < sizeof(runs_by_id) / sizeof(runs_by_id[0]) && !any; i++)
-		for (r = runs_by_id[i]; r && !any; r = r->next)
-			any = r->dirty;
-	if (!any || store_begin(pushd_store, err) != RC_OK)
-		return;
-	/* one transaction for every reply that grew since the last flush */
 	for (i = 0; i < sizeof(runs_by_id) / sizeof(runs_by_id[0]); i++) {
 		for (r = runs_by_id[i]; r; r = r->next) {
 			if (r->dirty && !r->ended)
 				run_save(r);
 		}
 	}
-	if (store_commit(pushd_store, err) != RC_OK)
-		logf_("cannot save progress: %s", err);
 }
 
 static void
@@ -563,24 +545,7 @@ on_flush_timer(uv_timer_t *t)
 	flush_all();
 }
 
-/* ---- posts from the workers ---- */
-
-/*
- * The posts read in one turn of the loop are written in one transaction, in the check
- * phase that follows the reads; then each worker gets its answer and each run starts
- * (its job loaded on this connection, no wake-up or poll needed).
- */
-struct post_req {
-	struct store_post_op op; /* first: the batch is a list of these */
-	struct conn *conn;       /* NULL once the worker's connection closed */
-	struct store_post in;
-	struct store_posted out;
-	char err[ERR_LEN];
-};
-
-static struct pool *post_pool;
-static struct store_post_op *posts, **posts_tail = &posts;
-static uv_check_t post_check;
+/* ---- posts from the workers, and what the writer hands back ---- */
 
 struct wbig {
 	uv_write_t w;
@@ -602,74 +567,62 @@ conn_write(struct conn *c, const char *s, size_t n)
 }
 
 static void
-post_queue(struct conn *c, const char *json, size_t len)
+post_queue(struct conn *c, const char *data, size_t len)
 {
-	struct post_req *q = pool_alloc(post_pool, sizeof(*q));
+	struct witem *it = witem_new(W_POST, 0);
 
-	if (!q || push_post_decode(json, len, post_pool, &q->in) != RC_OK) {
+	if (!it || push_post_decode(data, len, it->pool, &it->in) != RC_OK) {
+		witem_free(it);
 		conn_close(c); /* not a post this daemon understands: not a worker */
 		return;
 	}
-	memset(&q->op, 0, sizeof(q->op));
-	q->op.in = &q->in;
-	q->op.p = post_pool;
-	q->op.out = &q->out;
-	q->op.err = q->err;
-	q->conn = c;
-	*posts_tail = &q->op;
-	posts_tail = &q->op.next;
-	uv_check_start(&post_check, on_post_check);
+	it->conn = c;
+	c->refs++;
+	writer_put(it);
 }
 
+/* A post, written: answer the worker, then start its run with the job the writer loaded. */
 static void
-posts_forget(struct conn *c)
+post_written(struct witem *it)
 {
-	struct store_post_op *op;
+	struct conn *c = it->conn;
 
-	for (op = posts; op; op = op->next)
-		if (((struct post_req *)(void *)op)->conn == c)
-			((struct post_req *)(void *)op)->conn = NULL;
-}
-
-static void
-run_posts(void)
-{
-	struct store_post_op *batch = posts, *op;
-	struct buf line;
-
-	if (!batch)
-		return;
-	posts = NULL;
-	posts_tail = &posts;
-	store_post_batch(pushd_store, batch);
-	buf_init(&line, 0);
-	for (op = batch; op; op = op->next) {
-		struct post_req *q = (struct post_req *)(void *)op;
-		if (!q->conn || q->conn->closing)
-			continue;
-		buf_reset(&line);
-		if (push_posted_encode(op->rc, op->err, &q->in, &q->out, &line) == RC_OK)
-			conn_write(q->conn, line.s, line.len);
+	c->refs--;
+	if (c->closed) {
+		if (!c->refs)
+			conn_free(c);
+	} else if (!c->closing) {
+		if (it->answer.len && !it->answer.failed)
+			conn_write(c, it->answer.s, it->answer.len);
 		else
-			conn_close(q->conn); /* the worker reads no answer as a failed post */
+			conn_close(c); /* the worker reads no answer as a failed post */
 	}
-	buf_free(&line);
-	for (op = batch; op && !stopping; op = op->next) {
-		struct post_req *q = (struct post_req *)(void *)op;
-		if (op->rc != RC_OK || !q->in.run)
-			continue;
-		runs_start(q->out.run_id);
-		if (q->out.run_id == max_seen + 1)
-			max_seen = q->out.run_id; /* what the next poll need not look at again */
+	if (it->op.rc != RC_OK || !it->in.run || stopping)
+		return;
+	if (it->out.run_id == max_seen + 1)
+		max_seen = it->out.run_id; /* what the next poll need not look at again */
+	if (it->job_rc == RC_OK) {
+		run_begin(it->out.run_id, it->pool, &it->job);
+		it->pool = NULL; /* the run's now */
+	} else {
+		runs_start(it->out.run_id); /* loaded here then, or by a later poll */
 	}
-	pool_reset(post_pool);
 }
 
 static void
-on_post_check(uv_check_t *h)
+on_written_item(struct witem *it)
 {
-	uv_check_stop(h);
-	run_posts();
+	switch (it->kind) {
+	case W_POST:
+		post_written(it);
+		break;
+	case W_END:
+		end_written(it->run);
+		break;
+	case W_PROGRESS:
+		break;
+	}
+	witem_free(it);
 }
 
 /* ---- the control socket ---- */
@@ -685,14 +638,12 @@ on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
 }
 
 static void
-conn_line(struct conn *c, char *line, size_t len)
+conn_line(struct conn *c, char *line)
 {
 	int64_t id;
 
 	if (strcmp(line, "wake") == 0) {
 		uv_idle_start(&poll_soon, on_poll_soon);
-	} else if (strncmp(line, "post ", 5) == 0) {
-		post_queue(c, line + 5, len - 5);
 	} else if (strncmp(line, "wait ", 5) == 0 && parse_uint(line + 5, INT64_MAX, &id) == 0) {
 		char err[ERR_LEN];
 		int status;
@@ -715,9 +666,16 @@ conn_line(struct conn *c, char *line, size_t len)
 		waiting = c;
 	} else if (strncmp(line, "stop ", 5) == 0 && parse_uint(line + 5, INT64_MAX, &id) == 0) {
 		int status = runs_stop_id(id);
-		/* the caller reads the stopped reply next: write it before answering */
-		flush_ends();
-		conn_say(c, "stopped %lld %d\n", (long long)id, status);
+
+		if (c->waiting || !*run_slot(id)) {
+			conn_say(c, "stopped %lld %d\n", (long long)id, status);
+			return;
+		}
+		/* the caller reads the stopped reply next: answer once its end is written */
+		c->waiting = id;
+		c->stop_status = status;
+		c->next_waiting = waiting;
+		waiting = c;
 	} else if (strcmp(line, "stats") == 0) {
 		char hub[128];
 		hub_stats(hub, sizeof(hub));
@@ -742,11 +700,32 @@ on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 		return;
 	}
 	while (!c->closing && (nl = memchr(c->in.s, '\n', c->in.len))) {
+		size_t line = (size_t)(nl - c->in.s), body;
+
+		if (line >= 5 && memcmp(c->in.s, "post ", 5) == 0) {
+			/* a frame: the header line, then its fields */
+			if (push_frame_len(c->in.s, line, "post", &body) != RC_OK) {
+				conn_close(c);
+				return;
+			}
+			if (c->in.len - line - 1 < body)
+				break; /* the rest is on its way */
+			post_queue(c, nl + 1, body);
+			if (!c->closing)
+				buf_consume(&c->in, line + 1 + body);
+			continue;
+		}
+		if (line > PUSH_LINE_MAX) {
+			conn_close(c);
+			return;
+		}
 		*nl = '\0';
-		conn_line(c, c->in.s, (size_t)(nl - c->in.s));
+		conn_line(c, c->in.s);
 		if (!c->closing)
-			buf_consume(&c->in, (size_t)(nl - c->in.s) + 1);
+			buf_consume(&c->in, line + 1);
 	}
+	if (!c->closing && c->in.len > PUSH_LINE_MAX && !memchr(c->in.s, '\n', c->in.len))
+		conn_close(c); /* a line longer than any command */
 }
 
 static void
@@ -760,6 +739,7 @@ on_connection(uv_stream_t *srv, int status)
 	if (!c)
 		return;
 	buf_init(&c->in, PUSH_POST_MAX + PUSH_LINE_MAX);
+	c->stop_status = -1;
 	uv_pipe_init(pushd_loop, &c->pipe, 0);
 	c->pipe.data = c;
 	nconns++;
@@ -791,9 +771,8 @@ on_signal(uv_signal_t *s, int sig)
 		return;
 	stopping = 1;
 	logf_("stopping; %d runs stay in the database for the next start", nruns);
-	run_posts(); /* read before the signal: answered, their runs left for the next start */
 	flush_all();
-	flush_ends();
+	writer_stop(); /* the posts, parts and ends queued are written and handed back */
 	/* the runs stay "running" in the database: the next start makes them anew */
 	for (i = 0; i < sizeof(runs_by_id) / sizeof(runs_by_id[0]); i++) {
 		while (runs_by_id[i]) {
@@ -845,15 +824,14 @@ main(int argc, char **argv)
 		logf_("%s", err);
 		return 1;
 	}
-	uv_timer_init(pushd_loop, &end_timer);
 	uv_timer_init(pushd_loop, &flush_timer);
 	uv_timer_start(&flush_timer, on_flush_timer, FLUSH_MS, FLUSH_MS);
 	uv_timer_init(pushd_loop, &poll_timer);
 	uv_timer_start(&poll_timer, on_poll_timer, POLL_MS, POLL_MS);
 	uv_idle_init(pushd_loop, &poll_soon);
-	uv_check_init(pushd_loop, &post_check);
-	if (!(post_pool = pool_create())) {
-		logf_("out of memory");
+	if (writer_start(pushd_loop, pushd_cfg.db_path, pushd_cfg.provider, on_written_item,
+			 err) != RC_OK) {
+		logf_("%s", err);
 		return 1;
 	}
 	uv_signal_init(pushd_loop, &sigterm);
@@ -867,7 +845,6 @@ main(int argc, char **argv)
 	unlink(path);
 	uv_loop_close(pushd_loop);
 	store_close(pushd_store);
-	pool_destroy(post_pool);
 	config_free(&pushd_cfg);
 	return 0;
 }

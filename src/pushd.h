@@ -13,6 +13,7 @@
 #include "llm.h"
 
 #define RUN_STOPPED 3 /* a run's status after a stop: the partial reply is kept */
+#define HISTORY_WINDOW 20 /* earlier messages sent to the model as context */
 
 /* A reply being made. */
 struct job_run {
@@ -31,7 +32,6 @@ struct job_run {
 	struct llm_call *call;
 	int ended;                /* its end is decided and waits to be written */
 	struct run_end end;       /* that end (strings in pool or content) */
-	struct job_run *next_end;
 };
 
 extern struct config pushd_cfg;
@@ -48,6 +48,42 @@ void runs_stop(struct job_run *r);
 /* Stop run id, running or still queued. Returns its final status (RUN_STOPPED, or 1 or 2
  * when it had ended), or -1 when there is no such run. */
 int runs_stop_id(int64_t id);
+
+/* writer.c: the thread that makes the hot writes (see there) */
+enum witem_kind { W_POST, W_PROGRESS, W_END };
+struct witem {
+	struct witem *next;
+	enum witem_kind kind;
+	/* W_POST: a worker's post; its strings, and its run's job, in pool */
+	struct store_post_op op;
+	void *conn;
+	struct pool *pool;
+	struct store_post in;
+	struct store_posted out;
+	char err[ERR_LEN];
+	struct buf answer;       /* the worker's answer, framed by the writer */
+	struct run_job job;
+	int job_rc;
+	/* W_END: the run whose end (run->end) is written, and a log line ("" for none) */
+	struct job_run *run;
+	char log[512];
+	/* W_PROGRESS: the next part of a reply */
+	int64_t ai_msg;
+	int seq;
+	size_t len;
+	char text[];
+};
+/* Start the thread, with its own connection to db_path; cb gets each item back on the
+ * loop's thread once it is written. */
+int writer_start(uv_loop_t *loop, const char *db_path, const char *provider,
+		 void (*cb)(struct witem *it), char *err);
+/* Queue an item (the loop's thread only). */
+void writer_put(struct witem *it);
+/* Write what is queued, hand it back, and end the thread. */
+void writer_stop(void);
+/* An item with room for text_len bytes of text; a W_POST gets its pool. */
+struct witem *witem_new(enum witem_kind kind, size_t text_len);
+void witem_free(struct witem *it);
 
 /* hub.c: the connections from nginx */
 int hub_listen(const char *path, char *err);

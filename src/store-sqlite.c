@@ -337,6 +337,14 @@ store_begin(struct store *st, char *err)
 	return rc;
 }
 
+void
+store_rollback(struct store *st)
+{
+	if (st->nested)
+		db_rollback(st);
+	st->nested_failed = 0;
+}
+
 int
 store_commit(struct store *st, char *err)
 {

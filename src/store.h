@@ -99,6 +99,8 @@ void store_close(struct store *st);
  * inside rolls the whole transaction back, and store_commit() then returns RC_ERR. */
 int store_begin(struct store *st, char *err);
 int store_commit(struct store *st, char *err);
+/* Undo what store_begin() opened (a no-op when a failure inside already did). */
+void store_rollback(struct store *st);
 
 
 /* Apply the migrations this binary knows and the database lacks, in one immediate

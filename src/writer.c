@@ -1,0 +1,244 @@
+/*
+ * The push daemon's writer: one thread with one database connection that makes every
+ * write of the hot paths, so the database has a single writer under load and its page
+ * cache is never emptied by another writer's commit.
+ *
+ * The loop thread hands it items (writer_put); the writer takes all that are queued,
+ * writes them in as few transactions as it can (the workers' posts in one, each in a
+ * savepoint; the replies' parts and ends in another), loads the job of every run a post
+ * started, and hands the items back through a uv_async, on whose callback the loop
+ * answers the workers, starts the runs and frees what ended. While the writer works on a
+ * batch, the loop goes on streaming, and the next batch queues up behind it.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+#include <pthread.h>
+#include <uv.h>
+
+#include "rc.h"
+#include "pool.h"
+#include "store.h"
+#include "llm.h"
+#include "push.h"
+#include "pushd.h"
+
+static pthread_t thread;
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+static struct witem *queue, **queue_tail = &queue;   /* loop -> writer */
+static struct witem *done, **done_tail = &done;      /* writer -> loop */
+static int stop, running;
+static uv_async_t done_async;
+static void (*on_done)(struct witem *it);
+static struct store *wst;
+static const char *default_provider;
+
+static void
+logf_(const char *what, const char *err)
+{
+	fprintf(stderr, "aichatd-push: writer: %s: %s\n", what, err);
+}
+
+/* The replies' parts and ends: one transaction, or one each when the batch fails. */
+static void
+write_runs(struct witem *list)
+{
+	char err[ERR_LEN];
+	struct witem *it;
+	int ok, pass;
+
+	for (it = list; it && it->kind == W_POST; it = it->next)
+		;
+	if (!it)
+		return;
+	for (pass = 0; pass < 2; pass++) {
+		ok = pass == 1 || store_begin(wst, err) == RC_OK;
+		for (it = list; ok && it; it = it->next) {
+			int rc = RC_OK;
+			if (it->kind == W_PROGRESS) {
+				rc = store_run_progress(wst, it->ai_msg, it->seq, it->text, it->len, err);
+			} else if (it->kind == W_END) {
+				rc = store_run_finish(wst, &it->run->end, err);
+				if (rc == RC_NOTFOUND)
+					rc = RC_OK; /* ended meanwhile (a stop from elsewhere) */
+				if (rc == RC_OK && it->log[0])
+					store_log(wst, "error", it->log);
+			}
+			if (rc != RC_OK && pass == 1)
+				logf_("cannot save a reply", err);
+			else if (rc != RC_OK)
+				ok = 0;
+		}
+		if (pass == 1)
+			break;
+		if (ok && store_commit(wst, err) == RC_OK)
+			break;
+		store_rollback(wst);
+		/* rolled back: once more, each on its own, so that one cannot sink the rest */
+		logf_("a batch of reply writes failed; writing them one by one", err);
+	}
+}
+
+static void
+write_batch(struct witem *list)
+{
+	struct store_post_op *ops = NULL, **tail = &ops;
+	struct witem *it;
+	char err[ERR_LEN];
+
+	for (it = list; it; it = it->next) {
+		if (it->kind != W_POST)
+			continue;
+		memset(&it->op, 0, sizeof(it->op));
+		it->op.in = &it->in;
+		it->op.p = it->pool;
+		it->op.out = &it->out;
+		it->op.err = it->err;
+		*tail = &it->op;
+		tail = &it->op.next;
+	}
+	if (ops)
+		store_post_batch(wst, ops);
+	/* the answers are framed here, off the loop's thread */
+	for (it = list; it; it = it->next)
+		if (it->kind == W_POST)
+			push_posted_encode(it->op.rc, it->err, &it->in, &it->out, &it->answer);
+	write_runs(list);
+	/* the job of each run a post started, read on this connection, whose cache is warm */
+	for (it = list; it; it = it->next) {
+		if (it->kind != W_POST || it->op.rc != RC_OK || !it->in.run)
+			continue;
+		it->job_rc = store_run_job(wst, it->pool, it->out.run_id, default_provider, &it->job,
+					   err);
+		if (it->job_rc == RC_OK && llm_wants_history(it->job.cfg.provider))
+			it->job_rc = store_run_history(wst, it->pool, &it->job, HISTORY_WINDOW, err);
+	}
+}
+
+static void *
+writer_main(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&lock);
+	for (;;) {
+		struct witem *list;
+
+		while (!queue && !stop)
+			pthread_cond_wait(&cond, &lock);
+		if (!queue)
+			break;
+		list = queue;
+		queue = NULL;
+		queue_tail = &queue;
+		pthread_mutex_unlock(&lock);
+
+		write_batch(list);
+
+		pthread_mutex_lock(&lock);
+		*done_tail = list;
+		while (*done_tail)
+			done_tail = &(*done_tail)->next;
+		uv_async_send(&done_async);
+	}
+	pthread_mutex_unlock(&lock);
+	return NULL;
+}
+
+/* On the loop: hand back what the writer finished. */
+static void
+deliver(void)
+{
+	struct witem *list, *next;
+
+	pthread_mutex_lock(&lock);
+	list = done;
+	done = NULL;
+	done_tail = &done;
+	pthread_mutex_unlock(&lock);
+	for (; list; list = next) {
+		next = list->next;
+		list->next = NULL;
+		on_done(list);
+	}
+}
+
+static void
+on_async(uv_async_t *h)
+{
+	(void)h;
+	deliver();
+}
+
+int
+writer_start(uv_loop_t *loop, const char *db_path, const char *provider,
+	     void (*cb)(struct witem *it), char *err)
+{
+	if (!(wst = store_open(db_path, err)))
+		return RC_ERR;
+	default_provider = provider;
+	on_done = cb;
+	uv_async_init(loop, &done_async, on_async);
+	if (pthread_create(&thread, NULL, writer_main, NULL) != 0) {
+		snprintf(err, ERR_LEN, "cannot start the writer thread");
+		store_close(wst);
+		wst = NULL;
+		return RC_ERR;
+	}
+	running = 1;
+	return RC_OK;
+}
+
+void
+writer_put(struct witem *it)
+{
+	it->next = NULL;
+	pthread_mutex_lock(&lock);
+	*queue_tail = it;
+	queue_tail = &it->next;
+	pthread_cond_signal(&cond);
+	pthread_mutex_unlock(&lock);
+}
+
+void
+writer_stop(void)
+{
+	if (!running)
+		return;
+	pthread_mutex_lock(&lock);
+	stop = 1;
+	pthread_cond_signal(&cond);
+	pthread_mutex_unlock(&lock);
+	pthread_join(thread, NULL); /* it writes what was queued before it stops */
+	running = 0;
+	deliver();
+	store_close(wst);
+	wst = NULL;
+}
+
+struct witem *
+witem_new(enum witem_kind kind, size_t text_len)
+{
+	struct witem *it = calloc(1, sizeof(*it) + text_len + 1);
+
+	if (!it)
+		return NULL;
+	it->kind = kind;
+	if (kind == W_POST && !(it->pool = pool_create())) {
+		free(it);
+		return NULL;
+	}
+	buf_init(&it->answer, PUSH_POST_MAX + PUSH_LINE_MAX);
+	return it;
+}
+
+void
+witem_free(struct witem *it)
+{
+	if (!it)
+		return;
+	if (it->pool)
+		pool_destroy(it->pool);
+	buf_free(&it->answer);
+	free(it);
+}
