@@ -104,6 +104,10 @@ topic_hash(const char *k)
 	return h % TOPICS;
 }
 
+/* Topics with subscribers; none (the common case in a busy daemon with no browsers
+ * attached) lets a reply's events skip the lookups. */
+static size_t ntopics;
+
 static struct topic *
 topic_get(const char *key, int create)
 {
@@ -117,6 +121,7 @@ topic_get(const char *key, int create)
 	strcpy(t->key, key);
 	t->next = *p;
 	*p = t;
+	ntopics++;
 	return t;
 }
 
@@ -131,6 +136,7 @@ topic_drop_if_empty(struct topic *t)
 		if (*p == t) {
 			*p = t->next;
 			free(t);
+			ntopics--;
 			return;
 		}
 	}
@@ -1125,6 +1131,8 @@ hub_chunk(struct job_run *r, const char *s, size_t n)
 	char key[256];
 	json_t *j = NULL;
 
+	if (!ntopics)
+		return;
 	snprintf(key, sizeof(key), "m:%s", r->job.ai_msg_id);
 	if ((t = topic_get(key, 0))) {
 		for (c = t->subs; c; c = next) {
@@ -1155,6 +1163,8 @@ hub_raw(struct job_run *r, const char *s, size_t n)
 	struct hconn *c, *next;
 	char key[64];
 
+	if (!ntopics)
+		return;
 	snprintf(key, sizeof(key), "r:%lld", (long long)r->id);
 	if (!(t = topic_get(key, 0)))
 		return;
@@ -1178,6 +1188,8 @@ hub_done(struct job_run *r, int status, const char *error)
 	char key[256];
 	json_t *j;
 
+	if (!ntopics)
+		return;
 	snprintf(key, sizeof(key), "m:%s", r->job.ai_msg_id);
 	if ((t = topic_get(key, 0))) {
 		for (c = t->subs; c; c = next) {

@@ -94,7 +94,7 @@ delay_of(const struct llm_call *c)
 static void
 piece(struct llm_call *c)
 {
-	size_t len = strlen(c->reply), n;
+	size_t n;
 
 	n = utf8_prefix(c->reply + c->pos, PIECE);
 	if (c->cb->raw)
@@ -105,7 +105,7 @@ piece(struct llm_call *c)
 	if (c->ended)
 		return;
 	c->pos += n;
-	if (c->pos >= len)
+	if (c->pos >= c->builtin_len)
 		llm_finish(c, 0, NULL);
 }
 
@@ -142,6 +142,7 @@ llm_builtin_start(struct llm_call *c, uv_loop_t *loop, char *err)
 		snprintf(err, ERR_LEN, "out of memory");
 		return RC_NOMEM;
 	}
+	c->builtin_len = strlen(c->reply);
 	if (!ticker_ready) {
 		uv_timer_init(loop, &ticker);
 		uv_unref((uv_handle_t *)&ticker); /* the replies keep the loop alive, not it */

@@ -24,6 +24,7 @@ struct llm_call {
 	uint64_t due;
 	int queued;      /* in the queue (or, once ended, on the list freed after a tick) */
 	char *reply;
+	size_t builtin_len; /* strlen(reply) */
 	size_t pos;
 
 	/* http (openai, n8n) */

@@ -351,7 +351,7 @@ run_on_raw(void *ctx, const char *ctype, const char *s, size_t n)
 		snprintf(r->raw_type, sizeof(r->raw_type), "%s", ctype);
 	/* only E's workflow runs are streamed raw; past its cap, only late subscribers miss
 	 * the early bytes */
-	if (strcmp(r->job.cfg.provider, "n8n") != 0)
+	if (!r->raw_wanted)
 		return;
 	buf_add(&r->raw, s, n);
 	hub_raw(r, s, n);
@@ -414,6 +414,7 @@ run_begin(int64_t id, struct pool *pool, const struct run_job *job)
 		run_end(r, LLM_E_TIMEOUT, "AI 回复超时: interrupted by a restart", NULL);
 		return;
 	}
+	r->raw_wanted = strcmp(r->job.cfg.provider, "n8n") == 0;
 	r->call = llm_start(pushd_loop, &pushd_cfg, &r->job, &run_cb, r, err);
 	if (!r->call)
 		run_end(r, LLM_E_FAILED, err, NULL);

@@ -25,6 +25,7 @@ struct job_run {
 	struct buf content;       /* the reply so far */
 	struct buf raw;           /* the upstream's bytes as received (E's stream) */
 	char raw_type[128];       /* the upstream's content type */
+	int raw_wanted;           /* the upstream's bytes are kept and streamed (n8n) */
 	size_t flushed;           /* bytes of content saved */
 	int parts;                /* parts saved (store_run_progress) */
 	int dirty;

@@ -3,6 +3,7 @@
 #include <time.h>
 #include <errno.h>
 #include <sys/random.h>
+#include <pthread.h>
 
 #include "rc.h"
 #include "util.h"
@@ -25,6 +26,47 @@ ids_random(void *buf, size_t n)
 	return RC_OK;
 }
 
+/*
+ * The random part of ids, drawn from a per-thread buffer of getrandom() bytes refilled
+ * 512 bytes at a time: a send draws three ids, and a syscall each was a twentieth of its
+ * cost. A forked child must not reuse its parent's bytes: the fork handler empties the
+ * buffer of the thread that forks (the only thread the child has).
+ */
+#define ID_POOL 512
+static _Thread_local unsigned char id_pool[ID_POOL];
+static _Thread_local size_t id_left;
+static pthread_once_t id_once = PTHREAD_ONCE_INIT;
+
+static void
+id_forked(void)
+{
+	explicit_bzero(id_pool, sizeof(id_pool));
+	id_left = 0;
+}
+
+static void
+id_setup(void)
+{
+	pthread_atfork(NULL, NULL, id_forked);
+}
+
+static int
+id_random(unsigned char *out, size_t n)
+{
+	pthread_once(&id_once, id_setup);
+	if (n > ID_POOL)
+		return ids_random(out, n);
+	if (id_left < n) {
+		if (ids_random(id_pool, ID_POOL) != RC_OK)
+			return RC_ERR;
+		id_left = ID_POOL;
+	}
+	memcpy(out, id_pool + ID_POOL - id_left, n);
+	explicit_bzero(id_pool + ID_POOL - id_left, n); /* each byte is handed out once */
+	id_left -= n;
+	return RC_OK;
+}
+
 static const char hexdig[] = "0123456789abcdef";
 
 int
@@ -33,7 +75,7 @@ ids_uuid4(char *out)
 	unsigned char r[16];
 	int i, o = 0;
 
-	if (ids_random(r, sizeof(r)) != RC_OK)
+	if (id_random(r, sizeof(r)) != RC_OK)
 		return RC_ERR;
 	r[6] = (unsigned char)((r[6] & 0x0f) | 0x40);
 	r[8] = (unsigned char)((r[8] & 0x3f) | 0x80);
@@ -56,7 +98,7 @@ ids_stamped(char *out, const char *prefix, int64_t ms)
 	char hex[9], ts[32];
 	int i;
 
-	if (ids_random(r, sizeof(r)) != RC_OK)
+	if (id_random(r, sizeof(r)) != RC_OK)
 		return RC_ERR;
 	for (i = 0; i < 4; i++) {
 		hex[2 * i] = hexdig[r[i] >> 4];
