@@ -1444,6 +1444,19 @@ store_runs_open(struct store *st, struct pool *p, int64_t after, int limit, int6
 	return RC_OK;
 }
 
+/* The config of a run whose conversation names one that is gone: the default's names. */
+static void
+job_default_cfg(struct pool *p, const char *default_cfg, struct mcfg *m)
+{
+	m->config_id = pool_strdup(p, default_cfg);
+	m->provider = pool_strdup(p, default_cfg);
+	m->model_name = pool_strdup(p, default_cfg);
+	m->model_version = pool_strdup(p, "");
+	m->parameters = pool_strdup(p, "{}");
+	m->system_prompt = pool_strdup(p, "");
+	m->updated_at = 0;
+}
+
 int
 store_run_job(struct store *st, struct pool *p, int64_t run_id, const char *default_cfg,
 	      struct run_job *out, char *err)
@@ -1481,16 +1494,40 @@ store_run_job(struct store *st, struct pool *p, int64_t run_id, const char *defa
 	out->user_msg = sqlite3_column_int64(s, 17);
 	out->restarted = sqlite3_column_int(s, 18);
 	sqlite3_reset(s);
-	if (!out->cfg.provider) {
-		/* the conversation names a config that is gone: fall back to the default */
-		out->cfg.config_id = pool_strdup(p, default_cfg);
-		out->cfg.provider = pool_strdup(p, default_cfg);
-		out->cfg.model_name = pool_strdup(p, default_cfg);
-		out->cfg.model_version = pool_strdup(p, "");
-		out->cfg.parameters = pool_strdup(p, "{}");
-		out->cfg.system_prompt = pool_strdup(p, "");
-	}
+	if (!out->cfg.provider)
+		job_default_cfg(p, default_cfg, &out->cfg);
 	return RC_OK;
+}
+
+int
+store_post_job(struct store *st, struct pool *p, const struct store_post *in,
+	       const struct store_posted *out, const char *default_cfg, struct run_job *job,
+	       char *err)
+{
+	/* the config as S_RUN_JOB picks it: the run's, the conversation's, the default */
+	const char *cfg = in->run_config      ? in->run_config
+			  : out->conv.model_config ? out->conv.model_config
+						   : default_cfg;
+	int rc;
+
+	memset(job, 0, sizeof(*job));
+	job->run_id = out->run_id;
+	job->record_id = out->record_id;
+	job->ai_msg = out->reply.id;
+	job->ai_msg_id = out->reply.msg_id;
+	job->user_msg_id = out->msg.msg_id;
+	job->conv_id = out->conv.id;
+	job->user_id = out->msg.user_id;
+	job->content = out->msg.content;
+	job->created_at = out->msg.created_at;
+	job->conv_seq = out->conv.seq;
+	job->user_msg = out->msg.id;
+	rc = store_mcfg_get(st, p, cfg, &job->cfg, err);
+	if (rc == RC_NOTFOUND) {
+		job_default_cfg(p, default_cfg, &job->cfg);
+		rc = RC_OK;
+	}
+	return rc;
 }
 
 int

@@ -220,6 +220,11 @@ int store_runs_open(struct store *st, struct pool *p, int64_t after, int limit, 
  * default_cfg when it has none. RC_NOTFOUND when the run is not running. */
 int store_run_job(struct store *st, struct pool *p, int64_t run_id, const char *default_cfg,
 		  struct run_job *out, char *err);
+/* The job of the run a post just started (out of store_post()), without reading back
+ * what the post wrote: only its model config is looked up. */
+int store_post_job(struct store *st, struct pool *p, const struct store_post *in,
+		   const struct store_posted *out, const char *default_cfg, struct run_job *job,
+		   char *err);
 /* Load up to window messages before the job's user message into its history (only the
  * providers that send context need it). */
 int store_run_history(struct store *st, struct pool *p, struct run_job *job, int window,

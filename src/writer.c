@@ -109,8 +109,8 @@ write_batch(struct witem *list)
 	for (it = list; it; it = it->next) {
 		if (it->kind != W_POST || it->op.rc != RC_OK || !it->in.run)
 			continue;
-		it->job_rc = store_run_job(wst, it->pool, it->out.run_id, default_provider, &it->job,
-					   err);
+		it->job_rc = store_post_job(wst, it->pool, &it->in, &it->out, default_provider,
+					    &it->job, err);
 		if (it->job_rc == RC_OK && llm_wants_history(it->job.cfg.provider))
 			it->job_rc = store_run_history(wst, it->pool, &it->job, HISTORY_WINDOW, err);
 	}

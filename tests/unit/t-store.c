@@ -100,8 +100,24 @@ t_store(void)
 		struct run_result res;
 		int status;
 
+		struct run_job pj;
+
 		CHECK(store_run_job(st, p, out.run_id, "builtin", &job, err) == RC_OK);
 		CHECK(store_run_history(st, p, &job, 20, err) == RC_OK);
+		/* the job made from the post is the job read back */
+		CHECK(store_post_job(st, p, &in, &out, "builtin", &pj, err) == RC_OK);
+		CHECK(pj.run_id == job.run_id && pj.ai_msg == job.ai_msg &&
+		      pj.conv_seq == job.conv_seq && pj.user_msg == job.user_msg &&
+		      pj.created_at == job.created_at && pj.restarted == job.restarted);
+		CHECK(strcmp(pj.record_id, job.record_id) == 0 &&
+		      strcmp(pj.ai_msg_id, job.ai_msg_id) == 0 &&
+		      strcmp(pj.user_msg_id, job.user_msg_id) == 0 &&
+		      strcmp(pj.conv_id, job.conv_id) == 0 && strcmp(pj.user_id, job.user_id) == 0 &&
+		      strcmp(pj.content, job.content) == 0);
+		CHECK(strcmp(pj.cfg.config_id, job.cfg.config_id) == 0 &&
+		      strcmp(pj.cfg.provider, job.cfg.provider) == 0 &&
+		      strcmp(pj.cfg.model_name, job.cfg.model_name) == 0 &&
+		      strcmp(pj.cfg.parameters, job.cfg.parameters) == 0);
 		CHECK(job.ai_msg == out.reply.id && strcmp(job.content, "q") == 0);
 		CHECK(strcmp(job.cfg.provider, "builtin") == 0);
 		CHECK(store_run_progress(st, out.reply.id, 0, "你好", 6, err) == RC_OK);

@@ -11,6 +11,7 @@ static const struct {
 } tests[] = {
 	{"util", t_util},     {"buf", t_buf},   {"router", t_router},
 	{"json", t_json},     {"auth", t_auth}, {"store", t_store},
+	{"push", t_push},
 };
 
 int

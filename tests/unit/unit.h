@@ -35,5 +35,6 @@ void t_router(void);
 void t_json(void);
 void t_auth(void);
 void t_store(void);
+void t_push(void);
 
 #endif
