@@ -46,7 +46,6 @@ struct conn {
 	int64_t waiting; /* run id, 0 when not waiting */
 	int stop_status; /* answer "stopped" (with this status) rather than "done"; -1: no */
 	int closing;
-	int closed;      /* uv_close() finished */
 	int refs;        /* posts of this connection in the writer */
 };
 
@@ -125,11 +124,7 @@ conn_free(struct conn *c)
 static void
 conn_closed(uv_handle_t *h)
 {
-	struct conn *c = h->data;
-
-	c->closed = 1;
-	if (!c->refs)
-		conn_free(c); /* else when the writer hands back its last post */
+	conn_free(h->data);
 }
 
 static void
@@ -146,7 +141,11 @@ conn_close(struct conn *c)
 			break;
 		}
 	}
-	uv_close((uv_handle_t *)&c->pipe, conn_closed);
+	uv_read_stop((uv_stream_t *)&c->pipe);
+	/* the writer may be writing a post's answer to the socket: it stays open until the
+	 * writer has handed back the last of them */
+	if (!c->refs)
+		uv_close((uv_handle_t *)&c->pipe, conn_closed);
 }
 
 struct wreq {
@@ -578,6 +577,8 @@ post_queue(struct conn *c, const char *data, size_t len)
 		return;
 	}
 	it->conn = c;
+	if (uv_fileno((uv_handle_t *)&c->pipe, &it->fd) != 0)
+		it->fd = -1;
 	c->refs++;
 	writer_put(it);
 }
@@ -589,14 +590,14 @@ post_written(struct witem *it)
 	struct conn *c = it->conn;
 
 	c->refs--;
-	if (c->closed) {
+	if (c->closing) {
 		if (!c->refs)
-			conn_free(c);
-	} else if (!c->closing) {
-		if (it->answer.len && !it->answer.failed)
-			conn_write(c, it->answer.s, it->answer.len);
-		else
-			conn_close(c); /* the worker reads no answer as a failed post */
+			uv_close((uv_handle_t *)&c->pipe, conn_closed); /* put off for the writer */
+	} else if (!it->answer.len || it->answer.failed) {
+		conn_close(c); /* the worker reads no answer as a failed post */
+	} else if (it->answered < it->answer.len) {
+		/* what the socket had no room for when the writer wrote it */
+		conn_write(c, it->answer.s + it->answered, it->answer.len - it->answered);
 	}
 	if (it->op.rc != RC_OK || !it->in.run || stopping)
 		return;

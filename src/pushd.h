@@ -62,7 +62,9 @@ struct witem {
 	struct store_post in;
 	struct store_posted out;
 	char err[ERR_LEN];
+	int fd;                  /* the worker's socket, which the writer answers on */
 	struct buf answer;       /* the worker's answer, framed by the writer */
+	size_t answered;         /* bytes of it the writer wrote */
 	struct run_job job;
 	int job_rc;
 	/* W_END: the run whose end (run->end) is written, and a log line ("" for none) */

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <stdio.h>
 #include <pthread.h>
+#include <errno.h>
+#include <sys/socket.h>
 #include <uv.h>
 
 #include "rc.h"
@@ -80,6 +82,28 @@ write_runs(struct witem *list)
 	}
 }
 
+/* Frame a post's answer and send what the socket takes now (an answer is usually a few
+ * hundred bytes, and a link carries one post at a time); the loop sends any rest. The loop
+ * keeps the socket open while the item is out here. */
+static void
+answer(struct witem *it)
+{
+	struct buf *a = &it->answer;
+
+	if (push_posted_encode(it->op.rc, it->err, &it->in, &it->out, a) != RC_OK || it->fd < 0)
+		return;
+	while (it->answered < a->len) {
+		ssize_t n = send(it->fd, a->s + it->answered, a->len - it->answered,
+				 MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0)
+			it->answered += (size_t)n;
+		else if (n < 0 && errno == EINTR)
+			continue;
+		else
+			break;
+	}
+}
+
 static void
 write_batch(struct witem *list)
 {
@@ -100,10 +124,10 @@ write_batch(struct witem *list)
 	}
 	if (ops)
 		store_post_batch(wst, ops);
-	/* the answers are framed here, off the loop's thread */
+	/* the answers are framed and sent from here, off the loop's thread */
 	for (it = list; it; it = it->next)
 		if (it->kind == W_POST)
-			push_posted_encode(it->op.rc, it->err, &it->in, &it->out, &it->answer);
+			answer(it);
 	write_runs(list);
 	/* the job of each run a post started, read on this connection, whose cache is warm */
 	for (it = list; it; it = it->next) {
