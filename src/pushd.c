@@ -288,7 +288,6 @@ run_end(struct job_run *r, int code, const char *error, const char *travel_plan)
 {
 	struct run_end *e = &r->end;
 	struct witem *it;
-	json_t *meta;
 
 	memset(e, 0, sizeof(*e));
 	e->run_id = r->id;
@@ -308,15 +307,7 @@ run_end(struct job_run *r, int code, const char *error, const char *travel_plan)
 	e->error = e->status == 2 ? pool_strdup(r->pool, error ? error : "AI 服务调用失败") : NULL;
 	e->duration_ms = (int64_t)(uv_now(pushd_loop) - r->started);
 	e->travel_plan = pool_strdup(r->pool, travel_plan);
-	meta = json_pack("{s:s,s:s,s:s,s:I}", "provider", r->job.cfg.provider, "model",
-			 r->job.cfg.model_name, "config_id", r->job.cfg.config_id, "duration_ms",
-			 (json_int_t)e->duration_ms);
-	if (meta) {
-		char *t = req_json_text(meta, JSON_COMPACT);
-		e->metadata = pool_strdup(r->pool, t);
-		free(t);
-		json_decref(meta);
-	}
+	/* the metadata (provider, model) is made by the writer */
 	r->ended = 1;
 	hub_done(r, e->status, e->error);
 	/* written by the writer, with whatever else ended meanwhile */
@@ -325,10 +316,10 @@ run_end(struct job_run *r, int code, const char *error, const char *travel_plan)
 		return; /* it stays running in the database: the next start ends it */
 	}
 	it->run = r;
-	if (e->status == 2)
-		snprintf(it->log, sizeof(it->log), "AI run %s (%s) failed [%d]: %.300s",
-			 r->job.record_id, r->job.cfg.provider, e->error_code,
-			 e->error ? e->error : "");
+	if (e->status == 2 &&
+	    asprintf(&it->log, "AI run %s (%s) failed [%d]: %.300s", r->job.record_id,
+		     r->job.cfg.provider, e->error_code, e->error ? e->error : "") < 0)
+		it->log = NULL;
 	writer_put(it);
 }
 
@@ -380,6 +371,7 @@ run_begin(int64_t id, struct pool *pool, const struct run_job *job)
 	}
 	r->id = id;
 	buf_init(&r->content, LLM_REPLY_MAX + 16);
+	buf_reserve(&r->content, 1024); /* most replies, without a realloc per doubling */
 	buf_init(&r->raw, LLM_REPLY_MAX);
 	r->started = uv_now(pushd_loop);
 	if (job) {

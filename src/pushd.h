@@ -67,9 +67,9 @@ struct witem {
 	size_t answered;         /* bytes of it the writer wrote */
 	struct run_job job;
 	int job_rc;
-	/* W_END: the run whose end (run->end) is written, and a log line ("" for none) */
+	/* W_END: the run whose end (run->end) is written, and a log line (malloc'd, or NULL) */
 	struct job_run *run;
-	char log[512];
+	char *log;
 	/* W_PROGRESS: the next part of a reply */
 	int64_t ai_msg;
 	int seq;

@@ -17,12 +17,14 @@
 #include <errno.h>
 #include <sys/socket.h>
 #include <uv.h>
+#include <jansson.h>
 
 #include "rc.h"
 #include "pool.h"
 #include "store.h"
 #include "llm.h"
 #include "push.h"
+#include "req.h"
 #include "pushd.h"
 
 static pthread_t thread;
@@ -40,6 +42,26 @@ static void
 logf_(const char *what, const char *err)
 {
 	fprintf(stderr, "aichatd-push: writer: %s: %s\n", what, err);
+}
+
+/* A run's end, with the reply's metadata: which provider and model made it, how long it
+ * took. */
+static int
+write_end(struct witem *it, char *err)
+{
+	const struct job_run *r = it->run;
+	struct run_end e = r->end;
+	json_t *meta = json_pack("{s:s,s:s,s:s,s:I}", "provider", r->job.cfg.provider, "model",
+				 r->job.cfg.model_name, "config_id", r->job.cfg.config_id,
+				 "duration_ms", (json_int_t)e.duration_ms);
+	char *text = meta ? req_json_text(meta, JSON_COMPACT) : NULL; /* malloc'd */
+	int rc;
+
+	json_decref(meta);
+	e.metadata = text;
+	rc = store_run_finish(wst, &e, err);
+	free(text);
+	return rc;
 }
 
 /* The replies' parts and ends: one transaction, or one each when the batch fails. */
@@ -61,10 +83,10 @@ write_runs(struct witem *list)
 			if (it->kind == W_PROGRESS) {
 				rc = store_run_progress(wst, it->ai_msg, it->seq, it->text, it->len, err);
 			} else if (it->kind == W_END) {
-				rc = store_run_finish(wst, &it->run->end, err);
+				rc = write_end(it, err);
 				if (rc == RC_NOTFOUND)
 					rc = RC_OK; /* ended meanwhile (a stop from elsewhere) */
-				if (rc == RC_OK && it->log[0])
+				if (rc == RC_OK && it->log)
 					store_log(wst, "error", it->log);
 			}
 			if (rc != RC_OK && pass == 1)
@@ -263,6 +285,7 @@ witem_free(struct witem *it)
 		return;
 	if (it->pool)
 		pool_destroy(it->pool);
+	free(it->log);
 	buf_free(&it->answer);
 	free(it);
 }
