@@ -14,6 +14,8 @@
 #include <string.h>
 #include <stdio.h>
 #include <pthread.h>
+#include <time.h>
+#include <stdint.h>
 #include <errno.h>
 #include <sys/socket.h>
 #include <uv.h>
@@ -29,10 +31,13 @@
 
 static pthread_t thread;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t cond; /* on CLOCK_MONOTONIC, set up by writer_start() */
 static struct witem *queue, **queue_tail = &queue;   /* loop -> writer */
 static struct witem *done, **done_tail = &done;      /* writer -> loop */
-static int stop, running;
+static int stop, running, posts_queued;
+/* Without a post queued, a batch starts no sooner than this after the last one. */
+#define LINGER_NS (5 * 1000000)
+static int64_t last_commit;
 static uv_async_t done_async;
 static void (*on_done)(struct witem *it);
 static struct store *wst;
@@ -162,6 +167,25 @@ write_batch(struct witem *list)
 	}
 }
 
+/* The writer's clock for lingering: CLOCK_MONOTONIC, which the condition variable is set
+ * to wait on. */
+static int64_t
+mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static struct timespec
+abs_time(int64_t ns)
+{
+	struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
+
+	return ts;
+}
+
 static void *
 writer_main(void *arg)
 {
@@ -174,12 +198,20 @@ writer_main(void *arg)
 			pthread_cond_wait(&cond, &lock);
 		if (!queue)
 			break;
+		/* reply parts and ends may wait a little to share a commit (each commit empties
+		 * every reader's page cache); posts may not, a worker thread waits on each */
+		while (!stop && !posts_queued && mono_ns() < last_commit + LINGER_NS) {
+			struct timespec until = abs_time(last_commit + LINGER_NS);
+			pthread_cond_timedwait(&cond, &lock, &until);
+		}
 		list = queue;
 		queue = NULL;
 		queue_tail = &queue;
+		posts_queued = 0;
 		pthread_mutex_unlock(&lock);
 
 		write_batch(list);
+		last_commit = mono_ns();
 
 		pthread_mutex_lock(&lock);
 		*done_tail = list;
@@ -225,6 +257,13 @@ writer_start(uv_loop_t *loop, const char *db_path, const char *provider,
 	default_provider = provider;
 	on_done = cb;
 	uv_async_init(loop, &done_async, on_async);
+	{
+		pthread_condattr_t ca;
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&cond, &ca);
+		pthread_condattr_destroy(&ca);
+	}
 	if (pthread_create(&thread, NULL, writer_main, NULL) != 0) {
 		snprintf(err, ERR_LEN, "cannot start the writer thread");
 		store_close(wst);
@@ -242,6 +281,8 @@ writer_put(struct witem *it)
 	pthread_mutex_lock(&lock);
 	*queue_tail = it;
 	queue_tail = &it->next;
+	if (it->kind == W_POST)
+		posts_queued++;
 	pthread_cond_signal(&cond);
 	pthread_mutex_unlock(&lock);
 }
