@@ -21,14 +21,18 @@ push_socket_path(const struct config *cfg, char *out, size_t len)
 	snprintf(out, len, "%s/run/push.sock", cfg->data_dir);
 }
 
+void
+push_post_socket_path(const struct config *cfg, char *out, size_t len)
+{
+	snprintf(out, len, "%s/run/post.sock", cfg->data_dir);
+}
+
 static int
-push_connect(const struct config *cfg, int nonblock)
+connect_to(const char *path, int nonblock)
 {
 	struct sockaddr_un a;
-	char path[4096];
 	int fd;
 
-	push_socket_path(cfg, path, sizeof(path));
 	if (strlen(path) >= sizeof(a.sun_path))
 		return -1;
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
@@ -44,10 +48,19 @@ push_connect(const struct config *cfg, int nonblock)
 	return fd;
 }
 
-/* Each thread keeps one connection to the daemon open, for its wake-ups and posts: a
- * wake is then one send(), not a connect, a send and a close on both sides. A daemon that
- * restarted is reconnected to once. Its answers to posts are read into link_in. */
-static _Thread_local int link_fd = -1;
+static int
+push_connect(const struct config *cfg, int nonblock)
+{
+	char path[4096];
+
+	push_socket_path(cfg, path, sizeof(path));
+	return connect_to(path, nonblock);
+}
+
+/* Each thread keeps its connections to the daemon open: one to the control socket for its
+ * wake-ups (a wake is then one send(), not a connect, a send and a close on both sides),
+ * one to the post socket for its posts. A daemon that restarted is reconnected to once. */
+static _Thread_local int link_fd = -1, post_fd = -1;
 
 static void
 link_close(void)
@@ -55,6 +68,14 @@ link_close(void)
 	if (link_fd >= 0)
 		close(link_fd);
 	link_fd = -1;
+}
+
+static void
+post_close(void)
+{
+	if (post_fd >= 0)
+		close(post_fd);
+	post_fd = -1;
 }
 
 void
@@ -176,20 +197,20 @@ wait_fd(int fd, short ev, int64_t end)
 	}
 }
 
-/* Send all of line on the thread's link. RC_OK; RC_UNAVAIL when nothing went out; RC_ERR
+/* Send all of line on the thread's post link. RC_OK; RC_UNAVAIL when nothing went out; RC_ERR
  * when it broke off part-way. */
 static int
-link_send(const struct buf *line, int64_t end)
+post_send(const struct buf *line, int64_t end)
 {
 	size_t off = 0;
 
 	while (off < line->len) {
-		ssize_t n = send(link_fd, line->s + off, line->len - off, MSG_NOSIGNAL);
+		ssize_t n = send(post_fd, line->s + off, line->len - off, MSG_NOSIGNAL);
 		if (n > 0) {
 			off += (size_t)n;
 		} else if (n < 0 && errno == EINTR) {
 			continue;
-		} else if (n < 0 && errno == EAGAIN && wait_fd(link_fd, POLLOUT, end)) {
+		} else if (n < 0 && errno == EAGAIN && wait_fd(post_fd, POLLOUT, end)) {
 			continue;
 		} else {
 			return off == 0 ? RC_UNAVAIL : RC_ERR;
@@ -206,7 +227,7 @@ push_post(const struct config *cfg, struct pool *p, const struct store_post *in,
 	static _Thread_local int ready;
 	int64_t end = mono_ms() + PUSH_POST_TIMEOUT_MS;
 	int rc = RC_UNAVAIL, tries;
-	char *nl;
+	char *nl, path[4096];
 
 	if (!ready) {
 		buf_init(&line, PUSH_POST_MAX);
@@ -217,11 +238,12 @@ push_post(const struct config *cfg, struct pool *p, const struct store_post *in,
 	buf_reset(&answer);
 	if (push_post_encode(in, &line) != RC_OK)
 		return RC_UNAVAIL; /* too long for a line: the caller writes it itself */
+	push_post_socket_path(cfg, path, sizeof(path));
 	for (tries = 0; tries < 2 && rc == RC_UNAVAIL; tries++) {
-		if (link_fd < 0 && (link_fd = push_connect(cfg, 1)) < 0)
+		if (post_fd < 0 && (post_fd = connect_to(path, 1)) < 0)
 			return RC_UNAVAIL;
-		if ((rc = link_send(&line, end)) != RC_OK)
-			link_close(); /* a daemon that restarted since: once more, on a new link */
+		if ((rc = post_send(&line, end)) != RC_OK)
+			post_close(); /* a daemon that restarted since: once more, on a new link */
 	}
 	if (rc != RC_OK) {
 		snprintf(err, ERR_LEN, "the push daemon went away while a post was sent");
@@ -240,13 +262,13 @@ push_post(const struct config *cfg, struct pool *p, const struct store_post *in,
 		}
 		if (buf_reserve(&answer, 4096) != RC_OK)
 			break;
-		n = recv(link_fd, answer.s + answer.len, answer.alloc - answer.len - 1, 0);
+		n = recv(post_fd, answer.s + answer.len, answer.alloc - answer.len - 1, 0);
 		if (n > 0)
 			buf_setlen(&answer, answer.len + (size_t)n);
-		else if (n == 0 || (errno != EINTR && (errno != EAGAIN || !wait_fd(link_fd, POLLIN, end))))
+		else if (n == 0 || (errno != EINTR && (errno != EAGAIN || !wait_fd(post_fd, POLLIN, end))))
 			break;
 	}
-	link_close(); /* a late answer must not be read as the next post's */
+	post_close(); /* a late answer must not be read as the next post's */
 	snprintf(err, ERR_LEN, "no answer from the push daemon to a post");
 	return RC_ERR;
 }

@@ -2,18 +2,18 @@
  * push: how the FastCGI workers reach the push daemon, over its Unix socket
  * ($DATA/run/push.sock), one text line per command:
  *   "wake\n"          runs were added to the database: look now (no answer)
- *   "post <n>\n" and n bytes: store a post (a store_post, framed as push-post.c says) in
- *                     the daemon's next write batch and start its run; the answer is
- *                     "posted <n>\n" and n bytes (its store_posted)
  *   "wait <run>\n"    answer "done <run> <status>\n" once the run has ended
  *   "stop <run>\n"    end the run as stopped: "stopped <run> <final status>\n"
  *   "stats\n"         "runs N upstream N ws N sse N stream N dropped N\n"
  * The database is the queue: a lost wake-up only delays a run until the daemon's next
  * poll, and a waiter that cannot reach the daemon falls back to polling the database.
  *
- * Posts go through the daemon so that the database has one writer under load: the posts
- * of all workers that arrive in one turn of the daemon's loop share one transaction, on a
- * connection whose page cache no other writer empties. A worker that cannot reach the
+ * Posts go to the daemon's post socket ($DATA/run/post.sock), served by its writer thread,
+ * so that the database has one writer under load: the posts of all workers that arrive
+ * while the writer is busy share its next transaction, on a connection whose page cache no
+ * other writer empties. On it, a post is "post <n>\n" and n bytes (a store_post, framed
+ * as push-post.c says); the answer, once it is committed, is "posted <n>\n" and n bytes
+ * (its store_posted); the writer then starts the run. A worker that cannot reach the
  * daemon writes the post itself (store_post) and its run waits for the daemon's start.
  */
 #ifndef AICHATD_PUSH_H
@@ -33,8 +33,10 @@ struct pool;
 struct store_post;
 struct store_posted;
 
-/* The socket path for a data dir, into out (at least 4096 bytes). */
+/* The socket paths for a data dir, into out (at least 4096 bytes): the control socket,
+ * and the post socket (served by the daemon's writer thread). */
 void push_socket_path(const struct config *cfg, char *out, size_t len);
+void push_post_socket_path(const struct config *cfg, char *out, size_t len);
 /* Best effort: tell the daemon to look for new runs now. Never blocks. */
 void push_wake(const struct config *cfg);
 /* Post through the daemon: the store's result (RC_OK with out filled from pool p,

@@ -46,7 +46,6 @@ struct conn {
 	int64_t waiting; /* run id, 0 when not waiting */
 	int stop_status; /* answer "stopped" (with this status) rather than "done"; -1: no */
 	int closing;
-	int refs;        /* posts of this connection in the writer */
 };
 
 struct config pushd_cfg;
@@ -141,11 +140,7 @@ conn_close(struct conn *c)
 			break;
 		}
 	}
-	uv_read_stop((uv_stream_t *)&c->pipe);
-	/* the writer may be writing a post's answer to the socket: it stays open until the
-	 * writer has handed back the last of them */
-	if (!c->refs)
-		uv_close((uv_handle_t *)&c->pipe, conn_closed);
+	uv_close((uv_handle_t *)&c->pipe, conn_closed);
 }
 
 struct wreq {
@@ -348,6 +343,8 @@ run_on_raw(void *ctx, const char *ctype, const char *s, size_t n)
 }
 
 static const struct llm_cb run_cb = {run_on_chunk, run_on_raw, run_on_done};
+/* the same, for the runs whose upstream bytes nobody streams (all but n8n's) */
+static const struct llm_cb run_cb_noraw = {run_on_chunk, NULL, run_on_done};
 
 /* Make the reply of run id. With pool, its job was loaded by the writer into *job and
  * pool, which the run takes over; without, it is loaded here. */
@@ -406,7 +403,8 @@ run_begin(int64_t id, struct pool *pool, const struct run_job *job)
 		return;
 	}
 	r->raw_wanted = strcmp(r->job.cfg.provider, "n8n") == 0;
-	r->call = llm_start(pushd_loop, &pushd_cfg, &r->job, &run_cb, r, err);
+	r->call = llm_start(pushd_loop, &pushd_cfg, &r->job, r->raw_wanted ? &run_cb : &run_cb_noraw,
+			    r, err);
 	if (!r->call)
 		run_end(r, LLM_E_FAILED, err, NULL);
 }
@@ -539,67 +537,22 @@ on_flush_timer(uv_timer_t *t)
 
 /* ---- posts from the workers, and what the writer hands back ---- */
 
-struct wbig {
-	uv_write_t w;
-	char data[];
-};
-
-static void
-conn_write(struct conn *c, const char *s, size_t n)
-{
-	struct wbig *r = malloc(sizeof(*r) + n);
-	uv_buf_t b;
-
-	if (!r)
-		return;
-	memcpy(r->data, s, n);
-	b = uv_buf_init(r->data, (unsigned)n);
-	if (uv_write(&r->w, (uv_stream_t *)&c->pipe, &b, 1, on_written) != 0)
-		free(r);
-}
-
-static void
-post_queue(struct conn *c, const char *data, size_t len)
-{
-	struct witem *it = witem_new(W_POST, 0);
-
-	if (!it || push_post_decode(data, len, it->pool, &it->in) != RC_OK) {
-		witem_free(it);
-		conn_close(c); /* not a post this daemon understands: not a worker */
-		return;
-	}
-	it->conn = c;
-	if (uv_fileno((uv_handle_t *)&c->pipe, &it->fd) != 0)
-		it->fd = -1;
-	c->refs++;
-	writer_put(it);
-}
-
-/* A post, written: answer the worker, then start its run with the job the writer loaded. */
+/* A post that started a run, written and answered: start the run with the job the writer
+ * made. */
 static void
 post_written(struct witem *it)
 {
-	struct conn *c = it->conn;
+	struct wpost *p = it->post;
 
-	c->refs--;
-	if (c->closing) {
-		if (!c->refs)
-			uv_close((uv_handle_t *)&c->pipe, conn_closed); /* put off for the writer */
-	} else if (!it->answer.len || it->answer.failed) {
-		conn_close(c); /* the worker reads no answer as a failed post */
-	} else if (it->answered < it->answer.len) {
-		/* what the socket had no room for when the writer wrote it */
-		conn_write(c, it->answer.s + it->answered, it->answer.len - it->answered);
-	}
-	if (it->op.rc != RC_OK || !it->in.run || stopping)
+	if (p->op.rc != RC_OK || !p->in.run || stopping)
 		return;
-	if (it->out.run_id == max_seen + 1)
-		max_seen = it->out.run_id; /* what the next poll need not look at again */
-	if (it->job_rc == RC_OK) {
-		run_begin(it->out.run_id, it->pool, &it->job);
-		it->pool = NULL; /* the run's now */
+	if (p->out.run_id == max_seen + 1)
+		max_seen = p->out.run_id; /* what the next poll need not look at again */
+	if (p->job_rc == RC_OK) {
+		run_begin(p->out.run_id, p->pool, &p->job);
+		p->pool = NULL; /* the run's now */
 	} else {
-		runs_start(it->out.run_id); /* loaded here then, or by a later poll */
+		runs_start(p->out.run_id); /* loaded here then, or by a later poll */
 	}
 }
 
@@ -694,21 +647,8 @@ on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 		return;
 	}
 	while (!c->closing && (nl = memchr(c->in.s, '\n', c->in.len))) {
-		size_t line = (size_t)(nl - c->in.s), body;
+		size_t line = (size_t)(nl - c->in.s);
 
-		if (line >= 5 && memcmp(c->in.s, "post ", 5) == 0) {
-			/* a frame: the header line, then its fields */
-			if (push_frame_len(c->in.s, line, "post", &body) != RC_OK) {
-				conn_close(c);
-				return;
-			}
-			if (c->in.len - line - 1 < body)
-				break; /* the rest is on its way */
-			post_queue(c, nl + 1, body);
-			if (!c->closing)
-				buf_consume(&c->in, line + 1 + body);
-			continue;
-		}
 		if (line > PUSH_LINE_MAX) {
 			conn_close(c);
 			return;
@@ -732,7 +672,7 @@ on_connection(uv_stream_t *srv, int status)
 	c = calloc(1, sizeof(*c));
 	if (!c)
 		return;
-	buf_init(&c->in, PUSH_POST_MAX + PUSH_LINE_MAX);
+	buf_init(&c->in, 2 * PUSH_LINE_MAX);
 	c->stop_status = -1;
 	uv_pipe_init(pushd_loop, &c->pipe, 0);
 	c->pipe.data = c;
@@ -823,8 +763,7 @@ main(int argc, char **argv)
 	uv_timer_init(pushd_loop, &poll_timer);
 	uv_timer_start(&poll_timer, on_poll_timer, POLL_MS, POLL_MS);
 	uv_idle_init(pushd_loop, &poll_soon);
-	if (writer_start(pushd_loop, pushd_cfg.db_path, pushd_cfg.provider, on_written_item,
-			 err) != RC_OK) {
+	if (writer_start(pushd_loop, &pushd_cfg, on_written_item, err) != RC_OK) {
 		logf_("%s", err);
 		return 1;
 	}

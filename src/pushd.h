@@ -52,21 +52,22 @@ int runs_stop_id(int64_t id);
 
 /* writer.c: the thread that makes the hot writes (see there) */
 enum witem_kind { W_POST, W_PROGRESS, W_END };
-struct witem {
-	struct witem *next;
-	enum witem_kind kind;
-	/* W_POST: a worker's post; its strings, and its run's job, in pool */
+/* A worker's post (made by the writer from its link conn); its strings, and its run's job,
+ * in pool. */
+struct wpost {
 	struct store_post_op op;
 	void *conn;
 	struct pool *pool;
 	struct store_post in;
 	struct store_posted out;
 	char err[ERR_LEN];
-	int fd;                  /* the worker's socket, which the writer answers on */
-	struct buf answer;       /* the worker's answer, framed by the writer */
-	size_t answered;         /* bytes of it the writer wrote */
 	struct run_job job;
 	int job_rc;
+};
+struct witem {
+	struct witem *next;
+	enum witem_kind kind;
+	struct wpost *post;      /* W_POST */
 	/* W_END: the run whose end (run->end) is written, and a log line (malloc'd, or NULL) */
 	struct job_run *run;
 	char *log;
@@ -76,10 +77,11 @@ struct witem {
 	size_t len;
 	char text[];
 };
-/* Start the thread, with its own connection to db_path; cb gets each item back on the
- * loop's thread once it is written. */
-int writer_start(uv_loop_t *loop, const char *db_path, const char *provider,
-		 void (*cb)(struct witem *it), char *err);
+/* Start the thread, with its own connection to the database and the post socket the
+ * workers send their posts to; cb gets back, on the loop's thread, each end once it is
+ * written and each post that started a run (with its job). */
+int writer_start(uv_loop_t *loop, const struct config *cfg, void (*cb)(struct witem *it),
+		 char *err);
 /* Queue an item (the loop's thread only). */
 void writer_put(struct witem *it);
 /* Write what is queued, hand it back, and end the thread. */

@@ -482,6 +482,15 @@ store_open(const char *path, char *err)
 }
 
 void
+store_cache_kib(struct store *st, int kib)
+{
+	char sql[64];
+
+	snprintf(sql, sizeof(sql), "PRAGMA cache_size = -%d", kib);
+	sqlite3_exec(st->db, sql, NULL, NULL, NULL);
+}
+
+void
 store_close(struct store *st)
 {
 	int i;

@@ -93,6 +93,8 @@ struct page {
  * Returns NULL and fills err on failure. Close with store_close(). */
 struct store *store_open(const char *path, char *err);
 void store_close(struct store *st);
+/* Set the connection's page cache to kib KiB. */
+void store_cache_kib(struct store *st, int kib);
 
 /* An immediate transaction around several calls (the push daemon batches its writes): the
  * store functions called in between join it instead of opening their own. A failure

@@ -18,6 +18,11 @@
 #include <stdint.h>
 #include <errno.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/stat.h>
+#include <sys/eventfd.h>
+#include <poll.h>
+#include <unistd.h>
 #include <uv.h>
 #include <jansson.h>
 
@@ -25,19 +30,19 @@
 #include "pool.h"
 #include "store.h"
 #include "llm.h"
+#include "config.h"
+#include "buf.h"
 #include "push.h"
 #include "req.h"
 #include "pushd.h"
 
 static pthread_t thread;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-static pthread_cond_t cond; /* on CLOCK_MONOTONIC, set up by writer_start() */
 static struct witem *queue, **queue_tail = &queue;   /* loop -> writer */
 static struct witem *done, **done_tail = &done;      /* writer -> loop */
-static int stop, running, posts_queued;
-/* Without a post queued, a batch starts no sooner than this after the last one. */
+static int stop, running, sleeping;
+/* The loop's items wait no longer than this after the last commit for one to join. */
 #define LINGER_NS (5 * 1000000)
-static int64_t last_commit;
 static uv_async_t done_async;
 static void (*on_done)(struct witem *it);
 static struct store *wst;
@@ -109,66 +114,196 @@ write_runs(struct witem *list)
 	}
 }
 
-/* Frame a post's answer and send what the socket takes now (an answer is usually a few
- * hundred bytes, and a link carries one post at a time); the loop sends any rest. The loop
- * keeps the socket open while the item is out here. */
+/* ---- the workers' links ---- */
+
+#define LINKS_MAX 4096
+
+/* A worker thread's connection to the post socket: one post at a time, each answered
+ * before the next is sent. */
+struct link {
+	int fd;
+	struct buf in;  /* what was read and not yet taken as a frame */
+	struct buf out; /* what of an answer the socket had no room for */
+	int dead;       /* closed once the batch it is in is answered */
+};
+
+static struct link *links[LINKS_MAX];
+static int nlinks, listen_fd = -1, wake_fd = -1;
+static char sock_path[4096];
+
+static void
+link_free(struct link *l)
+{
+	close(l->fd);
+	buf_free(&l->in);
+	buf_free(&l->out);
+	free(l);
+}
+
+static void
+link_flush(struct link *l)
+{
+	while (l->out.len && !l->dead) {
+		ssize_t n = send(l->fd, l->out.s, l->out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+		if (n > 0)
+			buf_consume(&l->out, (size_t)n);
+		else if (n < 0 && errno == EINTR)
+			continue;
+		else if (n < 0 && errno == EAGAIN)
+			break; /* the rest when the socket has room */
+		else
+			l->dead = 1;
+	}
+}
+
+/* Frame a post's answer and send it, or queue what the socket has no room for. */
 static void
 answer(struct witem *it)
 {
-	struct buf *a = &it->answer;
+	struct wpost *p = it->post;
+	struct link *l = p->conn;
 
-	if (push_posted_encode(it->op.rc, it->err, &it->in, &it->out, a) != RC_OK || it->fd < 0)
+	if (l->dead)
 		return;
-	while (it->answered < a->len) {
-		ssize_t n = send(it->fd, a->s + it->answered, a->len - it->answered,
-				 MSG_NOSIGNAL | MSG_DONTWAIT);
-		if (n > 0)
-			it->answered += (size_t)n;
-		else if (n < 0 && errno == EINTR)
+	if (push_posted_encode(p->op.rc, p->err, &p->in, &p->out, &l->out) != RC_OK) {
+		l->dead = 1; /* the worker reads no answer as a failed post */
+		return;
+	}
+	link_flush(l);
+}
+
+/* Take the whole frames read on l as posts, onto *tail. */
+static void
+link_frames(struct link *l, struct witem ***tail)
+{
+	char *nl;
+	size_t line, body;
+
+	while (!l->dead && (nl = memchr(l->in.s, '\n', l->in.len))) {
+		struct witem *it;
+
+		line = (size_t)(nl - l->in.s);
+		if (push_frame_len(l->in.s, line, "post", &body) != RC_OK) {
+			l->dead = 1; /* not a worker's post */
+			return;
+		}
+		if (l->in.len - line - 1 < body)
+			return; /* the rest is on its way */
+		it = witem_new(W_POST, 0);
+		if (!it || push_post_decode(nl + 1, body, it->post->pool, &it->post->in) != RC_OK) {
+			witem_free(it);
+			l->dead = 1;
+			return;
+		}
+		it->post->conn = l;
+		**tail = it;
+		*tail = &it->next;
+		buf_consume(&l->in, line + 1 + body);
+	}
+	if (l->in.len > PUSH_LINE_MAX && !memchr(l->in.s, '\n', l->in.len))
+		l->dead = 1; /* a header longer than any */
+}
+
+static void
+link_read(struct link *l, struct witem ***tail)
+{
+	for (;;) {
+		ssize_t n;
+
+		if (buf_reserve(&l->in, 16384) != RC_OK) {
+			l->dead = 1;
+			return;
+		}
+		n = recv(l->fd, l->in.s + l->in.len, l->in.alloc - l->in.len - 1, MSG_DONTWAIT);
+		if (n > 0) {
+			buf_setlen(&l->in, l->in.len + (size_t)n);
 			continue;
-		else
-			break;
+		}
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n == 0 || errno != EAGAIN)
+			l->dead = 1;
+		break;
+	}
+	link_frames(l, tail);
+}
+
+static void
+accept_links(void)
+{
+	int fd;
+
+	while ((fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+		struct link *l = nlinks < LINKS_MAX ? calloc(1, sizeof(*l)) : NULL;
+		if (!l) {
+			close(fd);
+			continue;
+		}
+		l->fd = fd;
+		buf_init(&l->in, PUSH_POST_MAX + PUSH_LINE_MAX);
+		buf_init(&l->out, 0);
+		links[nlinks++] = l;
 	}
 }
 
 static void
-write_batch(struct witem *list)
+drop_dead_links(void)
+{
+	int i;
+
+	for (i = 0; i < nlinks;) {
+		if (links[i]->dead) {
+			link_free(links[i]);
+			links[i] = links[--nlinks];
+		} else {
+			i++;
+		}
+	}
+}
+
+/* ---- batches ---- */
+
+/* Write the posts and the loop's items: the posts in one transaction, answered as soon
+ * as it commits; then the replies' parts and ends; then the job of each run a post
+ * started, read on this connection, whose cache is warm. */
+static void
+write_batch(struct witem *posts, struct witem *items)
 {
 	struct store_post_op *ops = NULL, **tail = &ops;
 	struct witem *it;
 	char err[ERR_LEN];
 
-	for (it = list; it; it = it->next) {
-		if (it->kind != W_POST)
-			continue;
-		memset(&it->op, 0, sizeof(it->op));
-		it->op.in = &it->in;
-		it->op.p = it->pool;
-		it->op.out = &it->out;
-		it->op.err = it->err;
-		*tail = &it->op;
-		tail = &it->op.next;
+	for (it = posts; it; it = it->next) {
+		struct wpost *p = it->post;
+
+		memset(&p->op, 0, sizeof(p->op));
+		p->op.in = &p->in;
+		p->op.p = p->pool;
+		p->op.out = &p->out;
+		p->op.err = p->err;
+		*tail = &p->op;
+		tail = &p->op.next;
 	}
-	if (ops)
+	if (ops) {
 		store_post_batch(wst, ops);
-	/* the answers are framed and sent from here, off the loop's thread */
-	for (it = list; it; it = it->next)
-		if (it->kind == W_POST)
+		for (it = posts; it; it = it->next)
 			answer(it);
-	write_runs(list);
-	/* the job of each run a post started, read on this connection, whose cache is warm */
-	for (it = list; it; it = it->next) {
-		if (it->kind != W_POST || it->op.rc != RC_OK || !it->in.run)
+	}
+	if (items)
+		write_runs(items);
+	for (it = posts; it; it = it->next) {
+		struct wpost *p = it->post;
+
+		if (p->op.rc != RC_OK || !p->in.run)
 			continue;
-		it->job_rc = store_post_job(wst, it->pool, &it->in, &it->out, default_provider,
-					    &it->job, err);
-		if (it->job_rc == RC_OK && llm_wants_history(it->job.cfg.provider))
-			it->job_rc = store_run_history(wst, it->pool, &it->job, HISTORY_WINDOW, err);
+		p->job_rc = store_post_job(wst, p->pool, &p->in, &p->out, default_provider, &p->job,
+					   err);
+		if (p->job_rc == RC_OK && llm_wants_history(p->job.cfg.provider))
+			p->job_rc = store_run_history(wst, p->pool, &p->job, HISTORY_WINDOW, err);
 	}
 }
 
-/* The writer's clock for lingering: CLOCK_MONOTONIC, which the condition variable is set
- * to wait on. */
+/* The writer's clock: CLOCK_MONOTONIC. */
 static int64_t
 mono_ns(void)
 {
@@ -178,48 +313,112 @@ mono_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-static struct timespec
-abs_time(int64_t ns)
+/* Hand to the loop what it must see (runs that posts started, ends); free the rest. */
+static void
+hand_back(struct witem *list)
 {
-	struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
+	struct witem *it, *next, *back = NULL, **back_tail = &back;
 
-	return ts;
+	for (it = list; it; it = next) {
+		next = it->next;
+		it->next = NULL;
+		if (it->kind == W_END ||
+		    (it->kind == W_POST && it->post->op.rc == RC_OK && it->post->in.run)) {
+			if (it->post)
+				it->post->conn = NULL; /* the link may be gone by the time the loop looks */
+			*back_tail = it;
+			back_tail = &it->next;
+		} else {
+			witem_free(it);
+		}
+	}
+	if (!back)
+		return;
+	pthread_mutex_lock(&lock);
+	*done_tail = back;
+	done_tail = back_tail;
+	pthread_mutex_unlock(&lock);
+	uv_async_send(&done_async);
 }
 
 static void *
 writer_main(void *arg)
 {
-	(void)arg;
-	pthread_mutex_lock(&lock);
-	for (;;) {
-		struct witem *list;
+	static struct pollfd pf[2 + LINKS_MAX];
+	int64_t last_commit = 0;
 
-		while (!queue && !stop)
-			pthread_cond_wait(&cond, &lock);
-		if (!queue)
-			break;
-		/* reply parts and ends may wait a little to share a commit (each commit empties
-		 * every reader's page cache); posts may not, a worker thread waits on each */
-		while (!stop && !posts_queued && mono_ns() < last_commit + LINGER_NS) {
-			struct timespec until = abs_time(last_commit + LINGER_NS);
-			pthread_cond_timedwait(&cond, &lock, &until);
-		}
-		list = queue;
-		queue = NULL;
-		queue_tail = &queue;
-		posts_queued = 0;
+	(void)arg;
+	for (;;) {
+		struct witem *posts = NULL, **ptail = &posts, *items = NULL, *it;
+		int64_t now = mono_ns();
+		int timeout = -1, n, i, quit;
+
+		/* the loop's parts and ends wait up to LINGER_NS after the last commit, to share
+		 * the next one (each commit empties every reader's page cache); posts never wait */
+		pthread_mutex_lock(&lock);
+		quit = stop;
+		if (queue)
+			timeout = now >= last_commit + LINGER_NS
+					  ? 0
+					  : (int)((last_commit + LINGER_NS - now + 999999) / 1000000);
+		sleeping = timeout < 0;
 		pthread_mutex_unlock(&lock);
 
-		write_batch(list);
-		last_commit = mono_ns();
+		n = 0;
+		pf[n++] = (struct pollfd){wake_fd, POLLIN, 0};
+		pf[n++] = (struct pollfd){listen_fd, POLLIN, 0};
+		for (i = 0; i < nlinks; i++)
+			pf[n++] = (struct pollfd){links[i]->fd,
+						  (short)(POLLIN | (links[i]->out.len ? POLLOUT : 0)), 0};
+		if (!quit && poll(pf, (nfds_t)n, timeout) < 0 && errno != EINTR)
+			logf_("poll", strerror(errno));
 
 		pthread_mutex_lock(&lock);
-		*done_tail = list;
-		while (*done_tail)
-			done_tail = &(*done_tail)->next;
-		uv_async_send(&done_async);
+		sleeping = 0;
+		pthread_mutex_unlock(&lock);
+		if (pf[0].revents) {
+			uint64_t v;
+			if (read(wake_fd, &v, sizeof(v)) < 0 && errno != EAGAIN)
+				logf_("wake", strerror(errno));
+		}
+		/* the links first (pf[2..] are links[0..nlinks) of before any accept) */
+		for (i = 0; i < n - 2; i++) {
+			if (pf[i + 2].revents & POLLOUT)
+				link_flush(links[i]);
+			if (pf[i + 2].revents & (POLLIN | POLLHUP | POLLERR))
+				link_read(links[i], &ptail);
+		}
+		if (pf[1].revents)
+			accept_links();
+
+		now = mono_ns();
+		pthread_mutex_lock(&lock);
+		quit = stop;
+		if (queue && (posts || quit || now >= last_commit + LINGER_NS)) {
+			items = queue;
+			queue = NULL;
+			queue_tail = &queue;
+		}
+		pthread_mutex_unlock(&lock);
+
+		if (posts || items) {
+			write_batch(posts, items);
+			last_commit = mono_ns();
+			for (it = posts; it && it->next; it = it->next)
+				;
+			if (it)
+				it->next = items; /* one list to hand back */
+			hand_back(posts ? posts : items);
+		}
+		drop_dead_links();
+		if (quit) {
+			pthread_mutex_lock(&lock);
+			n = queue != NULL;
+			pthread_mutex_unlock(&lock);
+			if (!n)
+				break;
+		}
 	}
-	pthread_mutex_unlock(&lock);
 	return NULL;
 }
 
@@ -248,43 +447,82 @@ on_async(uv_async_t *h)
 	deliver();
 }
 
-int
-writer_start(uv_loop_t *loop, const char *db_path, const char *provider,
-	     void (*cb)(struct witem *it), char *err)
+/* The post socket: where the workers' links connect (push_post_socket_path()). */
+static int
+listen_posts(const char *path, char *err)
 {
-	if (!(wst = store_open(db_path, err)))
+	struct sockaddr_un a;
+
+	if (strlen(path) >= sizeof(a.sun_path)) {
+		snprintf(err, ERR_LEN, "socket path too long: %.200s", path);
 		return RC_ERR;
-	default_provider = provider;
-	on_done = cb;
-	uv_async_init(loop, &done_async, on_async);
-	{
-		pthread_condattr_t ca;
-		pthread_condattr_init(&ca);
-		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-		pthread_cond_init(&cond, &ca);
-		pthread_condattr_destroy(&ca);
 	}
+	memset(&a, 0, sizeof(a));
+	a.sun_family = AF_UNIX;
+	strcpy(a.sun_path, path);
+	unlink(path);
+	listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (listen_fd < 0 || bind(listen_fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
+	    listen(listen_fd, 1024) != 0) {
+		snprintf(err, ERR_LEN, "cannot listen on %.150s: %.60s", path, strerror(errno));
+		return RC_ERR;
+	}
+	chmod(path, 0660);
+	snprintf(sock_path, sizeof(sock_path), "%s", path);
+	return RC_OK;
+}
+
+int
+writer_start(uv_loop_t *loop, const struct config *cfg, void (*cb)(struct witem *it),
+	     char *err)
+{
+	char path[4096];
+
+	if (!(wst = store_open(cfg->db_path, err)))
+		return RC_ERR;
+	store_cache_kib(wst, 4096); /* the tails of the tables it appends to */
+	default_provider = cfg->provider;
+	on_done = cb;
+	push_post_socket_path(cfg, path, sizeof(path));
+	if (listen_posts(path, err) != RC_OK)
+		return RC_ERR;
+	if ((wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+		snprintf(err, ERR_LEN, "eventfd: %s", strerror(errno));
+		return RC_ERR;
+	}
+	uv_async_init(loop, &done_async, on_async);
 	if (pthread_create(&thread, NULL, writer_main, NULL) != 0) {
 		snprintf(err, ERR_LEN, "cannot start the writer thread");
-		store_close(wst);
-		wst = NULL;
 		return RC_ERR;
 	}
 	running = 1;
 	return RC_OK;
 }
 
+static void
+wake(void)
+{
+	uint64_t one = 1;
+
+	if (write(wake_fd, &one, sizeof(one)) < 0 && errno != EAGAIN)
+		logf_("wake", strerror(errno));
+}
+
 void
 writer_put(struct witem *it)
 {
+	int asleep;
+
 	it->next = NULL;
 	pthread_mutex_lock(&lock);
 	*queue_tail = it;
 	queue_tail = &it->next;
-	if (it->kind == W_POST)
-		posts_queued++;
-	pthread_cond_signal(&cond);
+	/* a writer waiting with no time limit is woken; one lingering takes it when it ends */
+	asleep = sleeping;
+	sleeping = 0;
 	pthread_mutex_unlock(&lock);
+	if (asleep)
+		wake();
 }
 
 void
@@ -294,11 +532,16 @@ writer_stop(void)
 		return;
 	pthread_mutex_lock(&lock);
 	stop = 1;
-	pthread_cond_signal(&cond);
 	pthread_mutex_unlock(&lock);
+	wake();
 	pthread_join(thread, NULL); /* it writes what was queued before it stops */
 	running = 0;
 	deliver();
+	while (nlinks)
+		link_free(links[--nlinks]);
+	close(listen_fd);
+	unlink(sock_path);
+	close(wake_fd);
 	store_close(wst);
 	wst = NULL;
 }
@@ -311,11 +554,12 @@ witem_new(enum witem_kind kind, size_t text_len)
 	if (!it)
 		return NULL;
 	it->kind = kind;
-	if (kind == W_POST && !(it->pool = pool_create())) {
+	if (kind == W_POST &&
+	    (!(it->post = calloc(1, sizeof(*it->post))) || !(it->post->pool = pool_create()))) {
+		free(it->post);
 		free(it);
 		return NULL;
 	}
-	buf_init(&it->answer, PUSH_POST_MAX + PUSH_LINE_MAX);
 	return it;
 }
 
@@ -324,9 +568,10 @@ witem_free(struct witem *it)
 {
 	if (!it)
 		return;
-	if (it->pool)
-		pool_destroy(it->pool);
+	if (it->post) {
+		pool_destroy(it->post->pool); /* NULL once a run took it */
+		free(it->post);
+	}
 	free(it->log);
-	buf_free(&it->answer);
 	free(it);
 }
