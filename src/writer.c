@@ -41,7 +41,7 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct witem *queue, **queue_tail = &queue;   /* loop -> writer */
 static struct witem *done, **done_tail = &done;      /* writer -> loop */
 static int stop, running, sleeping;
-/* The loop's items wait no longer than this after the last commit for one to join. */
+/* The loop's items (reply parts and ends) are written at most this often. */
 #define LINGER_NS (5 * 1000000)
 static uv_async_t done_async;
 static void (*on_done)(struct witem *it);
@@ -345,7 +345,7 @@ static void *
 writer_main(void *arg)
 {
 	static struct pollfd pf[2 + LINKS_MAX];
-	int64_t last_commit = 0;
+	int64_t last_items = 0;
 
 	(void)arg;
 	for (;;) {
@@ -353,14 +353,15 @@ writer_main(void *arg)
 		int64_t now = mono_ns();
 		int timeout = -1, n, i, quit;
 
-		/* the loop's parts and ends wait up to LINGER_NS after the last commit, to share
-		 * the next one (each commit empties every reader's page cache); posts never wait */
+		/* the loop's parts and ends are written at most every LINGER_NS, many to a commit
+		 * (each commit empties every reader's page cache, and posts wait behind them);
+		 * posts never wait */
 		pthread_mutex_lock(&lock);
 		quit = stop;
 		if (queue)
-			timeout = now >= last_commit + LINGER_NS
+			timeout = now >= last_items + LINGER_NS
 					  ? 0
-					  : (int)((last_commit + LINGER_NS - now + 999999) / 1000000);
+					  : (int)((last_items + LINGER_NS - now + 999999) / 1000000);
 		sleeping = timeout < 0;
 		pthread_mutex_unlock(&lock);
 
@@ -394,7 +395,7 @@ writer_main(void *arg)
 		now = mono_ns();
 		pthread_mutex_lock(&lock);
 		quit = stop;
-		if (queue && (posts || quit || now >= last_commit + LINGER_NS)) {
+		if (queue && (quit || now >= last_items + LINGER_NS)) {
 			items = queue;
 			queue = NULL;
 			queue_tail = &queue;
@@ -403,7 +404,8 @@ writer_main(void *arg)
 
 		if (posts || items) {
 			write_batch(posts, items);
-			last_commit = mono_ns();
+			if (items)
+				last_items = mono_ns();
 			for (it = posts; it && it->next; it = it->next)
 				;
 			if (it)
