@@ -156,7 +156,7 @@ config_load(struct config *c, const char *path, char *err)
 	memset(c, 0, sizeof(*c));
 	c->port = 8000;
 	c->workers = 2;
-	c->threads = 4;
+	c->threads = 16;
 	c->auth = AUTH_OFF;
 	c->body_limit = 1048576;
 	c->builtin_delay_ms = 50;

@@ -745,6 +745,11 @@ main(int argc, char **argv)
 		logf_("%s", err);
 		return 1;
 	}
+	/* the post socket first: the control socket's presence says the daemon is ready */
+	if (writer_start(pushd_loop, &pushd_cfg, on_written_item, err) != RC_OK) {
+		logf_("%s", err);
+		return 1;
+	}
 	push_socket_path(&pushd_cfg, path, sizeof(path));
 	unlink(path);
 	uv_pipe_init(pushd_loop, &server, 0);
@@ -763,10 +768,6 @@ main(int argc, char **argv)
 	uv_timer_init(pushd_loop, &poll_timer);
 	uv_timer_start(&poll_timer, on_poll_timer, POLL_MS, POLL_MS);
 	uv_idle_init(pushd_loop, &poll_soon);
-	if (writer_start(pushd_loop, &pushd_cfg, on_written_item, err) != RC_OK) {
-		logf_("%s", err);
-		return 1;
-	}
 	uv_signal_init(pushd_loop, &sigterm);
 	uv_signal_start(&sigterm, on_signal, SIGTERM);
 	uv_signal_init(pushd_loop, &sigint);

@@ -3,12 +3,14 @@
  * write of the hot paths, so the database has a single writer under load and its page
  * cache is never emptied by another writer's commit.
  *
- * The loop thread hands it items (writer_put); the writer takes all that are queued,
- * writes them in as few transactions as it can (the workers' posts in one, each in a
- * savepoint; the replies' parts and ends in another), loads the job of every run a post
- * started, and hands the items back through a uv_async, on whose callback the loop
- * answers the workers, starts the runs and frees what ended. While the writer works on a
- * batch, the loop goes on streaming, and the next batch queues up behind it.
+ * It serves the post socket itself: each worker thread keeps a link to it and sends one
+ * post at a time (push.h), and the writer polls the links, so a post never waits behind
+ * the loop's streaming. Every post read in one turn goes into one transaction (in
+ * savepoints only when one fails, see store_post_batch()); once it commits, each worker
+ * gets its answer. The loop hands it reply parts and ends (writer_put), which it writes
+ * at most every LINGER_NS, many to a transaction. Then it makes the job of every run a
+ * post started and hands those, and the ends, back to the loop through a uv_async: the
+ * loop starts the runs, answers the waiters and frees what ended.
  */
 #include <stdlib.h>
 #include <string.h>
