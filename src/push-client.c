@@ -11,6 +11,7 @@
 #include "rc.h"
 #include "config.h"
 #include "push.h"
+#include "util.h"
 #include "buf.h"
 #include "pool.h"
 #include "store.h"
@@ -95,10 +96,7 @@ push_wake(const struct config *cfg)
 static int64_t
 mono_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return time_mono_ns() / 1000000;
 }
 
 /* Send one command line and read one answer line into out. RC_OK or RC_ERR. */

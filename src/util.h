@@ -21,6 +21,8 @@ int ids_random(void *buf, size_t n);
 
 /* Milliseconds since the epoch, UTC, from the real-time clock. */
 int64_t time_now_ms(void);
+/* Nanoseconds on CLOCK_MONOTONIC, for timeouts and intervals. */
+int64_t time_mono_ns(void);
 /* "2025-01-27T12:00:00" (zulu = 0) or "2025-01-27T12:00:00Z" (zulu = 1) into out[32]. */
 void time_iso(char *out, int64_t ms, int zulu);
 /* Parse "YYYY-MM-DD[T ]HH:MM[:SS][.fff][Z]", "YYYY-MM-DD" or integer epoch seconds into

@@ -36,6 +36,7 @@
 #include "buf.h"
 #include "push.h"
 #include "req.h"
+#include "util.h"
 #include "pushd.h"
 
 static pthread_t thread;
@@ -305,16 +306,6 @@ write_batch(struct witem *posts, struct witem *items)
 	}
 }
 
-/* The writer's clock: CLOCK_MONOTONIC. */
-static int64_t
-mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* Hand to the loop what it must see (runs that posts started, ends); free the rest. */
 static void
 hand_back(struct witem *list)
@@ -352,7 +343,7 @@ writer_main(void *arg)
 	(void)arg;
 	for (;;) {
 		struct witem *posts = NULL, **ptail = &posts, *items = NULL, *it;
-		int64_t now = mono_ns();
+		int64_t now = time_mono_ns();
 		int timeout = -1, n, i, quit;
 
 		/* the loop's parts and ends are written at most every LINGER_NS, many to a commit
@@ -394,7 +385,7 @@ writer_main(void *arg)
 		if (pf[1].revents)
 			accept_links();
 
-		now = mono_ns();
+		now = time_mono_ns();
 		pthread_mutex_lock(&lock);
 		quit = stop;
 		if (queue && (quit || now >= last_items + LINGER_NS)) {
@@ -407,7 +398,7 @@ writer_main(void *arg)
 		if (posts || items) {
 			write_batch(posts, items);
 			if (items)
-				last_items = mono_ns();
+				last_items = time_mono_ns();
 			for (it = posts; it && it->next; it = it->next)
 				;
 			if (it)
