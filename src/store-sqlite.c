@@ -205,6 +205,13 @@ struct store {
 	int nested; /* store_begin() is open: the calls inside join its transaction */
 	int nested_failed; /* ... and a call inside failed and rolled it back */
 	int locked; /* this connection holds write_lock */
+	/* conversation touches put off to the commit (store_defer_touches()) */
+	int defer_touches;
+	int ntouches;
+	struct touch {
+		int64_t seq, now;
+		int delta;
+	} touches[256];
 };
 
 /* Threads of one process take turns for write transactions here rather than in SQLite's
@@ -296,6 +303,8 @@ db_begin(struct store *st, char *err)
 	return rc;
 }
 
+static int touches_apply(struct store *st, char *err);
+
 static int
 db_commit(struct store *st, char *err)
 {
@@ -304,6 +313,8 @@ db_commit(struct store *st, char *err)
 
 	if (st->nested)
 		return RC_OK;
+	if ((rc = touches_apply(st, err)) != RC_OK)
+		return rc;
 	s = db_stmt(st, S_COMMIT, err);
 	rc = s ? db_exec_stmt(st, s, err) : RC_ERR;
 	if (rc == RC_OK)
@@ -321,6 +332,7 @@ db_rollback(struct store *st)
 	if (st->nested)
 		st->nested_failed = 1;
 	st->nested = 0;
+	st->ntouches = 0;
 	if (!sqlite3_get_autocommit(st->db) && (s = db_stmt(st, S_ROLLBACK, err)))
 		db_exec_stmt(st, s, err);
 	db_unlock(st);
@@ -479,6 +491,15 @@ store_open(const char *path, char *err)
 		return NULL;
 	}
 	return st;
+}
+
+int
+store_checkpoint(struct store *st, int *wal_pages, int *copied)
+{
+	int rc = sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_PASSIVE, wal_pages,
+					   copied);
+
+	return rc == SQLITE_OK || rc == SQLITE_BUSY ? RC_OK : RC_ERR;
 }
 
 void
@@ -851,7 +872,7 @@ msg_insert(struct store *st, struct pool *p, const struct conv *c, const char *s
 }
 
 static int
-conv_touch(struct store *st, int64_t seq, int64_t now, int delta, char *err)
+conv_touch_now(struct store *st, int64_t seq, int64_t now, int delta, char *err)
 {
 	sqlite3_stmt *s = db_stmt(st, S_CONV_TOUCH, err);
 
@@ -861,6 +882,70 @@ conv_touch(struct store *st, int64_t seq, int64_t now, int delta, char *err)
 	sqlite3_bind_int64(s, 2, now);
 	sqlite3_bind_int(s, 3, delta);
 	return db_exec_stmt(st, s, err);
+}
+
+/*
+ * A conversation's count and time change with each message, and each change rewrites its
+ * row and both of its indexes' entries. The writer's transactions hold dozens of posts and
+ * reply ends, often for the same few conversations: with touches put off, each
+ * conversation is updated once, at the commit, by the sum of its changes.
+ */
+void
+store_defer_touches(struct store *st)
+{
+	st->defer_touches = 1;
+}
+
+/* Apply the touches put off, one per conversation; the list is then empty. */
+static int
+touches_apply(struct store *st, char *err)
+{
+	int i, j, rc = RC_OK;
+
+	for (i = 0; i < st->ntouches && rc == RC_OK; i++) {
+		struct touch *t = &st->touches[i];
+		if (!t->seq)
+			continue; /* merged into an earlier one */
+		for (j = i + 1; j < st->ntouches; j++) {
+			struct touch *u = &st->touches[j];
+			if (u->seq == t->seq) {
+				t->delta += u->delta;
+				if (u->now > t->now)
+					t->now = u->now;
+				u->seq = 0;
+			}
+		}
+		rc = conv_touch_now(st, t->seq, t->now, t->delta, err);
+	}
+	st->ntouches = 0;
+	return rc;
+}
+
+/* The count change put off for conversation seq. */
+static int64_t
+touches_pending(const struct store *st, int64_t seq)
+{
+	int64_t d = 0;
+	int i;
+
+	for (i = 0; i < st->ntouches; i++)
+		if (st->touches[i].seq == seq)
+			d += st->touches[i].delta;
+	return d;
+}
+
+static int
+conv_touch(struct store *st, int64_t seq, int64_t now, int delta, char *err)
+{
+	int rc;
+
+	if (!st->defer_touches || sqlite3_get_autocommit(st->db))
+		return conv_touch_now(st, seq, now, delta, err);
+	if (st->ntouches == (int)(sizeof(st->touches) / sizeof(st->touches[0])) &&
+	    (rc = touches_apply(st, err)) != RC_OK)
+		return rc;
+	st->touches[st->ntouches++] = (struct touch){seq, now, delta};
+	return RC_OK;
 }
 
 static int
@@ -904,6 +989,7 @@ post_one(struct store *st, struct pool *p, const struct store_post *in,
 	}
 	if (rc != RC_OK)
 		return rc;
+	out->conv.msg_count += touches_pending(st, out->conv.seq); /* earlier posts of the batch */
 	rc = msg_insert(st, p, &out->conv, in->sender, in->role, in->content, 0, in->metadata,
 			now, &out->msg, err);
 	if (rc != RC_OK)
@@ -960,7 +1046,7 @@ post_batch(struct store *st, struct store_post_op *batch, int savepoints)
 {
 	char err[ERR_LEN];
 	struct store_post_op *op;
-	int rc;
+	int rc, mark;
 
 	rc = db_begin(st, err);
 	for (op = batch; op; op = op->next) {
@@ -981,9 +1067,12 @@ post_batch(struct store *st, struct store_post_op *batch, int savepoints)
 			op->rc = db_fail(st, op->err, "savepoint");
 			continue;
 		}
+		mark = st->ntouches;
 		op->rc = post_one(st, op->p, op->in, op->out, op->err);
-		if (op->rc != RC_OK)
+		if (op->rc != RC_OK) {
 			savepoint(st, "ROLLBACK TO post");
+			st->ntouches = mark; /* and the touches it put off */
+		}
 		savepoint(st, "RELEASE post");
 	}
 	if (rc == RC_OK && (rc = db_commit(st, err)) != RC_OK) {

@@ -93,6 +93,14 @@ struct page {
  * Returns NULL and fills err on failure. Close with store_close(). */
 struct store *store_open(const char *path, char *err);
 void store_close(struct store *st);
+/* A passive checkpoint: copy what the WAL holds into the database file as far as the
+ * readers of the moment allow, without blocking the writer. *wal_pages and *copied (-1
+ * when unknown) say how far it got. */
+int store_checkpoint(struct store *st, int *wal_pages, int *copied);
+/* Put each conversation's count and time changes off to the commit of the transaction
+ * that makes them, and apply them there once per conversation (for a connection whose
+ * transactions hold many writes: the daemon's writer). */
+void store_defer_touches(struct store *st);
 /* Set the connection's page cache to kib KiB. */
 void store_cache_kib(struct store *st, int kib);
 

@@ -169,6 +169,52 @@ t_store(void)
 	CHECK(store_log_list(st, p, NULL, -1, -1, pg, &ls, &n, &total, err) == RC_OK);
 	CHECK(n == 2 && strcmp(ls[0].message, "two") == 0);
 
+	/* a batch with the conversation touches put off (the daemon's writer): each post counts
+	 * the ones before it, one that fails counts nothing, the commit applies the sum */
+	{
+		struct store_post a, b;
+		struct store_posted o[4];
+		struct store_post_op ops[4];
+		char e[4][ERR_LEN];
+		int i;
+
+		store_defer_touches(st);
+		memset(&a, 0, sizeof(a));
+		a.conv_id = "batch_conv";
+		a.create = 1;
+		a.conv_user = a.sender = "dave";
+		a.title = "b";
+		a.role = "user";
+		a.content = "x";
+		a.run = 1;
+		b = a;
+		b.owner = "eve"; /* not hers: not found, nothing written */
+		for (i = 0; i < 4; i++) {
+			ops[i] = (struct store_post_op){i < 3 ? &ops[i + 1] : NULL, i == 2 ? &b : &a,
+							p, &o[i], e[i], RC_ERR};
+		}
+		store_post_batch(st, &ops[0]);
+		CHECK(ops[0].rc == RC_OK && ops[1].rc == RC_OK && ops[2].rc == RC_NOTFOUND &&
+		      ops[3].rc == RC_OK);
+		CHECK(o[0].conv.msg_count == 1 && o[1].conv.msg_count == 2 &&
+		      o[3].conv.msg_count == 3);
+		CHECK(store_conv_get(st, p, "batch_conv", NULL, &c, err) == RC_OK && c.msg_count == 3);
+		/* and a reply's end, in a transaction of the store's own, counts too */
+		{
+			struct run_end e2;
+			memset(&e2, 0, sizeof(e2));
+			e2.run_id = o[0].run_id;
+			e2.ai_msg = o[0].reply.id;
+			e2.status = 1;
+			e2.content = "done";
+			e2.len = 4;
+			CHECK(store_begin(st, err) == RC_OK);
+			CHECK(store_run_finish(st, &e2, err) == RC_OK);
+			CHECK(store_commit(st, err) == RC_OK);
+		}
+		CHECK(store_conv_get(st, p, "batch_conv", NULL, &c, err) == RC_OK && c.msg_count == 4);
+	}
+
 	store_close(st);
 	pool_destroy(p);
 	unlink(db);
