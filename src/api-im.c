@@ -23,9 +23,17 @@ im_message(const struct msg *m)
 		type = "SYSTEM";
 		from = "system";
 	}
-	return json_pack("{s:I,s:s,s:s,s:s,s:s,s:s,s:o}", "id", (json_int_t)m->id, "message_id",
-			 m->msg_id, "session_id", m->conv_id, "from_user_id", from, "msg_type",
-			 type, "msg_content", m->content, "created_at", api_time(D_A, m->created_at));
+	json_t *o = json_object();
+
+	/* the list's hot path: keys set without a second look, strings as stored */
+	json_object_set_new_nocheck(o, "id", json_integer(m->id));
+	json_object_set_new_nocheck(o, "message_id", api_stored(m->msg_id));
+	json_object_set_new_nocheck(o, "session_id", api_stored(m->conv_id));
+	json_object_set_new_nocheck(o, "from_user_id", api_stored(from));
+	json_object_set_new_nocheck(o, "msg_type", json_string_nocheck(type));
+	json_object_set_new_nocheck(o, "msg_content", api_stored(m->content));
+	json_object_set_new_nocheck(o, "created_at", api_time(D_A, m->created_at));
+	return o;
 }
 
 /* A session id (1-48 code points) from a string; writes 1003 and returns -1 when bad. */

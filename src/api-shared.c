@@ -145,6 +145,12 @@ api_acting_user(struct req *r, const char *given)
 }
 
 json_t *
+api_stored(const char *s)
+{
+	return s ? json_string_nocheck(s) : json_null();
+}
+
+json_t *
 api_time(enum dialect d, int64_t ms)
 {
 	char t[32];
@@ -152,7 +158,7 @@ api_time(enum dialect d, int64_t ms)
 	if (d == D_C)
 		return json_integer(ms);
 	time_iso(t, ms, d == D_B || d == D_D);
-	return json_string(t);
+	return json_string_nocheck(t); /* ASCII */
 }
 
 json_t *

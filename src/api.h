@@ -102,6 +102,10 @@ int api_wait_run(struct req *r, int64_t run_id, struct run_result *out);
 int api_hand_over(struct req *r, const char *target);
 /* A timestamp as the dialect renders it. New reference. */
 json_t *api_time(enum dialect d, int64_t ms);
+/* A string the store gave back, as a JSON string without checking its UTF-8 again (all
+ * that is stored was checked on the way in: request bodies by jansson, replies by the
+ * daemon); NULL gives null. */
+json_t *api_stored(const char *s);
 /* json_string() of possibly NULL text: null for NULL. New reference. */
 json_t *api_str_or_null(const char *s);
 /* Post a message (store_post) and wake the push daemon for its run: 0, or -1 after
