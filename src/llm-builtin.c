@@ -74,6 +74,13 @@ enqueue(struct llm_call *c)
 static void on_ticker(uv_timer_t *t);
 
 static void
+call_free(struct llm_call *c)
+{
+	free(c->reply);
+	free(c);
+}
+
+static void
 arm(uv_loop_t *loop)
 {
 	uint64_t now = uv_now(loop);
@@ -128,8 +135,7 @@ on_ticker(uv_timer_t *t)
 	in_tick = 0;
 	while ((c = dead)) {
 		dead = c->tick_next;
-		free(c->reply);
-		free(c);
+		call_free(c);
 	}
 	arm(t->loop);
 }
@@ -167,6 +173,5 @@ llm_builtin_release(struct llm_call *c)
 		dead = c;
 		return;
 	}
-	free(c->reply);
-	free(c);
+	call_free(c);
 }

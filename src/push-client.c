@@ -64,19 +64,11 @@ push_connect(const struct config *cfg, int nonblock)
 static _Thread_local int link_fd = -1, post_fd = -1;
 
 static void
-link_close(void)
+fd_close(int *fd)
 {
-	if (link_fd >= 0)
-		close(link_fd);
-	link_fd = -1;
-}
-
-static void
-post_close(void)
-{
-	if (post_fd >= 0)
-		close(post_fd);
-	post_fd = -1;
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
 }
 
 void
@@ -89,7 +81,7 @@ push_wake(const struct config *cfg)
 			return; /* no daemon now: its start-up poll finds the run */
 		if (send(link_fd, "wake\n", 5, MSG_NOSIGNAL | MSG_DONTWAIT) == 5 || errno == EAGAIN)
 			return; /* a full socket means wakes are already waiting to be read */
-		link_close();
+		fd_close(&link_fd);
 	}
 }
 
@@ -97,6 +89,26 @@ static int64_t
 mono_ms(void)
 {
 	return time_mono_ns() / 1000000;
+}
+
+/* Wait for fd to be ready for ev until the monotonic time end: 1 ready, 0 not in time or
+ * failed. */
+static int
+wait_fd(int fd, short ev, int64_t end)
+{
+	for (;;) {
+		struct pollfd p = {fd, ev, 0};
+		int64_t left = end - mono_ms();
+		int n;
+
+		if (left <= 0)
+			return 0;
+		n = poll(&p, 1, (int)left);
+		if (n > 0)
+			return 1;
+		if (n < 0 && errno != EINTR)
+			return 0;
+	}
 }
 
 /* Send one command line and read one answer line into out. RC_OK or RC_ERR. */
@@ -113,20 +125,10 @@ push_ask(const struct config *cfg, const char *cmd, char *out, size_t outlen, in
 		close(fd);
 		return RC_ERR;
 	}
-	for (;;) {
-		struct pollfd p = {fd, POLLIN, 0};
-		int64_t left = end - mono_ms();
-		ssize_t r;
+	while (wait_fd(fd, POLLIN, end)) {
+		ssize_t r = recv(fd, out + got, outlen - 1 - got, 0);
 		char *nl;
 
-		if (left <= 0)
-			break;
-		if (poll(&p, 1, (int)left) <= 0) {
-			if (errno == EINTR)
-				continue;
-			break;
-		}
-		r = recv(fd, out + got, outlen - 1 - got, 0);
 		if (r <= 0)
 			break;
 		got += (size_t)r;
@@ -175,26 +177,6 @@ push_stats(const struct config *cfg, char *out, size_t len)
 	return push_ask(cfg, "stats\n", out, len, 1000);
 }
 
-/* Wait for fd to be ready for ev until the monotonic time end: 1 ready, 0 not in time or
- * failed. */
-static int
-wait_fd(int fd, short ev, int64_t end)
-{
-	for (;;) {
-		struct pollfd p = {fd, ev, 0};
-		int64_t left = end - mono_ms();
-		int n;
-
-		if (left <= 0)
-			return 0;
-		n = poll(&p, 1, (int)left);
-		if (n > 0)
-			return 1;
-		if (n < 0 && errno != EINTR)
-			return 0;
-	}
-}
-
 /* Send all of line on the thread's post link. RC_OK; RC_UNAVAIL when nothing went out; RC_ERR
  * when it broke off part-way. */
 static int
@@ -241,7 +223,7 @@ push_post(const struct config *cfg, struct pool *p, const struct store_post *in,
 		if (post_fd < 0 && (post_fd = connect_to(path, 1)) < 0)
 			return RC_UNAVAIL;
 		if ((rc = post_send(&line, end)) != RC_OK)
-			post_close(); /* a daemon that restarted since: once more, on a new link */
+			fd_close(&post_fd); /* a daemon that restarted since: once more, on a new link */
 	}
 	if (rc != RC_OK) {
 		snprintf(err, ERR_LEN, "the push daemon went away while a post was sent");
@@ -266,7 +248,7 @@ push_post(const struct config *cfg, struct pool *p, const struct store_post *in,
 		else if (n == 0 || (errno != EINTR && (errno != EAGAIN || !wait_fd(post_fd, POLLIN, end))))
 			break;
 	}
-	post_close(); /* a late answer must not be read as the next post's */
+	fd_close(&post_fd); /* a late answer must not be read as the next post's */
 	snprintf(err, ERR_LEN, "no answer from the push daemon to a post");
 	return RC_ERR;
 }

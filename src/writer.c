@@ -85,10 +85,6 @@ write_runs(struct witem *list)
 	struct witem *it;
 	int ok, pass;
 
-	for (it = list; it && it->kind == W_POST; it = it->next)
-		;
-	if (!it)
-		return;
 	for (pass = 0; pass < 2; pass++) {
 		ok = pass == 1 || store_begin(wst, err) == RC_OK;
 		for (it = list; ok && it; it = it->next) {
