@@ -311,6 +311,7 @@ aichat_message_get(struct req *r)
 		return -1;
 	if (strcmp(m.conv_id, c.id) != 0)
 		return req_fail(r, 404, 0, "消息不存在");
+	api_msg_so_far(r, &m);
 	return ok(r, message_json(&m));
 }
 

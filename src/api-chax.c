@@ -90,6 +90,7 @@ chax_message_content(struct req *r)
 		return req_fail(r, 404, 0, "Message not found");
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
+	api_msg_so_far(r, &m);
 	return req_json(r, 200, json_pack("{s:s,s:s}", "content", m.content, "error",
 					  m.error ? m.error : ""));
 }

@@ -92,6 +92,7 @@ im_get(struct req *r)
 		return req_fail(r, 404, 0, "消息不存在");
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
+	api_msg_so_far(r, &m);
 	return req_json(r, 200, im_message(&m));
 }
 

@@ -167,6 +167,24 @@ api_str_or_null(const char *s)
 	return s ? json_string(s) : json_null();
 }
 
+void
+api_msg_so_far(struct req *r, struct msg *m)
+{
+	char err[ERR_LEN], *text;
+	struct msg again;
+	size_t len;
+	int rc;
+
+	if (!m->unfinished)
+		return;
+	rc = push_content(r->cfg, r->pool, m->msg_id, &text, &len);
+	if (rc == RC_OK)
+		m->content = text; /* whole UTF-8 characters, from the daemon's checked reply */
+	else if (rc == RC_NOTFOUND &&
+		 store_msg_get(r->store, r->pool, m->id, api_owner(r), &again, err) == RC_OK)
+		*m = again;
+}
+
 int
 api_post(struct req *r, const struct store_post *in, struct store_posted *out, const char *gone)
 {

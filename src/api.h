@@ -112,6 +112,11 @@ json_t *api_str_or_null(const char *s);
  * writing 404 `gone` (no such conversation for this caller) or a 500. */
 int api_post(struct req *r, const struct store_post *in, struct store_posted *out,
 	     const char *gone);
+/* A message read from the store: when it is an unfinished reply, its content becomes what
+ * the push daemon holds of it so far (the database keeps a reply only once it ends). When
+ * the daemon no longer runs it, it has ended meanwhile and m is read again; when the daemon
+ * cannot be reached, m stays as read. */
+void api_msg_so_far(struct req *r, struct msg *m);
 /* A store failure that is not "not found": log it and write a 500. Returns -1. */
 int api_store_fail(struct req *r, int rc, const char *err);
 

@@ -172,6 +172,60 @@ push_stop(const struct config *cfg, int64_t run_id, int *status)
 }
 
 int
+push_content(const struct config *cfg, struct pool *p, const char *msg_id, char **out,
+	     size_t *len)
+{
+	int64_t end = mono_ms() + PUSH_CONTENT_TIMEOUT_MS;
+	char cmd[PUSH_LINE_MAX];
+	struct buf b;
+	size_t n = 0, head = 0;
+	int fd, rc = RC_ERR, cl;
+
+	cl = snprintf(cmd, sizeof(cmd), "content %s\n", msg_id);
+	if (cl <= 8 || cl >= (int)sizeof(cmd) || strchr(msg_id, '\n'))
+		return RC_NOTFOUND; /* no message of ours has such an id */
+	if ((fd = push_connect(cfg, 0)) < 0)
+		return RC_ERR;
+	if (send(fd, cmd, (size_t)cl, MSG_NOSIGNAL) != cl) {
+		close(fd);
+		return RC_ERR;
+	}
+	buf_init(&b, PUSH_CONTENT_MAX + PUSH_LINE_MAX);
+	while (wait_fd(fd, POLLIN, end)) {
+		ssize_t r;
+		char *nl;
+
+		if (buf_reserve(&b, 4096) != RC_OK)
+			break;
+		r = recv(fd, b.s + b.len, b.alloc - b.len - 1, 0);
+		if (r <= 0)
+			break;
+		buf_setlen(&b, b.len + (size_t)r);
+		if (!head && (nl = memchr(b.s, '\n', b.len))) {
+			head = (size_t)(nl - b.s) + 1;
+			if (head == 5 && memcmp(b.s, "none\n", 5) == 0) {
+				rc = RC_NOTFOUND;
+				break;
+			}
+			if (push_frame_len(b.s, head - 1, "content", &n) != RC_OK ||
+			    n > PUSH_CONTENT_MAX)
+				break;
+		} else if (!head && b.len > PUSH_LINE_MAX) {
+			break;
+		}
+		if (head && b.len - head >= n) {
+			*out = pool_strndup(p, b.s + head, n);
+			*len = n;
+			rc = *out ? RC_OK : RC_NOMEM;
+			break;
+		}
+	}
+	close(fd);
+	buf_free(&b);
+	return rc;
+}
+
+int
 push_stats(const struct config *cfg, char *out, size_t len)
 {
 	return push_ask(cfg, "stats\n", out, len, 1000);

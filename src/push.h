@@ -64,6 +64,14 @@ int push_wait(const struct config *cfg, int64_t run_id, int timeout_ms);
 /* Stop a run; *status is its final status (3 stopped, or 1/2 when it had already ended,
  * -1 when there is no such run). RC_ERR when the daemon could not be reached. */
 int push_stop(const struct config *cfg, int64_t run_id, int *status);
+/* A running reply's content so far, as the daemon holds it (whole UTF-8 characters), into
+ * *out (from pool p) and *len: RC_OK; RC_NOTFOUND when the daemon runs no reply of message
+ * msg_id (it ended, and the database has it whole, or it has not begun); RC_ERR when the
+ * daemon could not be reached or answered wrong. */
+#define PUSH_CONTENT_MAX (2u << 20)
+#define PUSH_CONTENT_TIMEOUT_MS 5000
+int push_content(const struct config *cfg, struct pool *p, const char *msg_id, char **out,
+		 size_t *len);
 /* The daemon's counters line into out. RC_OK or RC_ERR. */
 int push_stats(const struct config *cfg, char *out, size_t len);
 

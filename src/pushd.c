@@ -29,8 +29,6 @@
 #include "push.h"
 #include "pushd.h"
 
-#define FLUSH_MS 250          /* partial content is saved at least this often */
-#define FLUSH_BYTES 1024      /* ... or once this much is unsaved */
 #define POLL_MS 1000          /* the database is looked at this often without wake-ups */
 #define POLL_BATCH 256
 #define RUNS_MAX 10000        /* runs in flight at once; the rest wait in the database */
@@ -52,7 +50,7 @@ struct config pushd_cfg;
 uv_loop_t *pushd_loop;
 struct store *pushd_store;
 static uv_pipe_t server;
-static uv_timer_t flush_timer, poll_timer;
+static uv_timer_t poll_timer;
 static uv_signal_t sigterm, sigint;
 static uv_idle_t poll_soon;
 static struct job_run *runs_by_id[1024];
@@ -172,6 +170,29 @@ conn_say(struct conn *c, const char *fmt, ...)
 		free(r);
 }
 
+static size_t utf8_whole(const char *s, size_t len);
+
+/* Answer "content <n>\n" and the n bytes of a running reply's content so far (whole UTF-8
+ * characters), copied: the run may be gone before the write is. */
+static void
+conn_content(struct conn *c, const struct job_run *r)
+{
+	size_t n = utf8_whole(r->content.s, r->content.len);
+	struct wreq *w = malloc(sizeof(*w) + n);
+	uv_buf_t b[2];
+
+	if (!w) {
+		conn_close(c);
+		return;
+	}
+	snprintf(w->line, sizeof(w->line), "content %zu\n", n);
+	memcpy(w + 1, r->content.s, n);
+	b[0] = uv_buf_init(w->line, (unsigned)strlen(w->line));
+	b[1] = uv_buf_init((char *)(w + 1), (unsigned)n);
+	if (uv_write(&w->w, (uv_stream_t *)&c->pipe, b, 2, on_written) != 0)
+		free(w);
+}
+
 /* Tell everyone waiting for run id that it ended with status. */
 static void
 notify(int64_t id, int status)
@@ -217,27 +238,6 @@ run_free(struct job_run *r)
 	nruns--;
 }
 
-static size_t utf8_whole(const char *s, size_t len);
-
-/* Save what was written since the last save, as the reply's next part. */
-static void
-run_save(struct job_run *r)
-{
-	size_t len = utf8_whole(r->content.s, r->content.len);
-
-	struct witem *it;
-
-	if (len <= r->flushed || !(it = witem_new(W_PROGRESS, len - r->flushed)))
-		return;
-	it->ai_msg = r->job.ai_msg;
-	it->seq = r->parts++;
-	it->len = len - r->flushed;
-	memcpy(it->text, r->content.s + r->flushed, it->len);
-	writer_put(it);
-	r->flushed = len;
-	r->dirty = len != r->content.len;
-}
-
 static void
 run_on_chunk(void *ctx, const char *s, size_t n)
 {
@@ -245,13 +245,10 @@ run_on_chunk(void *ctx, const char *s, size_t n)
 
 	if (buf_add(&r->content, s, n) != RC_OK)
 		return; /* the provider stops at LLM_REPLY_MAX before this cap is reached */
-	r->dirty = 1;
 	hub_chunk(r, s, n);
-	if (r->content.len - r->flushed >= FLUSH_BYTES && !r->ended)
-		run_save(r);
 }
 
-/* The content as saved: cut back to whole UTF-8 characters (a piece may end inside one). */
+/* The content as shown: cut back to whole UTF-8 characters (a piece may end inside one). */
 static size_t
 utf8_whole(const char *s, size_t len)
 {
@@ -306,7 +303,7 @@ run_end(struct job_run *r, int code, const char *error, const char *travel_plan)
 	r->ended = 1;
 	hub_done(r, e->status, e->error);
 	/* written by the writer, with whatever else ended meanwhile */
-	if (!(it = witem_new(W_END, 0))) {
+	if (!(it = witem_new(W_END))) {
 		logf_("run %lld: out of memory for its end", (long long)r->id);
 		return; /* it stays running in the database: the next start ends it */
 	}
@@ -512,29 +509,6 @@ on_poll_timer(uv_timer_t *t)
 	check_waiters();
 }
 
-/* Save every reply that grew since the last flush (the writer puts them in one
- * transaction). */
-static void
-flush_all(void)
-{
-	size_t i;
-	struct job_run *r;
-
-	for (i = 0; i < sizeof(runs_by_id) / sizeof(runs_by_id[0]); i++) {
-		for (r = runs_by_id[i]; r; r = r->next) {
-			if (r->dirty && !r->ended)
-				run_save(r);
-		}
-	}
-}
-
-static void
-on_flush_timer(uv_timer_t *t)
-{
-	(void)t;
-	flush_all();
-}
-
 /* ---- posts from the workers, and what the writer hands back ---- */
 
 /* A post that started a run, written and answered: start the run with the job the writer
@@ -565,8 +539,6 @@ on_written_item(struct witem *it)
 		break;
 	case W_END:
 		end_written(it->run);
-		break;
-	case W_PROGRESS:
 		break;
 	}
 	witem_free(it);
@@ -623,6 +595,14 @@ conn_line(struct conn *c, char *line)
 		c->stop_status = status;
 		c->next_waiting = waiting;
 		waiting = c;
+	} else if (strncmp(line, "content ", 8) == 0) {
+		/* a worker reads an unfinished reply: what is written of it so far */
+		struct job_run *r = runs_find_msg(line + 8);
+
+		if (r)
+			conn_content(c, r);
+		else
+			conn_say(c, "none\n");
 	} else if (strcmp(line, "stats") == 0) {
 		char hub[128];
 		hub_stats(hub, sizeof(hub));
@@ -705,8 +685,7 @@ on_signal(uv_signal_t *s, int sig)
 		return;
 	stopping = 1;
 	logf_("stopping; %d runs stay in the database for the next start", nruns);
-	flush_all();
-	writer_stop(); /* the posts, parts and ends queued are written and handed back */
+	writer_stop(); /* the posts and ends queued are written and handed back */
 	/* the runs stay "running" in the database: the next start makes them anew */
 	for (i = 0; i < sizeof(runs_by_id) / sizeof(runs_by_id[0]); i++) {
 		while (runs_by_id[i]) {
@@ -763,8 +742,6 @@ main(int argc, char **argv)
 		logf_("%s", err);
 		return 1;
 	}
-	uv_timer_init(pushd_loop, &flush_timer);
-	uv_timer_start(&flush_timer, on_flush_timer, FLUSH_MS, FLUSH_MS);
 	uv_timer_init(pushd_loop, &poll_timer);
 	uv_timer_start(&poll_timer, on_poll_timer, POLL_MS, POLL_MS);
 	uv_idle_init(pushd_loop, &poll_soon);

@@ -26,9 +26,6 @@ struct job_run {
 	struct buf raw;           /* the upstream's bytes as received (E's stream) */
 	char raw_type[128];       /* the upstream's content type */
 	int raw_wanted;           /* the upstream's bytes are kept and streamed (n8n) */
-	size_t flushed;           /* bytes of content saved */
-	int parts;                /* parts saved (store_run_progress) */
-	int dirty;
 	uint64_t started;         /* uv_now() */
 	struct llm_call *call;
 	int ended;                /* its end is decided and waits to be written */
@@ -51,7 +48,7 @@ void runs_stop(struct job_run *r);
 int runs_stop_id(int64_t id);
 
 /* writer.c: the thread that makes the hot writes (see there) */
-enum witem_kind { W_POST, W_PROGRESS, W_END };
+enum witem_kind { W_POST, W_END };
 /* A worker's post (made by the writer from its link conn); its strings, and its run's job,
  * in pool. */
 struct wpost {
@@ -71,11 +68,6 @@ struct witem {
 	/* W_END: the run whose end (run->end) is written, and a log line (malloc'd, or NULL) */
 	struct job_run *run;
 	char *log;
-	/* W_PROGRESS: the next part of a reply */
-	int64_t ai_msg;
-	int seq;
-	size_t len;
-	char text[];
 };
 /* Start the thread, with its own connection to the database and the post socket the
  * workers send their posts to; cb gets back, on the loop's thread, each end once it is
@@ -86,8 +78,8 @@ int writer_start(uv_loop_t *loop, const struct config *cfg, void (*cb)(struct wi
 void writer_put(struct witem *it);
 /* Write what is queued, hand it back, and end the thread. */
 void writer_stop(void);
-/* An item with room for text_len bytes of text; a W_POST gets its pool. */
-struct witem *witem_new(enum witem_kind kind, size_t text_len);
+/* An item; a W_POST gets its pool. */
+struct witem *witem_new(enum witem_kind kind);
 void witem_free(struct witem *it);
 
 /* hub.c: the connections from nginx */

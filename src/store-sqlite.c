@@ -56,15 +56,12 @@ enum stmt_id {
 	S_RUNS_OPEN,
 	S_RUN_JOB,
 	S_RUN_HISTORY,
-	S_RUN_PROGRESS,
 	S_RUN_MSG_END,
 	S_RUN_END,
 	S_PLAN_INSERT,
 	S_RUN_RESULT,
 	S_RUN_STATUS,
 	S_RUN_OF_REPLY,
-	S_PARTS_READ,
-	S_PARTS_DROP,
 	S_RUN_RESET,
 	S__COUNT
 };
@@ -167,8 +164,7 @@ static const char *const stmt_sql[S__COUNT] = {
 	[S_RUN_JOB] = "SELECT r.id, r.record_id, r.ai_msg, am.msg_id, um.msg_id, c.id, "
 		      "um.user_id, um.content, r.created_at, mc.config_id, mc.provider, "
 		      "mc.model_name, mc.model_version, mc.parameters, mc.system_prompt, "
-		      "mc.updated_at, c.seq, um.id, (am.content != '' OR EXISTS (SELECT 1 FROM "
-		      "message_parts WHERE msg = r.ai_msg)) FROM runs r "
+		      "mc.updated_at, c.seq, um.id, am.content != '' FROM runs r "
 		      "JOIN conversations c ON c.seq = r.conv_seq "
 		      "JOIN messages um ON um.id = r.user_msg "
 		      "JOIN messages am ON am.id = r.ai_msg "
@@ -178,10 +174,6 @@ static const char *const stmt_sql[S__COUNT] = {
 	[S_RUN_HISTORY] = "SELECT role, content FROM (SELECT id, role, content FROM messages "
 			  "WHERE conv_seq = ?1 AND is_deleted = 0 AND unfinished = 0 "
 			  "AND id < ?2 AND content != '' ORDER BY id DESC LIMIT ?3) ORDER BY id",
-	[S_RUN_PROGRESS] = "INSERT OR REPLACE INTO message_parts (msg, seq, text) "
-			   "VALUES (?1, ?2, ?3)",
-	[S_PARTS_READ] = "SELECT text FROM message_parts WHERE msg = ?1 ORDER BY seq",
-	[S_PARTS_DROP] = "DELETE FROM message_parts WHERE msg = ?1",
 	[S_RUN_RESET] = "UPDATE messages SET content = '' WHERE id = ?1 AND unfinished = 1",
 	[S_RUN_MSG_END] = "UPDATE messages SET content = ?2, updated_at = ?3, unfinished = 0, "
 			  "error = ?4, metadata = ?5 WHERE id = ?1 AND unfinished = 1 RETURNING conv_seq, "
@@ -1098,6 +1090,12 @@ store_post_batch(struct store *st, struct store_post_op *batch)
 }
 
 int
+store_post_batch_in(struct store *st, struct store_post_op *batch)
+{
+	return post_batch(st, batch, 0);
+}
+
+int
 store_post(struct store *st, struct pool *p, const struct store_post *in,
 	   struct store_posted *out, char *err)
 {
@@ -1138,8 +1136,6 @@ store_post(struct store *st, struct pool *p, const struct store_post *in,
 	return me.op.rc;
 }
 
-static int msg_parts(struct store *st, struct pool *p, struct msg *m, char *err);
-
 static int
 msg_get(struct store *st, struct pool *p, enum stmt_id id_, int64_t id, const char *msg_id,
 	const char *owner, struct msg *out, char *err)
@@ -1158,7 +1154,7 @@ msg_get(struct store *st, struct pool *p, enum stmt_id id_, int64_t id, const ch
 	if (rc == SQLITE_ROW) {
 		msg_row(p, s, out);
 		sqlite3_reset(s);
-		return msg_parts(st, p, out, err);
+		return RC_OK;
 	}
 	sqlite3_reset(s);
 	return rc == SQLITE_DONE ? RC_NOTFOUND : db_fail(st, err, "get message");
@@ -1686,73 +1682,14 @@ store_run_of_reply(struct store *st, int64_t ai_msg, int64_t *run_id, int *statu
 }
 
 int
-store_run_progress(struct store *st, int64_t ai_msg, int seq, const char *text, size_t len,
-		   char *err)
+store_run_reset(struct store *st, int64_t ai_msg, char *err)
 {
-	sqlite3_stmt *s = db_stmt(st, S_RUN_PROGRESS, err);
+	sqlite3_stmt *s = db_stmt(st, S_RUN_RESET, err);
 
 	if (!s)
 		return RC_ERR;
 	sqlite3_bind_int64(s, 1, ai_msg);
-	sqlite3_bind_int(s, 2, seq);
-	sqlite3_bind_text(s, 3, text, (int)len, SQLITE_STATIC);
 	return db_write(st, s, err);
-}
-
-/* Run a statement keyed by one message id. */
-static int
-msg_exec(struct store *st, enum stmt_id id, int64_t msg, char *err)
-{
-	sqlite3_stmt *s = db_stmt(st, id, err);
-
-	if (!s)
-		return RC_ERR;
-	sqlite3_bind_int64(s, 1, msg);
-	return db_exec_stmt(st, s, err);
-}
-
-int
-store_run_reset(struct store *st, int64_t ai_msg, char *err)
-{
-	int rc = db_begin(st, err);
-
-	if (rc == RC_OK)
-		rc = msg_exec(st, S_PARTS_DROP, ai_msg, err);
-	if (rc == RC_OK)
-		rc = msg_exec(st, S_RUN_RESET, ai_msg, err);
-	if (rc == RC_OK)
-		rc = db_commit(st, err);
-	if (rc != RC_OK)
-		db_rollback(st);
-	return rc;
-}
-
-/* An unfinished reply's content is its saved parts: join them into m->content. */
-static int
-msg_parts(struct store *st, struct pool *p, struct msg *m, char *err)
-{
-	sqlite3_stmt *s;
-	struct buf b;
-	int r;
-
-	if (!m->unfinished)
-		return RC_OK;
-	s = db_stmt(st, S_PARTS_READ, err);
-	if (!s)
-		return RC_ERR;
-	sqlite3_bind_int64(s, 1, m->id);
-	buf_init(&b, 0);
-	buf_adds(&b, m->content ? m->content : "");
-	while ((r = sqlite3_step(s)) == SQLITE_ROW)
-		buf_add(&b, sqlite3_column_text(s, 0), (size_t)sqlite3_column_bytes(s, 0));
-	sqlite3_reset(s);
-	if (r != SQLITE_DONE || b.failed) {
-		buf_free(&b);
-		return r != SQLITE_DONE ? db_fail(st, err, "read parts") : RC_NOMEM;
-	}
-	m->content = pool_strndup(p, b.s, b.len);
-	buf_free(&b);
-	return m->content ? RC_OK : RC_NOMEM;
 }
 
 int
@@ -1800,8 +1737,6 @@ store_run_finish(struct store *st, const struct run_end *e, char *err)
 		conv_seq = sqlite3_column_int64(s, 0);
 		deleted = sqlite3_column_int(s, 1);
 		sqlite3_reset(s);
-		if ((rc = msg_exec(st, S_PARTS_DROP, e->ai_msg, err)) != RC_OK)
-			goto fail;
 		/* the reply is now a visible message of its conversation */
 		if (!deleted && (rc = conv_touch(st, conv_seq, now, 1, err)) != RC_OK)
 			goto fail;

@@ -173,6 +173,10 @@ struct store_post_op {
 	int rc;
 };
 void store_post_batch(struct store *st, struct store_post_op *ops);
+/* The posts of ops inside the transaction the caller opened with store_begin(), with no
+ * savepoints: RC_OK, each op with its rc; or RC_CONFLICT when a post failed other than
+ * with RC_NOTFOUND, and the whole transaction was rolled back (store_commit() then fails). */
+int store_post_batch_in(struct store *st, struct store_post_op *ops);
 
 /* Messages. */
 int store_msg_get(struct store *st, struct pool *p, int64_t id, const char *owner,
@@ -219,7 +223,7 @@ struct run_job {
 	struct mcfg cfg;     /* the conversation's model config */
 	struct turn *history; /* finished messages before the user message, oldest first */
 	int nhistory;
-	int restarted;       /* an earlier attempt saved part of a reply (see store_run_reset) */
+	int restarted;       /* an earlier version saved part of a reply (see store_run_reset) */
 	int64_t conv_seq, user_msg; /* internal keys */
 };
 
@@ -243,10 +247,6 @@ int store_run_history(struct store *st, struct pool *p, struct run_job *job, int
 int store_run_status(struct store *st, int64_t run_id, int *status, char *err);
 /* The run that writes reply message ai_msg (a messages.id): its id and status. */
 int store_run_of_reply(struct store *st, int64_t ai_msg, int64_t *run_id, int *status,
-		       char *err);
-/* Save the next part (seq 0, 1, ...) of a reply being written: parts are appended, so a
- * reply's saves cost what is new. Reading an unfinished message joins them. */
-int store_run_progress(struct store *st, int64_t ai_msg, int seq, const char *text, size_t len,
 		       char *err);
 /* Forget what an earlier attempt at a reply saved (a run taken again after a restart). */
 int store_run_reset(struct store *st, int64_t ai_msg, char *err);

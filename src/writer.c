@@ -6,11 +6,12 @@
  * It serves the post socket itself: each worker thread keeps a link to it and sends one
  * post at a time (push.h), and the writer polls the links, so a post never waits behind
  * the loop's streaming. Every post read in one turn goes into one transaction (in
- * savepoints only when one fails, see store_post_batch()); once it commits, each worker
- * gets its answer. The loop hands it reply parts and ends (writer_put), which it writes
- * at most every LINGER_NS, many to a transaction. Then it makes the job of every run a
- * post started and hands those, and the ends, back to the loop through a uv_async: the
- * loop starts the runs, answers the waiters and frees what ended.
+ * savepoints only when one fails, see store_post_batch()), with the replies' ends the
+ * loop handed it meanwhile (writer_put); once it commits, each worker gets its answer.
+ * With no post waiting, ends are written at most every LINGER_NS, many to a transaction.
+ * Then it makes the job of every run a post started and hands those, and the ends, back
+ * to the loop through a uv_async: the loop starts the runs, answers the waiters and frees
+ * what ended.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -44,7 +45,8 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct witem *queue, **queue_tail = &queue;   /* loop -> writer */
 static struct witem *done, **done_tail = &done;      /* writer -> loop */
 static int stop, running, sleeping;
-/* The loop's items (reply parts and ends) are written at most this often. */
+/* With no post to share their commit, the loop's items (reply ends) are written at most
+ * this often. */
 #define LINGER_NS (5 * 1000000)
 static uv_async_t done_async;
 static void (*on_done)(struct witem *it);
@@ -77,40 +79,45 @@ write_end(struct witem *it, char *err)
 	return rc;
 }
 
-/* The replies' parts and ends: one transaction, or one each when the batch fails. */
+/* Write the ends of list inside the open transaction. 0 when one failed (the transaction
+ * is then to be rolled back); with alone, each in a transaction of its own, and a failure
+ * is logged and skipped. */
+static int
+write_ends(struct witem *list, int alone)
+{
+	char err[ERR_LEN];
+	struct witem *it;
+	int rc;
+
+	for (it = list; it; it = it->next) {
+		if (it->kind != W_END)
+			continue;
+		rc = write_end(it, err);
+		if (rc == RC_NOTFOUND)
+			rc = RC_OK; /* ended meanwhile (a stop from elsewhere) */
+		if (rc == RC_OK && it->log)
+			store_log(wst, "error", it->log);
+		if (rc != RC_OK && alone)
+			logf_("cannot save a reply", err);
+		else if (rc != RC_OK)
+			return 0;
+	}
+	return 1;
+}
+
+/* The replies' ends: one transaction, or one each when the batch fails. */
 static void
 write_runs(struct witem *list)
 {
 	char err[ERR_LEN];
-	struct witem *it;
-	int ok, pass;
 
-	for (pass = 0; pass < 2; pass++) {
-		ok = pass == 1 || store_begin(wst, err) == RC_OK;
-		for (it = list; ok && it; it = it->next) {
-			int rc = RC_OK;
-			if (it->kind == W_PROGRESS) {
-				rc = store_run_progress(wst, it->ai_msg, it->seq, it->text, it->len, err);
-			} else if (it->kind == W_END) {
-				rc = write_end(it, err);
-				if (rc == RC_NOTFOUND)
-					rc = RC_OK; /* ended meanwhile (a stop from elsewhere) */
-				if (rc == RC_OK && it->log)
-					store_log(wst, "error", it->log);
-			}
-			if (rc != RC_OK && pass == 1)
-				logf_("cannot save a reply", err);
-			else if (rc != RC_OK)
-				ok = 0;
-		}
-		if (pass == 1)
-			break;
-		if (ok && store_commit(wst, err) == RC_OK)
-			break;
-		store_rollback(wst);
-		/* rolled back: once more, each on its own, so that one cannot sink the rest */
-		logf_("a batch of reply writes failed; writing them one by one", err);
-	}
+	if (store_begin(wst, err) == RC_OK && write_ends(list, 0) &&
+	    store_commit(wst, err) == RC_OK)
+		return;
+	store_rollback(wst);
+	/* rolled back: once more, each on its own, so that one cannot sink the rest */
+	logf_("a batch of reply writes failed; writing them one by one", err);
+	write_ends(list, 1);
 }
 
 /* ---- the checkpointer ---- */
@@ -220,7 +227,7 @@ link_frames(struct link *l, struct witem ***tail)
 		}
 		if (l->in.len - line - 1 < body)
 			return; /* the rest is on its way */
-		it = witem_new(W_POST, 0);
+		it = witem_new(W_POST);
 		if (!it || push_post_decode(nl + 1, body, it->post->pool, &it->post->in) != RC_OK) {
 			witem_free(it);
 			l->dead = 1;
@@ -294,15 +301,18 @@ drop_dead_links(void)
 
 /* ---- batches ---- */
 
-/* Write the posts and the loop's items: the posts in one transaction, answered as soon
- * as it commits; then the replies' parts and ends; then the job of each run a post
- * started, read on this connection, whose cache is warm. */
+/* Write the posts and the loop's ends: all in one transaction (one commit: the pages both
+ * touch, the tails of the messages and runs, are written once), answered as soon as it
+ * commits; when that fails, the posts in a transaction of their own (with a savepoint
+ * each if one fails) and the ends in another. Then the job of each run a post started,
+ * read on this connection, whose cache is warm. */
 static void
 write_batch(struct witem *posts, struct witem *items)
 {
 	struct store_post_op *ops = NULL, **tail = &ops;
 	struct witem *it;
 	char err[ERR_LEN];
+	int merged = 0;
 
 	for (it = posts; it; it = it->next) {
 		struct wpost *p = it->post;
@@ -315,12 +325,18 @@ write_batch(struct witem *posts, struct witem *items)
 		*tail = &p->op;
 		tail = &p->op.next;
 	}
-	if (ops) {
-		store_post_batch(wst, ops);
-		for (it = posts; it; it = it->next)
-			answer(it);
+	if (ops && items && store_begin(wst, err) == RC_OK) {
+		/* the ends first: a post then counts the replies that ended before it */
+		merged = write_ends(items, 0) && store_post_batch_in(wst, ops) == RC_OK &&
+			 store_commit(wst, err) == RC_OK;
+		if (!merged)
+			store_rollback(wst);
 	}
-	if (items)
+	if (ops && !merged)
+		store_post_batch(wst, ops);
+	for (it = posts; it; it = it->next)
+		answer(it);
+	if (items && !merged)
 		write_runs(items);
 	for (it = posts; it; it = it->next) {
 		struct wpost *p = it->post;
@@ -374,9 +390,8 @@ writer_main(void *arg)
 		int64_t now = time_mono_ns();
 		int timeout = -1, n, i, quit;
 
-		/* the loop's parts and ends are written at most every LINGER_NS, many to a commit
-		 * (each commit empties every reader's page cache, and posts wait behind them);
-		 * posts never wait */
+		/* the loop's ends go with the next posts, or at most every LINGER_NS, many to a
+		 * commit (each commit empties every reader's page cache); posts never wait */
 		pthread_mutex_lock(&lock);
 		quit = stop;
 		if (queue)
@@ -416,7 +431,7 @@ writer_main(void *arg)
 		now = time_mono_ns();
 		pthread_mutex_lock(&lock);
 		quit = stop;
-		if (queue && (quit || now >= last_items + LINGER_NS)) {
+		if (queue && (quit || posts || now >= last_items + LINGER_NS)) {
 			items = queue;
 			queue = NULL;
 			queue_tail = &queue;
@@ -577,9 +592,9 @@ writer_stop(void)
 }
 
 struct witem *
-witem_new(enum witem_kind kind, size_t text_len)
+witem_new(enum witem_kind kind)
 {
-	struct witem *it = calloc(1, sizeof(*it) + text_len + 1);
+	struct witem *it = calloc(1, sizeof(*it));
 
 	if (!it)
 		return NULL;

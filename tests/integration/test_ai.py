@@ -461,6 +461,31 @@ def openai_slow_stream_is_readable_while_it_grows(_):
 
 
 @test
+def every_dialect_reads_a_growing_reply_as_the_daemon_holds_it(_):
+    # the database has a reply only once it ends: A's and B's reads of one message ask the
+    # daemon for the content so far, like C's content route
+    st = stack("openai")
+    j = c_chat(st.c, "[case:slow] %s" % uniq("grow"))
+    want = fu.OPENAI_CASES["slow"]["reply"]
+    seen_a, seen_b = [], []
+    end = time.time() + 10
+    while time.time() < end:
+        a = ok_json(st.c.get("/api/message/" + q(j["msgId"])), "A GET message")
+        b = ok_env(st.c.get("/api/chat/sessions/%s/messages/%d" % (q(j["conversationId"]),
+                                                                    a["id"])), "B GET message")
+        seen_a.append(a["msg_content"])
+        seen_b.append(b["content"])
+        if seen_a[-1] == want and seen_b[-1] == want:
+            break
+        time.sleep(0.03)
+    for name, seen in (("A", seen_a), ("B", seen_b)):
+        assert seen[-1] == want, "%s's last read %r, expected %r" % (name, seen[-1], want)
+        assert all(want.startswith(s) for s in seen), "%s read a non-prefix: %r" % (name, seen)
+        assert [s for s in seen if s and s != want], \
+            "%s never read the reply part-way: %r" % (name, seen)
+
+
+@test
 def openai_model_name_change_takes_effect_without_restart(_):
     st = stack("openai")
     before = _configs(st.c)[0]["openai"]

@@ -120,10 +120,9 @@ t_store(void)
 		      strcmp(pj.cfg.parameters, job.cfg.parameters) == 0);
 		CHECK(job.ai_msg == out.reply.id && strcmp(job.content, "q") == 0);
 		CHECK(strcmp(job.cfg.provider, "builtin") == 0);
-		CHECK(store_run_progress(st, out.reply.id, 0, "你好", 6, err) == RC_OK);
-		CHECK(store_run_progress(st, out.reply.id, 1, ", world", 7, err) == RC_OK);
+		/* a reply being written is the daemon's: the database has it empty until its end */
 		CHECK(store_msg_get(st, p, out.reply.id, NULL, &m, err) == RC_OK);
-		CHECK(m.unfinished == 1 && strcmp(m.content, "你好, world") == 0);
+		CHECK(m.unfinished == 1 && strcmp(m.content, "") == 0);
 		memset(&e, 0, sizeof(e));
 		e.run_id = out.run_id;
 		e.ai_msg = out.reply.id;
@@ -213,6 +212,54 @@ t_store(void)
 			CHECK(store_commit(st, err) == RC_OK);
 		}
 		CHECK(store_conv_get(st, p, "batch_conv", NULL, &c, err) == RC_OK && c.msg_count == 4);
+
+		/* the writer's one transaction: a reply's end, then posts, one commit; the post
+		 * counts the reply that ended before it */
+		{
+			struct run_end e3;
+			struct store_post bad;
+			int status;
+
+			memset(&e3, 0, sizeof(e3));
+			e3.run_id = o[1].run_id;
+			e3.ai_msg = o[1].reply.id;
+			e3.status = 1;
+			e3.content = "two";
+			e3.len = 3;
+			ops[0] = (struct store_post_op){&ops[1], &a, p, &o[0], e[0], RC_ERR};
+			ops[1] = (struct store_post_op){NULL, &b, p, &o[1], e[1], RC_ERR};
+			CHECK(store_begin(st, err) == RC_OK);
+			CHECK(store_run_finish(st, &e3, err) == RC_OK);
+			CHECK(store_post_batch_in(st, &ops[0]) == RC_OK);
+			CHECK(ops[0].rc == RC_OK && ops[1].rc == RC_NOTFOUND);
+			CHECK(o[0].conv.msg_count == 6); /* 4, the reply, and itself */
+			CHECK(store_commit(st, err) == RC_OK);
+			CHECK(store_conv_get(st, p, "batch_conv", NULL, &c, err) == RC_OK &&
+			      c.msg_count == 6);
+			CHECK(store_run_status(st, e3.run_id, &status, err) == RC_OK && status == 1);
+
+			/* a post that fails for another reason undoes all of it, the end too, and the
+			 * commit says so */
+			e3.run_id = o[3].run_id;
+			e3.ai_msg = o[3].reply.id;
+			bad = a;
+			bad.role = "robot"; /* refused by the table's CHECK */
+			ops[0] = (struct store_post_op){&ops[1], &a, p, &o[0], e[0], RC_ERR};
+			ops[1] = (struct store_post_op){NULL, &bad, p, &o[1], e[1], RC_ERR};
+			CHECK(store_begin(st, err) == RC_OK);
+			CHECK(store_run_finish(st, &e3, err) == RC_OK);
+			CHECK(store_post_batch_in(st, &ops[0]) == RC_CONFLICT);
+			CHECK(store_commit(st, err) == RC_ERR);
+			store_rollback(st);
+			CHECK(store_conv_get(st, p, "batch_conv", NULL, &c, err) == RC_OK &&
+			      c.msg_count == 6);
+			CHECK(store_run_status(st, e3.run_id, &status, err) == RC_OK && status == 0);
+			/* and the writer's way out: the posts alone, each in a savepoint */
+			store_post_batch(st, &ops[0]);
+			CHECK(ops[0].rc == RC_OK && ops[1].rc != RC_OK && ops[1].rc != RC_NOTFOUND);
+			CHECK(store_conv_get(st, p, "batch_conv", NULL, &c, err) == RC_OK &&
+			      c.msg_count == 7);
+		}
 	}
 
 	store_close(st);
