@@ -1,5 +1,6 @@
 /* ids, times, UTF-8 and integer parsing */
 #include <stdint.h>
+#include <stdlib.h>
 #include <ctype.h>
 
 #include "unit.h"
@@ -35,6 +36,29 @@ t_util(void)
 	CHECK(strncmp(m, "msg_20250127120000_", 19) == 0 && strlen(m) == 27 && is_hex(m + 19, 8));
 	CHECK(ids_stamped(m, "record", 1737979200000LL) == RC_OK);
 	CHECK(strncmp(m, "record_20250127120000_", 22) == 0 && strlen(m) == 30);
+	/* in one second, one thread's digits increase by random steps (the indexes over them
+	 * grow at their ends); a new second starts again in the lower half */
+	{
+		char prev[IDS_STAMPED_MAX];
+		unsigned long a, b, steps = 0;
+		int k, up = 1;
+
+		CHECK(ids_stamped(prev, "msg", 1737979201000LL) == RC_OK);
+		CHECK(strtoul(prev + 19, NULL, 16) < 0x80000000UL);
+		for (k = 0; k < 1000; k++) {
+			CHECK(ids_stamped(m, "msg", 1737979201000LL + k) == RC_OK);
+			a = strtoul(prev + 19, NULL, 16);
+			b = strtoul(m + 19, NULL, 16);
+			up &= b > a && b - a <= 65536;
+			steps += b - a;
+			strcpy(prev, m);
+		}
+		CHECK(up);
+		CHECK(steps > 1000 * 16384 && steps < 1000 * 49152); /* about 32,768 each */
+		CHECK(ids_stamped(m, "msg", 1737979202000LL) == RC_OK);
+		CHECK(strncmp(m, "msg_20250127120002_", 19) == 0 && is_hex(m + 19, 8) &&
+		      strtoul(m + 19, NULL, 16) < 0x80000000UL);
+	}
 
 	/* times per dialect */
 	time_iso(t, 1737979200999LL, 0);
