@@ -79,13 +79,12 @@ write_end(struct witem *it, char *err)
 	return rc;
 }
 
-/* Write the ends of list inside the open transaction. 0 when one failed (the transaction
- * is then to be rolled back); with alone, each in a transaction of its own, and a failure
- * is logged and skipped. */
+/* Write the ends of list inside the open transaction. 0 when one failed, with err (the
+ * transaction is then to be rolled back); with alone, each in a transaction of its own,
+ * and a failure is logged and skipped. */
 static int
-write_ends(struct witem *list, int alone)
+write_ends(struct witem *list, int alone, char *err)
 {
-	char err[ERR_LEN];
 	struct witem *it;
 	int rc;
 
@@ -111,13 +110,13 @@ write_runs(struct witem *list)
 {
 	char err[ERR_LEN];
 
-	if (store_begin(wst, err) == RC_OK && write_ends(list, 0) &&
+	if (store_begin(wst, err) == RC_OK && write_ends(list, 0, err) &&
 	    store_commit(wst, err) == RC_OK)
 		return;
 	store_rollback(wst);
 	/* rolled back: once more, each on its own, so that one cannot sink the rest */
 	logf_("a batch of reply writes failed; writing them one by one", err);
-	write_ends(list, 1);
+	write_ends(list, 1, err);
 }
 
 /* ---- the checkpointer ---- */
@@ -327,7 +326,7 @@ write_batch(struct witem *posts, struct witem *items)
 	}
 	if (ops && items && store_begin(wst, err) == RC_OK) {
 		/* the ends first: a post then counts the replies that ended before it */
-		merged = write_ends(items, 0) && store_post_batch_in(wst, ops) == RC_OK &&
+		merged = write_ends(items, 0, err) && store_post_batch_in(wst, ops) == RC_OK &&
 			 store_commit(wst, err) == RC_OK;
 		if (!merged)
 			store_rollback(wst);
