@@ -1,5 +1,6 @@
 /* the SQLite store: migrations twice, posting, counts, soft delete, pairs, logs */
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "unit.h"
@@ -7,6 +8,21 @@
 #include "pool.h"
 #include "util.h"
 #include "store.h"
+
+/* A run's end, done, with content (a string literal). */
+static struct run_end
+done_of(const struct store_posted *o, const char *content)
+{
+	struct run_end e;
+
+	memset(&e, 0, sizeof(e));
+	e.run_id = o->run_id;
+	e.ai_msg = o->reply.id;
+	e.status = 1;
+	e.content = content;
+	e.len = strlen(content);
+	return e;
+}
 
 void
 t_store(void)
@@ -200,13 +216,8 @@ t_store(void)
 		CHECK(store_conv_get(st, p, "batch_conv", NULL, &c, err) == RC_OK && c.msg_count == 3);
 		/* and a reply's end, in a transaction of the store's own, counts too */
 		{
-			struct run_end e2;
-			memset(&e2, 0, sizeof(e2));
-			e2.run_id = o[0].run_id;
-			e2.ai_msg = o[0].reply.id;
-			e2.status = 1;
-			e2.content = "done";
-			e2.len = 4;
+			struct run_end e2 = done_of(&o[0], "done");
+
 			CHECK(store_begin(st, err) == RC_OK);
 			CHECK(store_run_finish(st, &e2, err) == RC_OK);
 			CHECK(store_commit(st, err) == RC_OK);
@@ -216,16 +227,10 @@ t_store(void)
 		/* the writer's one transaction: a reply's end, then posts, one commit; the post
 		 * counts the reply that ended before it */
 		{
-			struct run_end e3;
+			struct run_end e3 = done_of(&o[1], "two");
 			struct store_post bad;
 			int status;
 
-			memset(&e3, 0, sizeof(e3));
-			e3.run_id = o[1].run_id;
-			e3.ai_msg = o[1].reply.id;
-			e3.status = 1;
-			e3.content = "two";
-			e3.len = 3;
 			ops[0] = (struct store_post_op){&ops[1], &a, p, &o[0], e[0], RC_ERR};
 			ops[1] = (struct store_post_op){NULL, &b, p, &o[1], e[1], RC_ERR};
 			CHECK(store_begin(st, err) == RC_OK);
@@ -240,8 +245,7 @@ t_store(void)
 
 			/* a post that fails for another reason undoes all of it, the end too, and the
 			 * commit says so */
-			e3.run_id = o[3].run_id;
-			e3.ai_msg = o[3].reply.id;
+			e3 = done_of(&o[3], "four");
 			bad = a;
 			bad.role = "robot"; /* refused by the table's CHECK */
 			ops[0] = (struct store_post_op){&ops[1], &a, p, &o[0], e[0], RC_ERR};
