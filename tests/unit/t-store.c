@@ -109,7 +109,7 @@ t_store(void)
 	CHECK(strlen(out.conv.id) == 36 && out.reply.unfinished == 1);
 	CHECK(strcmp(out.reply.role, "assistant") == 0);
 
-	/* a reply saved as it grows is read whole; its end replaces the parts */
+	/* a run's job, and its end */
 	{
 		struct run_job job;
 		struct run_end e;
@@ -134,6 +134,34 @@ t_store(void)
 		      strcmp(pj.cfg.provider, job.cfg.provider) == 0 &&
 		      strcmp(pj.cfg.model_name, job.cfg.model_name) == 0 &&
 		      strcmp(pj.cfg.parameters, job.cfg.parameters) == 0);
+		/* the model config a job reads is the database's, as another connection changed it
+		 * a moment before (the writer keeps the last one while nothing changed) */
+		{
+			struct store *st2 = store_open(db, err);
+			char id[] = "unit_cfg", prov[] = "openai", a[] = "model-a", b2[] = "model-b",
+			     none[] = "", obj[] = "{}";
+			struct mcfg mc = {id, prov, a, none, obj, none, 0};
+			struct store_post in2 = in;
+			int64_t at;
+
+			CHECK(st2 && store_mcfg_ensure(st2, &mc, err) == RC_OK);
+			in2.run_config = "unit_cfg";
+			CHECK(store_post_job(st, p, &in2, &out, "builtin", &pj, err) == RC_OK &&
+			      strcmp(pj.cfg.model_name, "model-a") == 0);
+			CHECK(store_post_job(st, p, &in2, &out, "builtin", &pj, err) == RC_OK &&
+			      strcmp(pj.cfg.model_name, "model-a") == 0 &&
+			      strcmp(pj.cfg.provider, "openai") == 0);
+			memset(&mc, 0, sizeof(mc));
+			mc.config_id = id;
+			mc.model_name = b2;
+			CHECK(store_mcfg_update(st2, &mc, &at, err) == RC_OK);
+			CHECK(store_post_job(st, p, &in2, &out, "builtin", &pj, err) == RC_OK &&
+			      strcmp(pj.cfg.model_name, "model-b") == 0);
+			/* and another config id is read, not the one kept */
+			CHECK(store_post_job(st, p, &in, &out, "builtin", &pj, err) == RC_OK &&
+			      strcmp(pj.cfg.provider, "builtin") == 0);
+			store_close(st2);
+		}
 		CHECK(job.ai_msg == out.reply.id && strcmp(job.content, "q") == 0);
 		CHECK(strcmp(job.cfg.provider, "builtin") == 0);
 		/* a reply being written is the daemon's: the database has it empty until its end */
