@@ -1619,11 +1619,11 @@ mcfg_copy(struct pool *p, const struct mcfg *in, struct mcfg *out)
 }
 
 /*
- * The model config id, as store_mcfg_get() gives it, from the last one read while the
- * database has not changed since: PRAGMA data_version moves with every commit of another
- * connection (a PUT from a worker, say), and this connection never writes model configs
- * (the writer's, the only caller). A send's job read it each time: a twentieth of the
- * writer's time per send.
+ * Model config id, as store_mcfg_get() reads it, but taken from the one read last when
+ * the database has not changed since: PRAGMA data_version moves with every commit of
+ * another connection (a PUT from a worker, say), and this connection (the writer's, the
+ * only caller) never writes model configs. Reading it for every send's job was a
+ * twentieth of the writer's time.
  */
 static int
 mcfg_get_cached(struct store *st, struct pool *p, const char *id, struct mcfg *out, char *err)
