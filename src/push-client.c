@@ -111,20 +111,30 @@ wait_fd(int fd, short ev, int64_t end)
 	}
 }
 
+/* A new connection to the control socket with cmd sent on it, or -1. */
+static int
+ask_connect(const struct config *cfg, const char *cmd)
+{
+	size_t n = strlen(cmd);
+	int fd = push_connect(cfg, 0);
+
+	if (fd >= 0 && send(fd, cmd, n, MSG_NOSIGNAL) != (ssize_t)n) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
 /* Send one command line and read one answer line into out. RC_OK or RC_ERR. */
 static int
 push_ask(const struct config *cfg, const char *cmd, char *out, size_t outlen, int timeout_ms)
 {
 	int64_t end = mono_ms() + timeout_ms;
-	size_t got = 0, n = strlen(cmd);
-	int fd = push_connect(cfg, 0);
+	size_t got = 0;
+	int fd = ask_connect(cfg, cmd);
 
 	if (fd < 0)
 		return RC_ERR;
-	if (send(fd, cmd, n, MSG_NOSIGNAL) != (ssize_t)n) {
-		close(fd);
-		return RC_ERR;
-	}
 	while (wait_fd(fd, POLLIN, end)) {
 		ssize_t r = recv(fd, out + got, outlen - 1 - got, 0);
 		char *nl;
@@ -184,12 +194,8 @@ push_content(const struct config *cfg, struct pool *p, const char *msg_id, char 
 	cl = snprintf(cmd, sizeof(cmd), "content %s\n", msg_id);
 	if (cl <= 8 || cl >= (int)sizeof(cmd) || strchr(msg_id, '\n'))
 		return RC_NOTFOUND; /* no message of ours has such an id */
-	if ((fd = push_connect(cfg, 0)) < 0)
+	if ((fd = ask_connect(cfg, cmd)) < 0)
 		return RC_ERR;
-	if (send(fd, cmd, (size_t)cl, MSG_NOSIGNAL) != cl) {
-		close(fd);
-		return RC_ERR;
-	}
 	buf_init(&b, PUSH_CONTENT_MAX + PUSH_LINE_MAX);
 	while (wait_fd(fd, POLLIN, end)) {
 		ssize_t r;
