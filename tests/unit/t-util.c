@@ -36,12 +36,13 @@ t_util(void)
 	CHECK(strncmp(m, "msg_20250127120000_", 19) == 0 && strlen(m) == 27 && is_hex(m + 19, 8));
 	CHECK(ids_stamped(m, "record", 1737979200000LL) == RC_OK);
 	CHECK(strncmp(m, "record_20250127120000_", 22) == 0 && strlen(m) == 30);
-	/* in one second, one thread's digits increase by random steps (the indexes over them
-	 * grow at their ends); a new second starts again in the lower half */
+	/* in one second, one thread's digits increase by random steps of 1 to 2^24 (the
+	 * indexes over them grow at a few points), starting again in the lower half past the
+	 * top; a new second starts again in the lower half */
 	{
 		char prev[IDS_STAMPED_MAX];
-		unsigned long a, b, steps = 0;
-		int k, up = 1;
+		unsigned long a, b, steps = 0, nsteps = 0, restarts = 0;
+		int k, ok = 1;
 
 		CHECK(ids_stamped(prev, "msg", 1737979201000LL) == RC_OK);
 		CHECK(strtoul(prev + 19, NULL, 16) < 0x80000000UL);
@@ -49,12 +50,19 @@ t_util(void)
 			CHECK(ids_stamped(m, "msg", 1737979201000LL + k) == RC_OK);
 			a = strtoul(prev + 19, NULL, 16);
 			b = strtoul(m + 19, NULL, 16);
-			up &= b > a && b - a <= 65536;
-			steps += b - a;
+			if (b > a && b - a <= (1UL << 24)) {
+				steps += b - a;
+				nsteps++;
+			} else if (a > 0xffffffffUL - (1UL << 24) && b < 0x80000000UL) {
+				restarts++;
+			} else {
+				ok = 0;
+			}
 			strcpy(prev, m);
 		}
-		CHECK(up);
-		CHECK(steps > 1000 * 16384 && steps < 1000 * 49152); /* about 32,768 each */
+		CHECK(ok);
+		CHECK(restarts >= 1 && restarts < 10); /* 1000 steps of 2^23 pass the top about twice */
+		CHECK(steps / nsteps > (1UL << 22) && steps / nsteps < 3 * (1UL << 22));
 		CHECK(ids_stamped(m, "msg", 1737979202000LL) == RC_OK);
 		CHECK(strncmp(m, "msg_20250127120002_", 19) == 0 && is_hex(m + 19, 8) &&
 		      strtoul(m + 19, NULL, 16) < 0x80000000UL);
