@@ -36,7 +36,7 @@ t_util(void)
 	CHECK(strncmp(m, "msg_20250127120000_", 19) == 0 && strlen(m) == 27 && is_hex(m + 19, 8));
 	CHECK(ids_stamped(m, "record", 1737979200000LL) == RC_OK);
 	CHECK(strncmp(m, "record_20250127120000_", 22) == 0 && strlen(m) == 30);
-	/* in one second, one thread's digits increase by random steps of 1 to 2^24 (the
+	/* in one second, one thread's digits increase by random steps of 1 to 2^20 (the
 	 * indexes over them grow at a few points), starting again in the lower half past the
 	 * top; a new second starts again in the lower half */
 	{
@@ -46,14 +46,14 @@ t_util(void)
 
 		CHECK(ids_stamped(prev, "msg", 1737979201000LL) == RC_OK);
 		CHECK(strtoul(prev + 19, NULL, 16) < 0x80000000UL);
-		for (k = 0; k < 1000; k++) {
-			CHECK(ids_stamped(m, "msg", 1737979201000LL + k) == RC_OK);
+		for (k = 0; k < 10000; k++) {
+			CHECK(ids_stamped(m, "msg", 1737979201000LL + k % 1000) == RC_OK);
 			a = strtoul(prev + 19, NULL, 16);
 			b = strtoul(m + 19, NULL, 16);
-			if (b > a && b - a <= (1UL << 24)) {
+			if (b > a && b - a <= (1UL << 20)) {
 				steps += b - a;
 				nsteps++;
-			} else if (a > 0xffffffffUL - (1UL << 24) && b < 0x80000000UL) {
+			} else if (a > 0xffffffffUL - (1UL << 20) && b < 0x80000000UL) {
 				restarts++;
 			} else {
 				ok = 0;
@@ -61,8 +61,10 @@ t_util(void)
 			strcpy(prev, m);
 		}
 		CHECK(ok);
-		CHECK(restarts >= 1 && restarts < 10); /* 1000 steps of 2^23 pass the top about twice */
-		CHECK(steps / nsteps > (1UL << 22) && steps / nsteps < 3 * (1UL << 22));
+		/* 10,000 steps of 2^19 on average pass the top once or twice; a run from the lower
+		 * half takes at least 2,048 steps */
+		CHECK(restarts >= 1 && restarts <= 5);
+		CHECK(steps / nsteps > (1UL << 18) && steps / nsteps < 3 * (1UL << 18));
 		CHECK(ids_stamped(m, "msg", 1737979202000LL) == RC_OK);
 		CHECK(strncmp(m, "msg_20250127120002_", 19) == 0 && is_hex(m + 19, 8) &&
 		      strtoul(m + 19, NULL, 16) < 0x80000000UL);
