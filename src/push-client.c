@@ -192,7 +192,7 @@ push_content(const struct config *cfg, struct pool *p, const char *msg_id, char 
 	int fd, rc = RC_ERR, cl;
 
 	cl = snprintf(cmd, sizeof(cmd), "content %s\n", msg_id);
-	if (cl <= 8 || cl >= (int)sizeof(cmd) || strchr(msg_id, '\n'))
+	if (!*msg_id || cl >= (int)sizeof(cmd) || strchr(msg_id, '\n'))
 		return RC_NOTFOUND; /* no message of ours has such an id */
 	if ((fd = ask_connect(cfg, cmd)) < 0)
 		return RC_ERR;

@@ -79,9 +79,9 @@ write_end(struct witem *it, char *err)
 	return rc;
 }
 
-/* Write the ends of list inside the open transaction. 0 when one failed, with err (the
- * transaction is then to be rolled back); with alone, each in a transaction of its own,
- * and a failure is logged and skipped. */
+/* Write the ends of list (the loop's items, all W_END) inside the open transaction. 0 when
+ * one failed, with err (the transaction is then to be rolled back); with alone, each in a
+ * transaction of its own, and a failure is logged and skipped. */
 static int
 write_ends(struct witem *list, int alone, char *err)
 {
@@ -89,8 +89,6 @@ write_ends(struct witem *list, int alone, char *err)
 	int rc;
 
 	for (it = list; it; it = it->next) {
-		if (it->kind != W_END)
-			continue;
 		rc = write_end(it, err);
 		if (rc == RC_NOTFOUND)
 			rc = RC_OK; /* ended meanwhile (a stop from elsewhere) */
