@@ -22,7 +22,7 @@ struct store;
 struct config;
 struct route;
 
-/* The five dialects (CONTRACT.md): each has its own error body. */
+/* The five dialects (docs/API.md): each has its own error body. */
 enum dialect { D_A, D_B, D_C, D_D, D_E };
 
 #define REQ_MAX_PARAMS 4

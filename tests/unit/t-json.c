@@ -47,7 +47,7 @@ t_json(void)
 	buf_init(&r.out, 1 << 20);
 	buf_init(&r.headers, 4096);
 
-	/* CONTRACT section 2: one error shape per dialect, the status always matching */
+	/* one error shape per dialect (docs/API.md, "Errors"), the status always matching */
 	CHECK_STR(render(&r, D_A, 400, 1001, "消息内容不能为空"),
 		  "{\"code\":1001,\"message\":\"消息内容不能为空\"}");
 	CHECK(r.status == 400);
