@@ -8,7 +8,10 @@
  *   GET /estream/{run}         dialect E's stream: the upstream's bytes passed through
  * Requests are parsed with http-parser. Every connection's unsent output is bounded by
  * client_buffer: a client that does not read is dropped without slowing the others. One
- * timer sends SSE heartbeats and WebSocket pings, and closes clients that stopped answering.
+ * timer sends SSE heartbeats and WebSocket pings, and closes clients that stopped answering
+ * or left a message unfinished. Connections are capped in all and per client address
+ * (over_cap). Under auth = jwt a WebSocket gets only its own user's conversation's events
+ * (ws_owns), and its sends are stored by the writer thread (ws_send_message, hub_posted).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -650,8 +653,9 @@ ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int fla
  * Server frames are written here, not by wslay: a server frame is unmasked, so one frame's
  * bytes serve every subscriber of a fan-out (serialised and framed once, not once per
  * subscriber as wslay's queue would: measured, that copy per subscriber put the last of
- * 1,000 subscribers 124 ms behind the first). wslay still reads every client frame (masks,
- * fragments, control frames, close codes, the size limit) and answers pings and closes.
+ * 1,000 subscribers 124 ms behind the first). wslay still reads every client frame that
+ * ws_scan let through (unmasking, fragments, control frames, the client's close codes) and
+ * answers pings and closes; the close frames for what ws_scan refuses are ws_fail's.
  * Writing between wslay's sends is safe: it hands us whole frames, never a part.
  */
 struct frame {
@@ -1163,6 +1167,8 @@ ws_pump(struct hconn *c)
 	}
 	if (c->closing || !c->ws)
 		return;
+	if (!c->wsin.len && c->wsin.alloc > 16384)
+		buf_free(&c->wsin); /* what wslay took it holds itself: not twice */
 	if (c->wsin.len && c->posts_pending >= WS_POSTS_MAX && !c->paused) {
 		/* the rest waits for the writer's answers (hub_posted) */
 		c->paused = 1;
