@@ -607,7 +607,7 @@ conn_line(struct conn *c, char *line)
 		else
 			conn_say(c, "none\n");
 	} else if (strcmp(line, "stats") == 0) {
-		char hub[128];
+		char hub[256];
 		hub_stats(hub, sizeof(hub));
 		conn_say(c, "runs %d upstream %d %s\n", nruns, llm_active(), hub);
 	} else {
