@@ -211,3 +211,29 @@ def e_stream_of_another_users_session_refused(_):
     h = ok_env(u.ca.get("/api/chat/history?sessionId=" + q(sid)), "A's E history")
     users = [x["userMessage"] for x in h["messages"]]
     assert users == [body["chatInput"]], "A's E history: %r" % (users,)
+
+
+@test
+def ws_stop_before_any_event_refused(_):
+    st = stack()
+    u = Users(st)
+    conv = uniq("jwstop")
+    wb = tl.ws_open(st, conv, u.tb)  # before the conversation exists
+    try:
+        a_long_send(u, conv)
+        # the reply's id from A's C list at once: B's socket has had no event yet
+        lst = ok_json(u.ca.get("/ai/message/list/" + q(conv)), "A's C list")
+        ai = [m for m in lst if m["role"] == "assistant"][0]
+        wb.send({"type": "stop", "message_id": ai["msgId"]})
+        m = wb.recv(5)
+        assert m.get("type") == "error", "B's stop of A's run, sent before any event: %r" % (
+            tl.short(m),)
+        done = tl.c_finished(u.ca, conv, ai["msgId"], 20)
+        r = ok_json(u.ca.get("/api/ai/records" + qs(session_id=conv)), "A's records")
+        rec = [x for x in r["records"] if x["ai_message_id"] == ai["msgId"]][0]
+        assert rec["status"] == 1, "A's run after B's stop: record %r (1: done, not stopped)" % (
+            rec,)
+        assert tl.c_content(u.ca, done["msgId"])["content"], "A's reply is empty"
+        quiet(wb, 0.3, "a socket whose stop was refused")
+    finally:
+        wb.kill()
