@@ -139,6 +139,9 @@ static void hc_close(struct hconn *c);
 
 /* ---- connections per client address ---- */
 
+#define ADDRS 1024
+static struct addr *addrs[ADDRS];
+
 static unsigned
 addr_hash(const char *k)
 {
@@ -146,11 +149,8 @@ addr_hash(const char *k)
 
 	while (*k)
 		h = (h ^ (unsigned char)*k++) * 16777619u;
-	return h % 1024;
+	return h % ADDRS;
 }
-
-#define ADDRS 1024
-static struct addr *addrs[ADDRS];
 
 static struct addr *
 addr_get(const char *ip)
