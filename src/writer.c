@@ -590,6 +590,9 @@ writer_start(uv_loop_t *loop, const struct config *cfg, void (*cb)(struct witem 
 		snprintf(err, ERR_LEN, "cannot start the writer's threads");
 		return RC_ERR;
 	}
+	/* named, for top -H and /proc/<pid>/task/<tid>/comm */
+	pthread_setname_np(thread, "aichatd-writer");
+	pthread_setname_np(ckpt_thread, "aichatd-ckpt");
 	running = 1;
 	return RC_OK;
 }

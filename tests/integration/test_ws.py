@@ -132,6 +132,21 @@ def cpu_s(pid):
     return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
 
 
+def thread_cpu_s(pid, name):
+    """CPU seconds of the thread of pid named name; None when it has no such thread."""
+    for tid in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/comm" % (pid, tid)) as f:
+                if f.read().strip() != name:
+                    continue
+            with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        return (int(fields[11]) + int(fields[12])) / float(os.sysconf("SC_CLK_TCK"))
+    return None
+
+
 def nofile(pid):
     """(soft, hard) RLIMIT_NOFILE of a process."""
     with open("/proc/%d/limits" % pid) as f:

@@ -246,14 +246,17 @@ def writer_does_not_spin_out_of_descriptors(_):
                 res["status"] = repr(e)
             res["took"] = time.time() - t
 
-        c0, t0 = tw.cpu_s(pid), time.time()
+        c0, t0, w0 = tw.cpu_s(pid), time.time(), tw.thread_cpu_s(pid, "aichatd-writer")
         th = threading.Thread(target=send, daemon=True)
         th.start()
         time.sleep(2.5)
         used = tw.cpu_s(pid) - c0
+        w1 = tw.thread_cpu_s(pid, "aichatd-writer")
         th.join(40)
         print("# out of descriptors: %r; a send answered %r in %.2f s; the daemon's CPU "
-              "%.2f s in %.1f s" % (codes, res.get("status"), res.get("took", -1), used, 2.5))
+              "%.2f s in %.1f s (its writer thread: %s)" % (
+                  codes, res.get("status"), res.get("took", -1), used, 2.5,
+                  "%.2f s" % (w1 - w0) if w0 is not None and w1 is not None else "unnamed"))
         assert used < 0.5, "out of descriptors the daemon used %.2f s of CPU in 2.5 s" % used
         assert res.get("took", 99) < 5, "A's send out of descriptors took %.1f s (answered " \
             "%r)" % (res.get("took", -1), res.get("status"))
