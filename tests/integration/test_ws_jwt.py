@@ -188,6 +188,11 @@ def sse_of_another_users_message_refused(_):
             tl.c_finished(u.ca, j["conversationId"], mid, 20)
     r = u.cb.post("/ai/message/stop/" + q(mid), json={})
     assert r.status == 404, "B's stop of A's message: %d" % r.status
+    # the daemon's side of the hand-over is nginx's internal location: not for clients
+    for path in ("/_aichatd_push/sse/" + q(mid), "/_aichatd_push/estream/1"):
+        r = u.cb.get(path)
+        assert r.status == 404 and b"data:" not in r.body, "B on %s: %d %r" % (
+            path, r.status, r.body[:200])
 
 
 @test
