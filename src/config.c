@@ -39,6 +39,10 @@ static const struct key keys[] = {
 	{"ws_ping_s", K_INT, OFF(ws_ping_s), 1, 3600},
 	{"client_buffer", K_SIZE, OFF(client_buffer), 4096, 256L << 20},
 	{"ws_max_message", K_SIZE, OFF(ws_max_message), 1024, 16L << 20},
+	{"max_connections", K_INT, OFF(max_connections), 0, 1L << 24},
+	{"max_connections_per_addr", K_INT, OFF(max_connections_per_addr), 0, 1L << 24},
+	{"ws_fragment_timeout_s", K_INT, OFF(ws_fragment_timeout_s), 1, 3600},
+	{"ws_pending_max", K_SIZE, OFF(ws_pending_max), 65536, 1L << 32},
 };
 
 static int
@@ -166,6 +170,8 @@ config_load(struct config *c, const char *path, char *err)
 	c->ws_ping_s = 30;
 	c->client_buffer = 1u << 20;
 	c->ws_max_message = 64u << 10;
+	c->ws_fragment_timeout_s = 30;
+	c->ws_pending_max = 32u << 20;
 	if (set_str(&c->listen, "127.0.0.1", err) || set_str(&c->data_dir, "./var", err) ||
 	    set_str(&c->provider, "builtin", err) || set_str(&c->jwt_secret, "", err) ||
 	    set_str(&c->openai_base_url, "https://api.openai.com/v1", err) ||

@@ -8,7 +8,10 @@
  *   GET /estream/{run}         dialect E's stream: the upstream's bytes passed through
  * Requests are parsed with http-parser. Every connection's unsent output is bounded by
  * client_buffer: a client that does not read is dropped without slowing the others. One
- * timer sends SSE heartbeats and WebSocket pings, and closes clients that stopped answering.
+ * timer sends SSE heartbeats and WebSocket pings, and closes clients that stopped answering
+ * or left a message unfinished. Connections are capped in all and per client address
+ * (over_cap). Under auth = jwt a WebSocket gets only its own user's conversation's events
+ * (ws_owns), and its sends are stored by the writer thread (ws_send_message, hub_posted).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <sys/resource.h>
 #include <http_parser.h>
 #include <wslay/wslay.h>
 #include <jansson.h>
@@ -34,9 +38,21 @@
 #define URL_MAX 4096
 #define HEADERS_MAX 16384
 #define TOPICS 4096
+/* a closing WebSocket waits at most this long for the client's close */
+#define LINGER_MS 2000
+/* a client's send_message posts at the writer at once; its next messages wait */
+#define WS_POSTS_MAX 32
+/* what an unfinished WebSocket message costs beyond its bytes (wslay's context and
+ * buffers), counted in ws_pending_max */
+#define WS_MSG_COST 16384
+/* connections over max_connections still read for a refusal; past these, closed unread */
+#define REFUSE_SLACK 64
 
 enum hkind { K_HTTP, K_WS, K_SSE, K_STREAM };
-enum hfield { H_NONE, H_UPGRADE, H_KEY, H_VERSION, H_AUTH, H_LASTID };
+enum hfield { H_NONE, H_UPGRADE, H_KEY, H_VERSION, H_AUTH, H_LASTID, H_REALIP };
+/* Whether a WebSocket's user owns its conversation (auth = jwt): a socket opened on an id
+ * nobody has used yet learns it when the conversation exists (ws_owns). */
+enum wsown { OWN_ANY, OWN_UNKNOWN, OWN_YES, OWN_NO };
 
 struct hreq {
 	struct buf url;
@@ -48,6 +64,7 @@ struct hreq {
 	char version[8];
 	char auth[4200];
 	char last_id[32];
+	char real_ip[64];
 };
 
 struct topic;
@@ -75,6 +92,29 @@ struct hconn {
 	unsigned char scan_frag;   /* inside a fragmented data message */
 	int headers_sent;          /* E's stream: the response head is out */
 	int closing;
+	/* the message being received (ws_scan): its declared bytes so far, what of them is
+	 * counted in ws_pending, and when it began (uv_now, 0: none under way) */
+	uint64_t scan_msg;
+	size_t held;
+	uint64_t msg_started;
+	unsigned char scan_fin_data; /* the current frame ends a data message */
+	unsigned char scan_close;    /* a close frame's header was seen */
+	int fail_code;             /* a violation ws_scan found: the close code to send */
+	const char *fail_reason;
+	int failed;                /* close frame sent: 1 frames still followed, 2 not */
+	uint64_t linger_until;     /* after a close frame: input is read and dropped until */
+	enum wsown own;
+	int posts_pending;         /* send_message posts at the writer */
+	int paused;                /* reading stopped until posts come back */
+	int handle_closed;         /* uv closed the pipe; freed once posts_pending is 0 */
+	struct addr *addr;         /* counted in its client address */
+};
+
+/* Connections per client address (nginx's X-Real-IP). */
+struct addr {
+	struct addr *next;
+	int n;
+	char ip[];
 };
 
 struct topic {
@@ -89,8 +129,60 @@ static struct hconn *all;
 static struct topic *topics[TOPICS];
 static long n_ws, n_sse, n_stream, n_dropped;
 static http_parser_settings settings;
+/* every connection from nginx, whatever its state; those refused for the caps; bytes held
+ * for unfinished WebSocket messages (ws_pending_max), and connections closing (linger) */
+static long n_conns, n_refused, n_lingering;
+static size_t ws_pending;
+static uv_timer_t linger;
 
 static void hc_close(struct hconn *c);
+
+/* ---- connections per client address ---- */
+
+#define ADDRS 1024
+static struct addr *addrs[ADDRS];
+
+static unsigned
+addr_hash(const char *k)
+{
+	unsigned h = 2166136261u;
+
+	while (*k)
+		h = (h ^ (unsigned char)*k++) * 16777619u;
+	return h % ADDRS;
+}
+
+static struct addr *
+addr_get(const char *ip)
+{
+	struct addr **p = &addrs[addr_hash(ip)], *a;
+
+	for (a = *p; a; a = a->next)
+		if (strcmp(a->ip, ip) == 0)
+			return a;
+	if (!(a = calloc(1, sizeof(*a) + strlen(ip) + 1)))
+		return NULL;
+	strcpy(a->ip, ip);
+	a->next = *p;
+	*p = a;
+	return a;
+}
+
+static void
+addr_put(struct addr *a)
+{
+	struct addr **p;
+
+	if (--a->n > 0)
+		return;
+	for (p = &addrs[addr_hash(a->ip)]; *p; p = &(*p)->next) {
+		if (*p == a) {
+			*p = a->next;
+			free(a);
+			return;
+		}
+	}
+}
 
 /* ---- topics: subscribers by conversation ("c:"), reply message ("m:") or run ("r:") ---- */
 
@@ -249,7 +341,18 @@ on_closed(uv_handle_t *h)
 {
 	struct hconn *c = h->data;
 
-	free(c);
+	c->handle_closed = 1;
+	if (!c->posts_pending)
+		free(c); /* else when the writer's answers are back (hub_posted) */
+}
+
+static void
+ws_release(struct hconn *c)
+{
+	ws_pending -= c->held;
+	c->held = 0;
+	c->scan_msg = 0;
+	c->msg_started = 0;
 }
 
 static void
@@ -278,6 +381,13 @@ hc_close(struct hconn *c)
 	default:
 		break;
 	}
+	n_conns--;
+	if (c->linger_until)
+		n_lingering--;
+	if (c->addr)
+		addr_put(c->addr);
+	c->addr = NULL;
+	ws_release(c);
 	if (c->ws)
 		wslay_event_context_free(c->ws);
 	c->ws = NULL;
@@ -513,6 +623,10 @@ ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *data, size_t len, int flags, vo
 	size_t n = c->wsin.len < len ? c->wsin.len : len;
 
 	(void)flags;
+	/* with WS_POSTS_MAX of its posts at the writer, a client's next messages wait in wsin
+	 * (and its socket) until they are answered */
+	if (c->posts_pending >= WS_POSTS_MAX)
+		n = 0;
 	if (!n) {
 		wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
 		return -1;
@@ -539,8 +653,9 @@ ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int fla
  * Server frames are written here, not by wslay: a server frame is unmasked, so one frame's
  * bytes serve every subscriber of a fan-out (serialised and framed once, not once per
  * subscriber as wslay's queue would: measured, that copy per subscriber put the last of
- * 1,000 subscribers 124 ms behind the first). wslay still reads every client frame (masks,
- * fragments, control frames, close codes, the size limit) and answers pings and closes.
+ * 1,000 subscribers 124 ms behind the first). wslay still reads every client frame that
+ * ws_scan let through (unmasking, fragments, control frames, the client's close codes) and
+ * answers pings and closes; the close frames for what ws_scan refuses are ws_fail's.
  * Writing between wslay's sends is safe: it hands us whole frames, never a part.
  */
 struct frame {
@@ -598,10 +713,42 @@ ws_json_frame(json_t *j)
 	return f;
 }
 
+/* Whether the connection may see its conversation's events: always with auth off; under
+ * jwt only when its user owns the conversation. A socket opened on an id nobody had used
+ * claims nothing: once the conversation exists (its events are the sign), whose it is is
+ * read from the store, once; a socket of someone else's conversation is let go of. */
+static int
+ws_owns(struct hconn *c)
+{
+	struct pool *p;
+	struct conv cv;
+	char err[ERR_LEN];
+
+	if (c->own == OWN_UNKNOWN && (p = pool_create())) {
+		if (store_conv_get(pushd_store, p, c->conv_id, c->user, &cv, err) == RC_OK)
+			c->own = OWN_YES;
+		else if (store_conv_taken(pushd_store, c->conv_id, err) == RC_OK)
+			c->own = OWN_NO;
+		pool_destroy(p);
+		if (c->own == OWN_NO)
+			unsubscribe(c);
+	}
+	return c->own == OWN_ANY || c->own == OWN_YES;
+}
+
+/* A frame for this connection itself (an answer, a close). */
+static void
+ws_write_frame(struct hconn *c, const struct frame *f)
+{
+	if (f && !c->closing && c->kind == K_WS && !c->failed)
+		hc_write(c, f->data, f->len);
+}
+
+/* A frame of the conversation's fan-out: only to a connection of its owner. */
 static void
 ws_send_frame(struct hconn *c, const struct frame *f)
 {
-	if (f && !c->closing && c->kind == K_WS)
+	if (f && !c->closing && c->kind == K_WS && !c->failed && ws_owns(c))
 		hc_write(c, f->data, f->len);
 }
 
@@ -611,8 +758,73 @@ ws_send_json(struct hconn *c, json_t *j)
 {
 	struct frame *f = ws_json_frame(j);
 
-	ws_send_frame(c, f);
+	ws_write_frame(c, f);
 	free(f);
+}
+
+static void on_linger(uv_timer_t *t);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b);
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
+static void ws_pump(struct hconn *c);
+
+/*
+ * End a connection per RFC 6455 on a violation the daemon found: a close frame with code
+ * and reason, then the connection is kept LINGER_MS (reading and dropping what the client
+ * still sends, so the close frame is not lost to a reset), or until the client's own close
+ * or end. With follow, the client's frames can still be followed (a size or policy limit);
+ * else (a malformed frame) its bytes are dropped unread.
+ */
+static void
+ws_fail(struct hconn *c, int code, const char *reason, int follow)
+{
+	char payload[125];
+	size_t n = strlen(reason);
+	struct frame *f;
+
+	if (c->closing || c->failed)
+		return;
+	if (n > sizeof(payload) - 2)
+		n = sizeof(payload) - 2;
+	payload[0] = (char)(code >> 8);
+	payload[1] = (char)code;
+	memcpy(payload + 2, reason, n);
+	if (!c->ws || !wslay_event_get_close_sent(c->ws)) {
+		f = ws_frame(WSLAY_CONNECTION_CLOSE, payload, n + 2);
+		ws_write_frame(c, f);
+		free(f);
+	}
+	if (c->closing)
+		return;
+	c->failed = follow ? 1 : 2;
+	unsubscribe(c);
+	ws_release(c);
+	if (c->ws)
+		wslay_event_context_free(c->ws);
+	c->ws = NULL;
+	buf_free(&c->wsin);
+	c->scan_close = 0;
+	c->linger_until = uv_now(pushd_loop) + LINGER_MS;
+	if (n_lingering++ == 0)
+		uv_timer_start(&linger, on_linger, LINGER_MS / 4, LINGER_MS / 4);
+	if (c->paused) {
+		c->paused = 0;
+		uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+	}
+}
+
+static void
+on_linger(uv_timer_t *t)
+{
+	uint64_t now = uv_now(pushd_loop);
+	struct hconn *c, *next;
+
+	for (c = all; c && n_lingering; c = next) {
+		next = c->next;
+		if (c->linger_until && now >= c->linger_until)
+			hc_close(c);
+	}
+	if (!n_lingering)
+		uv_timer_stop(t);
 }
 
 static void
@@ -621,56 +833,98 @@ ws_error(struct hconn *c, const char *msg)
 	ws_send_json(c, json_pack("{s:s,s:s}", "type", "error", "message", msg));
 }
 
+/*
+ * A send: validated here, stored by the writer thread like every other post (never on the
+ * loop, where a burst of sends stalled every other client). hub_posted() answers it once
+ * the post is committed; the run then starts as the writer's other posts' do.
+ */
 static void
 ws_send_message(struct hconn *c, json_t *j)
 {
 	json_t *content = json_object_get(j, "content");
-	struct pool *p = pool_create();
-	struct store_post in;
-	struct store_posted out;
-	char err[ERR_LEN];
-	int rc;
+	struct witem *it;
+	struct store_post *in;
+	struct pool *p;
 
-	if (!p)
-		return;
 	if (content && !json_is_string(content)) {
 		ws_error(c, "content 必须是字符串");
-		goto out;
+		return;
 	}
 	switch (api_content_check(json_string_value(content))) {
 	case 1:
 		ws_error(c, "消息内容不能为空");
-		goto out;
+		return;
 	case 2:
 		ws_error(c, "消息内容过长");
-		goto out;
+		return;
 	}
-	memset(&in, 0, sizeof(in));
-	in.conv_id = c->conv_id;
-	in.owner = c->user;
-	in.create = 1;
-	/* as from the path's user (dialect A's /ws/{user_id}), or the token's */
-	in.conv_user = in.sender = c->user ? c->user : c->conv_id;
-	in.title = c->conv_id;
-	in.role = "user";
-	in.content = json_string_value(content);
-	in.run = 1;
-	rc = store_post(pushd_store, p, &in, &out, err);
-	if (rc == RC_NOTFOUND) {
+	if (c->own == OWN_NO) {
 		ws_error(c, "会话不存在");
-		goto out;
+		return;
 	}
-	if (rc != RC_OK) {
-		fprintf(stderr, "aichatd-push: ws send: %s\n", err);
+	if (!(it = witem_new(W_POST))) {
 		ws_error(c, "服务器内部错误");
-		goto out;
+		return;
 	}
-	ws_send_json(c, json_pack("{s:s,s:s,s:s,s:s}", "type", "message_sent", "message_id",
-				  out.msg.msg_id, "content", out.msg.content, "session_id",
-				  out.conv.id));
-	runs_start(out.run_id);
-out:
-	pool_destroy(p);
+	p = it->post->pool;
+	in = &it->post->in;
+	in->conv_id = pool_strdup(p, c->conv_id);
+	in->owner = c->user ? pool_strdup(p, c->user) : NULL;
+	in->create = 1;
+	/* as from the path's user (dialect A's /ws/{user_id}), or the token's */
+	in->conv_user = in->sender = c->user ? in->owner : in->conv_id;
+	in->title = in->conv_id;
+	in->role = "user";
+	in->content = pool_strdup(p, json_string_value(content));
+	in->run = 1;
+	it->post->origin = c;
+	if (!in->conv_id || !in->content || (c->user && !in->owner) || writer_post(it) != RC_OK) {
+		witem_free(it);
+		ws_error(c, "服务器内部错误");
+		return;
+	}
+	c->posts_pending++;
+}
+
+/* A send of ws_send_message(), back from the writer (on the loop): committed, or failed. */
+void
+hub_posted(struct witem *it)
+{
+	struct wpost *w = it->post;
+	struct hconn *c = w->origin;
+
+	w->origin = NULL;
+	if (!c)
+		return;
+	c->posts_pending--;
+	if (c->handle_closed) {
+		if (!c->posts_pending)
+			free(c);
+		return;
+	}
+	if (c->closing || c->failed)
+		return;
+	if (w->op.rc == RC_OK) {
+		if (c->own == OWN_UNKNOWN)
+			c->own = OWN_YES; /* its post created the conversation, or found it its own */
+		ws_send_json(c, json_pack("{s:s,s:s,s:s,s:s}", "type", "message_sent", "message_id",
+					  w->out.msg.msg_id, "content", w->out.msg.content,
+					  "session_id", w->out.conv.id));
+	} else if (w->op.rc == RC_NOTFOUND) {
+		if (c->own == OWN_UNKNOWN)
+			c->own = OWN_NO;
+		if (c->own == OWN_NO)
+			unsubscribe(c);
+		ws_error(c, "会话不存在");
+	} else {
+		fprintf(stderr, "aichatd-push: ws send: %s\n", w->err);
+		ws_error(c, "服务器内部错误");
+	}
+	if (c->paused && c->posts_pending < WS_POSTS_MAX && !c->closing) {
+		c->paused = 0;
+		uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+		ws_pump(c);
+	}
 }
 
 static void
@@ -683,7 +937,8 @@ ws_stop(struct hconn *c, json_t *j)
 		ws_error(c, "message_id 不能为空");
 		return;
 	}
-	if (!r || r->ended || strcmp(r->job.conv_id, c->conv_id) != 0) {
+	/* someone else's run is refused as one that does not exist */
+	if (!r || r->ended || strcmp(r->job.conv_id, c->conv_id) != 0 || !ws_owns(c)) {
 		ws_error(c, "没有进行中的回复");
 		return;
 	}
@@ -759,27 +1014,110 @@ ws_payload_len(const unsigned char *h)
 	return len;
 }
 
-/* Follow the frames of bytes about to go to wslay, to know when it holds no partial one. */
-static void
-ws_scan(struct hconn *c, const unsigned char *p, size_t n)
+/* A frame header's verdict (RFC 6455 section 5): 0, or the close code, with the reason. */
+static int
+ws_check_header(struct hconn *c, const unsigned char *h, uint64_t len)
 {
+	int op = h[0] & 0x0f, fin = h[0] & 0x80, len7 = h[1] & 0x7f;
+	uint64_t total;
+	size_t want;
+
+	c->fail_reason = NULL;
+	if (h[0] & 0x70)
+		c->fail_reason = "reserved bits set";
+	else if ((op > 2 && op < 8) || op > 10)
+		c->fail_reason = "unknown opcode";
+	else if (!(h[1] & 0x80))
+		c->fail_reason = "unmasked frame";
+	else if (len7 == 127 && (len >> 63))
+		c->fail_reason = "frame length over 2^63";
+	else if ((len7 == 126 && len < 126) || (len7 == 127 && len < 65536))
+		c->fail_reason = "length not in its shortest form";
+	else if (op >= 8 && !fin)
+		c->fail_reason = "fragmented control frame";
+	else if (op >= 8 && len > 125)
+		c->fail_reason = "control frame over 125 bytes";
+	else if (op == 8 && len == 1)
+		c->fail_reason = "close frame of 1 byte";
+	else if (op == 0 && !c->scan_frag)
+		c->fail_reason = "continuation outside a message";
+	else if ((op == 1 || op == 2) && c->scan_frag)
+		c->fail_reason = "new message inside a fragmented one";
+	if (c->fail_reason)
+		return 1002;
+	if (op >= 8)
+		return 0;
+	total = (op == 0 ? c->scan_msg : 0) + len;
+	if (total > pushd_cfg.ws_max_message) {
+		c->fail_reason = "message too big";
+		return 1009;
+	}
+	/* what the message may hold once it is all here, its reader's context included */
+	want = (size_t)total + WS_MSG_COST;
+	if (want > c->held && ws_pending + (want - c->held) > pushd_cfg.ws_pending_max) {
+		c->fail_reason = "server busy: too many unfinished messages";
+		return 1013;
+	}
+	if (want > c->held) {
+		ws_pending += want - c->held;
+		c->held = want;
+	}
+	if (!c->msg_started)
+		c->msg_started = uv_now(pushd_loop) | 1;
+	c->scan_msg = total;
+	c->scan_frag = !fin;
+	c->scan_fin_data = fin != 0;
+	return 0;
+}
+
+/*
+ * Follow the frames of bytes arriving from the client, to know when wslay holds no partial
+ * one, and check each frame's header before any of its payload is kept: a violation is
+ * found at once (c->fail_code), however large the frame says it is. Returns how many of
+ * the n bytes may go on (those before the header that failed); with check off (after a
+ * close frame was sent) frames are only followed, to see the client's close.
+ */
+static size_t scan_after; /* where ws_scan stopped: past the header that failed */
+
+static size_t
+ws_scan(struct hconn *c, const unsigned char *p, size_t n, int check)
+{
+	const unsigned char *start = p, *hdr = p;
+
 	while (n) {
 		if (c->scan_left) {
 			uint64_t take = c->scan_left < n ? c->scan_left : n;
 			c->scan_left -= take;
 			p += take;
 			n -= (size_t)take;
+			if (!c->scan_left && c->scan_fin_data) {
+				c->scan_fin_data = 0;
+				ws_release(c); /* the message is whole: wslay hands it over now */
+			}
 			continue;
 		}
+		if (!c->scan_hlen)
+			hdr = p;
 		c->scan_hdr[c->scan_hlen++] = *p++;
 		n--;
 		if (c->scan_hlen < ws_header_size(c->scan_hdr, c->scan_hlen))
 			continue;
-		if ((c->scan_hdr[0] & 0x0f) < 8) /* data frames: continuation, text, binary */
-			c->scan_frag = !(c->scan_hdr[0] & 0x80);
-		c->scan_left = ws_payload_len(c->scan_hdr);
 		c->scan_hlen = 0;
+		c->scan_left = ws_payload_len(c->scan_hdr);
+		if ((c->scan_hdr[0] & 0x0f) == 8)
+			c->scan_close = 1;
+		if (!check)
+			continue;
+		if ((c->fail_code = ws_check_header(c, c->scan_hdr, c->scan_left)) != 0) {
+			scan_after = (size_t)(p - start);
+			return (size_t)(hdr - start);
+		}
+		if (!c->scan_left && c->scan_fin_data) {
+			c->scan_fin_data = 0;
+			ws_release(c);
+		}
 	}
+	return (size_t)(p - start);
 }
 
 /* Take the client's pongs with no wslay context: the only frames an idle client sends. */
@@ -821,10 +1159,20 @@ ws_pump(struct hconn *c)
 		}
 		wslay_event_config_set_max_recv_msg_length(c->ws, pushd_cfg.ws_max_message);
 	}
-	ws_scan(c, (const unsigned char *)c->wsin.s, c->wsin.len);
-	if (wslay_event_recv(c->ws) != 0 || c->closing || !c->ws) {
-		hc_close(c);
+	if (wslay_event_recv(c->ws) != 0) {
+		/* what ws_scan lets through is well framed: a failure here is wslay's own
+		 * finding (or memory) */
+		ws_fail(c, WSLAY_CODE_PROTOCOL_ERROR, "protocol error", 0);
 		return;
+	}
+	if (c->closing || !c->ws)
+		return;
+	if (!c->wsin.len && c->wsin.alloc > 16384)
+		buf_free(&c->wsin); /* what wslay took it holds itself: not twice */
+	if (c->wsin.len && c->posts_pending >= WS_POSTS_MAX && !c->paused) {
+		/* the rest waits for the writer's answers (hub_posted) */
+		c->paused = 1;
+		uv_read_stop((uv_stream_t *)&c->pipe);
 	}
 	if (wslay_event_send(c->ws) != 0) {
 		hc_close(c);
@@ -843,6 +1191,40 @@ ws_pump(struct hconn *c)
 		wslay_event_context_free(c->ws);
 		c->ws = NULL;
 		buf_free(&c->wsin);
+	}
+}
+
+/* Bytes from the client: checked frame by frame as they come, then read by wslay. */
+static void
+ws_ingest(struct hconn *c, const char *data, size_t n)
+{
+	size_t ok, after;
+
+	if (c->failed) {
+		/* after our close frame: dropped, but the client's close ends the wait */
+		if (c->failed == 1)
+			ws_scan(c, (const unsigned char *)data, n, 0);
+		if (c->scan_close)
+			hc_end(c);
+		return;
+	}
+	scan_after = n;
+	ok = ws_scan(c, (const unsigned char *)data, n, 1);
+	after = scan_after;
+	if (ok) {
+		if (!c->wsin.alloc)
+			buf_init(&c->wsin, pushd_cfg.ws_max_message + 65536);
+		if (buf_add(&c->wsin, data, ok) != RC_OK) {
+			hc_close(c);
+			return;
+		}
+		ws_pump(c);
+	}
+	if (c->fail_code && !c->closing) {
+		ws_fail(c, c->fail_code, c->fail_reason ? c->fail_reason : "protocol error",
+			c->fail_code != 1002);
+		if (c->failed == 1 && after < n)
+			ws_ingest(c, data + after, n - after);
 	}
 }
 
@@ -876,10 +1258,17 @@ ws_open(struct hconn *c, const char *conv_id, const char *token, struct pool *p)
 			return;
 		}
 		c->user = strdup(sub);
+		if (!c->user) {
+			hc_close(c);
+			return;
+		}
 	}
 	rc = store_conv_get(pushd_store, p, conv_id, c->user, &cv, err);
 	if (rc == RC_NOTFOUND && store_conv_taken(pushd_store, conv_id, err) == RC_OK)
 		rc = RC_DENIED; /* deleted, or someone else's */
+	/* an id nobody has used yet: the socket claims nothing (whose the conversation is, is
+	 * known once someone's message stores it) */
+	c->own = !c->user ? OWN_ANY : rc == RC_OK ? OWN_YES : OWN_UNKNOWN;
 	if (rc == RC_DENIED) {
 		hc_respond(c, 404, "Not Found", "application/json",
 			   "{\"code\":404,\"message\":\"会话不存在\"}");
@@ -936,6 +1325,8 @@ on_field(http_parser *hp, const char *at, size_t len)
 		q->field = H_AUTH;
 	else if (len == 13 && strncasecmp(at, "last-event-id", 13) == 0)
 		q->field = H_LASTID;
+	else if (len == 9 && strncasecmp(at, "x-real-ip", 9) == 0)
+		q->field = H_REALIP;
 	else
 		q->field = H_NONE;
 	return 0;
@@ -967,6 +1358,7 @@ on_value(http_parser *hp, const char *at, size_t len)
 	case H_VERSION: append(q->version, sizeof(q->version), at, len); break;
 	case H_AUTH: append(q->auth, sizeof(q->auth), at, len); break;
 	case H_LASTID: append(q->last_id, sizeof(q->last_id), at, len); break;
+	case H_REALIP: append(q->real_ip, sizeof(q->real_ip), at, len); break;
 	default: break;
 	}
 	return 0;
@@ -996,6 +1388,46 @@ query_param(struct pool *p, const char *query, const char *name)
 	return NULL;
 }
 
+/*
+ * The caps on connections (max_connections in all, max_connections_per_addr per client
+ * address, which nginx sets as X-Real-IP): a connection over one is answered at once, 503
+ * in the route's own shape, and ends. 1 when it was refused.
+ */
+static int
+over_cap(struct hconn *c, const char *path)
+{
+	const char *ip = c->req->real_ip;
+	const char *why = NULL;
+	struct addr *a = NULL;
+
+	if (n_ws + n_sse + n_stream >= pushd_cfg.max_connections)
+		why = "too many connections";
+	else if (!(a = addr_get(ip)))
+		why = "out of memory";
+	else if (a->n >= pushd_cfg.max_connections_per_addr)
+		why = "too many connections from this address";
+	if (!why) {
+		a->n++;
+		c->addr = a;
+		return 0;
+	}
+	if (a && !a->n) {
+		a->n = 1; /* a new entry: let go of it */
+		addr_put(a);
+	}
+	n_refused++;
+	if (strncmp(path, "/sse/", 5) == 0)
+		hc_respond(c, 503, "Service Unavailable", "application/json",
+			   "{\"error\":\"连接数已满，请稍后再试\"}");
+	else if (strncmp(path, "/estream/", 9) == 0)
+		hc_respond(c, 503, "Service Unavailable", "text/plain; charset=utf-8",
+			   "连接数已满，请稍后再试\n");
+	else
+		hc_respond(c, 503, "Service Unavailable", "application/json",
+			   "{\"code\":503,\"message\":\"连接数已满，请稍后再试\"}");
+	return 1;
+}
+
 static void
 handle(struct hconn *c, const char *rest, size_t rest_len)
 {
@@ -1013,7 +1445,9 @@ handle(struct hconn *c, const char *rest, size_t rest_len)
 	query = strchr(path, '?');
 	if (query)
 		*query++ = '\0';
-	if (c->parser.method != HTTP_GET) {
+	if (over_cap(c, path)) {
+		/* answered */
+	} else if (c->parser.method != HTTP_GET) {
 		hc_respond(c, 405, "Method Not Allowed", "application/json",
 			   "{\"code\":405,\"message\":\"请求方法不允许\"}");
 	} else if (strncmp(path, "/ws/", 4) == 0 &&
@@ -1023,13 +1457,8 @@ handle(struct hconn *c, const char *rest, size_t rest_len)
 		else
 			token = query_param(p, query, "access_token");
 		ws_open(c, seg, token, p);
-		if (!c->closing && c->kind == K_WS && rest_len) {
-			buf_init(&c->wsin, pushd_cfg.ws_max_message + 65536);
-			if (buf_add(&c->wsin, rest, rest_len) != RC_OK)
-				hc_close(c);
-			else
-				ws_pump(c);
-		}
+		if (!c->closing && c->kind == K_WS && rest_len)
+			ws_ingest(c, rest, rest_len);
 	} else if (strncmp(path, "/sse/", 5) == 0 &&
 		   (seg = req_unescape(p, path + 5, strlen(path + 5), 0)) && !strchr(seg, '/')) {
 		last = q->last_id[0] ? q->last_id : query_param(p, query, "last_event_id");
@@ -1072,13 +1501,7 @@ on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 	if (n == 0 || c->closing)
 		return;
 	if (c->kind == K_WS) {
-		if (!c->wsin.alloc)
-			buf_init(&c->wsin, pushd_cfg.ws_max_message + 65536);
-		if (buf_add(&c->wsin, b->base, (size_t)n) != RC_OK) {
-			hc_close(c);
-			return;
-		}
-		ws_pump(c);
+		ws_ingest(c, b->base, (size_t)n);
 		return;
 	}
 	if (c->kind != K_HTTP || !c->req)
@@ -1112,9 +1535,17 @@ on_connection(uv_stream_t *srv, int status)
 	if (all)
 		all->prev = c;
 	all = c;
+	n_conns++;
 	http_parser_init(&c->parser, HTTP_REQUEST);
 	c->parser.data = c;
+	/* far over the cap (connections not yet counted by kind included): not even read, so
+	 * that the descriptors left stay for the writer, the workers and the upstreams */
 	if (uv_accept(srv, (uv_stream_t *)&c->pipe) != 0) {
+		hc_close(c);
+		return;
+	}
+	if (n_conns > (long)pushd_cfg.max_connections + REFUSE_SLACK) {
+		n_refused++;
 		hc_close(c);
 		return;
 	}
@@ -1251,6 +1682,7 @@ on_beat(uv_timer_t *t)
 	 * forgiven, so a 1 s period is not missed by a timer that fires a millisecond early) */
 	int ping = now - last_ping + 50 >= (uint64_t)pushd_cfg.ws_ping_s * 1000;
 	int beat_sse = now - last_beat + 50 >= (uint64_t)pushd_cfg.sse_heartbeat_s * 1000;
+	uint64_t frag_ms = (uint64_t)pushd_cfg.ws_fragment_timeout_s * 1000;
 	struct hconn *c, *next;
 
 	(void)t;
@@ -1263,7 +1695,11 @@ on_beat(uv_timer_t *t)
 		if (c->kind == K_SSE) {
 			if (beat_sse)
 				hc_writes(c, ": ping\n\n");
-		} else if (c->kind == K_WS && ping) {
+		} else if (c->kind == K_WS && c->msg_started && !c->failed &&
+			   now - c->msg_started + 50 >= frag_ms) {
+			/* a message begun and never finished (pongs alone keep a client alive) */
+			ws_fail(c, WSLAY_CODE_POLICY_VIOLATION, "message not finished in time", 1);
+		} else if (c->kind == K_WS && ping && !c->failed) {
 			static const char ping_frame[2] = {(char)0x89, 0};
 			if (c->awaiting_pong) {
 				/* no answer since the last ping: gone */
@@ -1278,6 +1714,38 @@ on_beat(uv_timer_t *t)
 }
 
 /* ---- start, stop, counters ---- */
+
+/*
+ * The connection caps not set: what the descriptors allow (RLIMIT_NOFILE, which main
+ * raised to its hard limit). Kept free: 64, two per worker thread (its links to the post
+ * and control sockets), and an eighth of the limit (upstream transfers, the database,
+ * sync waiters, nginx's connections being refused). Per address: an eighth of the total.
+ */
+static void
+hub_caps(void)
+{
+	struct rlimit rl;
+	long nofile = 1024, reserve, max;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+		nofile = (long)rl.rlim_cur;
+	else if (rl.rlim_cur == RLIM_INFINITY)
+		nofile = 1L << 20;
+	reserve = 64 + 2L * pushd_cfg.workers * pushd_cfg.threads + nofile / 8;
+	max = nofile - reserve - REFUSE_SLACK;
+	if (max < 16)
+		max = 16;
+	if (max > 1L << 24)
+		max = 1L << 24;
+	if (!pushd_cfg.max_connections)
+		pushd_cfg.max_connections = (int)max;
+	if (!pushd_cfg.max_connections_per_addr)
+		pushd_cfg.max_connections_per_addr =
+			pushd_cfg.max_connections / 8 < 16 ? 16 : pushd_cfg.max_connections / 8;
+	fprintf(stderr,
+		"aichatd-push: descriptors %ld: at most %d connections, %d per address\n", nofile,
+		pushd_cfg.max_connections, pushd_cfg.max_connections_per_addr);
+}
 
 int
 hub_listen(const char *path, char *err)
@@ -1298,10 +1766,14 @@ hub_listen(const char *path, char *err)
 		return RC_ERR;
 	}
 	chmod(path, 0660);
-	/* one timer for both: its period is the shorter of the two */
+	/* one timer for all three: its period is the shortest */
 	beat_ms = (pushd_cfg.sse_heartbeat_s < pushd_cfg.ws_ping_s ? pushd_cfg.sse_heartbeat_s :
 								   pushd_cfg.ws_ping_s) * 1000;
+	if (pushd_cfg.ws_fragment_timeout_s * 1000 < beat_ms)
+		beat_ms = pushd_cfg.ws_fragment_timeout_s * 1000;
 	uv_timer_init(pushd_loop, &beat);
+	uv_timer_init(pushd_loop, &linger);
+	hub_caps();
 	uv_timer_start(&beat, on_beat, (uint64_t)beat_ms, (uint64_t)beat_ms);
 	return RC_OK;
 }
@@ -1309,8 +1781,11 @@ hub_listen(const char *path, char *err)
 void
 hub_stats(char *out, size_t len)
 {
-	snprintf(out, len, "ws %ld sse %ld stream %ld dropped %ld", n_ws, n_sse, n_stream,
-		 n_dropped);
+	snprintf(out, len,
+		 "ws %ld sse %ld stream %ld dropped %ld refused %ld max_connections %d "
+		 "max_connections_per_addr %d ws_pending %zu",
+		 n_ws, n_sse, n_stream, n_dropped, n_refused, pushd_cfg.max_connections,
+		 pushd_cfg.max_connections_per_addr, ws_pending);
 }
 
 void
@@ -1319,4 +1794,5 @@ hub_close_all(void)
 	while (all)
 		hc_close(all);
 	uv_timer_stop(&beat);
+	uv_timer_stop(&linger);
 }

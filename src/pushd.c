@@ -15,6 +15,7 @@
 #include <signal.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <sys/resource.h>
 #include <uv.h>
 #include <jansson.h>
 
@@ -535,6 +536,8 @@ on_written_item(struct witem *it)
 {
 	switch (it->kind) {
 	case W_POST:
+		if (it->post->origin)
+			hub_posted(it); /* message_sent before the run's first event */
 		post_written(it);
 		break;
 	case W_END:
@@ -604,7 +607,7 @@ conn_line(struct conn *c, char *line)
 		else
 			conn_say(c, "none\n");
 	} else if (strcmp(line, "stats") == 0) {
-		char hub[128];
+		char hub[256];
 		hub_stats(hub, sizeof(hub));
 		conn_say(c, "runs %d upstream %d %s\n", nruns, llm_active(), hub);
 	} else {
@@ -704,6 +707,7 @@ main(int argc, char **argv)
 {
 	const char *conf = getenv("AICHATD_CONFIG");
 	char err[ERR_LEN], path[4096];
+	struct rlimit rl;
 	int rc;
 
 	if (argc > 2 && strcmp(argv[1], "-c") == 0)
@@ -713,6 +717,13 @@ main(int argc, char **argv)
 		return 1;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	/* every descriptor the hard limit allows: the connection caps are made from it */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rlim_t want = rl.rlim_max;
+		rl.rlim_cur = want == RLIM_INFINITY ? (rlim_t)1 << 20 : want;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			logf_("cannot raise the descriptor limit: %s", strerror(errno));
+	}
 	pushd_loop = uv_default_loop();
 	pushd_store = store_open(pushd_cfg.db_path, err);
 	if (!pushd_store || store_migrate(pushd_store, err) != RC_OK) {

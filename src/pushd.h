@@ -60,6 +60,7 @@ struct wpost {
 	char err[ERR_LEN];
 	struct run_job job;
 	int job_rc;
+	void *origin;   /* a post from the loop (writer_post): the hub's connection to answer */
 };
 struct witem {
 	struct witem *next;
@@ -76,6 +77,10 @@ int writer_start(uv_loop_t *loop, const struct config *cfg, void (*cb)(struct wi
 		 char *err);
 /* Queue an item (the loop's thread only). */
 void writer_put(struct witem *it);
+/* Queue a post made on the loop (a WebSocket send, origin set): written with the workers'
+ * next batch and handed back like theirs, whatever its outcome. RC_OK, or RC_ERR once the
+ * writer has stopped (the caller keeps the item). */
+int writer_post(struct witem *it);
 /* Write what is queued, hand it back, and end the thread. */
 void writer_stop(void);
 /* An item; a W_POST gets its pool. */
@@ -89,6 +94,8 @@ void hub_chunk(struct job_run *r, const char *s, size_t n);
 /* n new bytes of the upstream's reply, already appended to r->raw (when it had room) */
 void hub_raw(struct job_run *r, const char *s, size_t n);
 void hub_done(struct job_run *r, int status, const char *error);
+/* A WebSocket's post (writer_post), back from the writer: answer its client. */
+void hub_posted(struct witem *it);
 /* "ws N sse N stream N dropped N" */
 void hub_stats(char *out, size_t len);
 void hub_close_all(void);

@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <sys/eventfd.h>
 #include <poll.h>
+#include <fcntl.h>
 #include <unistd.h>
 #include <uv.h>
 #include <jansson.h>
@@ -44,7 +45,8 @@ static pthread_t thread;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static struct witem *queue, **queue_tail = &queue;   /* loop -> writer */
 static struct witem *done, **done_tail = &done;      /* writer -> loop */
-static int stop, running, sleeping;
+static struct witem *lposts, **lposts_tail = &lposts; /* loop -> writer: posts */
+static int stop, running, sleeping, lposts_woken;
 /* With no post to share their commit, the loop's items (reply ends) are written at most
  * this often. */
 #define LINGER_NS (5 * 1000000)
@@ -198,8 +200,8 @@ answer(struct witem *it)
 	struct wpost *p = it->post;
 	struct link *l = p->conn;
 
-	if (l->dead)
-		return;
+	if (!l || l->dead)
+		return; /* a post from the loop is answered there (hub_posted) */
 	if (push_posted_encode(p->op.rc, p->err, &p->in, &p->out, &l->out) != RC_OK) {
 		l->dead = 1; /* the worker reads no answer as a failed post */
 		return;
@@ -263,12 +265,46 @@ link_read(struct link *l, struct witem ***tail)
 	link_frames(l, tail);
 }
 
+/*
+ * Out of descriptors (EMFILE), a pending link would make poll() report the socket ready
+ * forever: the thread took a whole core while the posts waited. A descriptor is kept spare
+ * for this: closed, the link taken and closed at once (its worker then stores the post
+ * itself), the spare opened again; and the socket is left alone for ACCEPT_PAUSE_MS.
+ */
+#define ACCEPT_PAUSE_MS 100
+static int spare_fd = -1;
+static int64_t accept_paused_until;
+
+static void
+accept_out_of_fds(void)
+{
+	static int64_t last_log;
+	int64_t now = time_mono_ns();
+	int fd;
+
+	if (spare_fd >= 0) {
+		close(spare_fd);
+		spare_fd = -1;
+		while ((fd = accept4(listen_fd, NULL, NULL, SOCK_CLOEXEC)) >= 0)
+			close(fd);
+		spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	}
+	accept_paused_until = now + (int64_t)ACCEPT_PAUSE_MS * 1000000;
+	if (now - last_log > 1000000000) {
+		last_log = now;
+		logf_("accept", "out of descriptors: a worker's link was refused");
+	}
+}
+
 static void
 accept_links(void)
 {
 	int fd;
 
-	while ((fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
+	while ((fd = accept4(listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0 ||
+	       errno == EINTR || errno == ECONNABORTED) {
+		if (fd < 0)
+			continue;
 		struct link *l = nlinks < LINKS_MAX ? calloc(1, sizeof(*l)) : NULL;
 		if (!l) {
 			close(fd);
@@ -279,6 +315,8 @@ accept_links(void)
 		buf_init(&l->out, 0);
 		links[nlinks++] = l;
 	}
+	if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+		accept_out_of_fds();
 }
 
 static void
@@ -356,7 +394,7 @@ hand_back(struct witem *list)
 	for (it = list; it; it = next) {
 		next = it->next;
 		it->next = NULL;
-		if (it->kind == W_END ||
+		if (it->kind == W_END || (it->kind == W_POST && it->post->origin) ||
 		    (it->kind == W_POST && it->post->op.rc == RC_OK && it->post->in.run)) {
 			if (it->post)
 				it->post->conn = NULL; /* the link may be gone by the time the loop looks */
@@ -385,7 +423,7 @@ writer_main(void *arg)
 	for (;;) {
 		struct witem *posts = NULL, **ptail = &posts, *items = NULL, *it;
 		int64_t now = time_mono_ns();
-		int timeout = -1, n, i, quit;
+		int timeout = -1, n, i, quit, paused;
 
 		/* the loop's ends go with the next posts, or at most every LINGER_NS, many to a
 		 * commit (each commit empties every reader's page cache); posts never wait */
@@ -395,12 +433,21 @@ writer_main(void *arg)
 			timeout = now >= last_items + LINGER_NS
 					  ? 0
 					  : (int)((last_items + LINGER_NS - now + 999999) / 1000000);
+		if (lposts)
+			timeout = 0;
 		sleeping = timeout < 0;
 		pthread_mutex_unlock(&lock);
+		/* out of descriptors a moment ago: the post socket waits (accept_out_of_fds) */
+		paused = now < accept_paused_until;
+		if (paused) {
+			int left = (int)((accept_paused_until - now + 999999) / 1000000);
+			if (timeout < 0 || left < timeout)
+				timeout = left;
+		}
 
 		n = 0;
 		pf[n++] = (struct pollfd){wake_fd, POLLIN, 0};
-		pf[n++] = (struct pollfd){listen_fd, POLLIN, 0};
+		pf[n++] = (struct pollfd){paused ? -1 : listen_fd, POLLIN, 0};
 		for (i = 0; i < nlinks; i++)
 			pf[n++] = (struct pollfd){links[i]->fd,
 						  (short)(POLLIN | (links[i]->out.len ? POLLOUT : 0)), 0};
@@ -428,6 +475,14 @@ writer_main(void *arg)
 		now = time_mono_ns();
 		pthread_mutex_lock(&lock);
 		quit = stop;
+		if (lposts) {
+			/* the loop's posts (WebSocket sends) join the workers' */
+			*ptail = lposts;
+			ptail = lposts_tail;
+			lposts = NULL;
+			lposts_tail = &lposts;
+		}
+		lposts_woken = 0;
 		if (queue && (quit || posts || now >= last_items + LINGER_NS)) {
 			items = queue;
 			queue = NULL;
@@ -448,7 +503,7 @@ writer_main(void *arg)
 		drop_dead_links();
 		if (quit) {
 			pthread_mutex_lock(&lock);
-			n = queue != NULL;
+			n = queue != NULL || lposts != NULL;
 			pthread_mutex_unlock(&lock);
 			if (!n)
 				break;
@@ -522,6 +577,7 @@ writer_start(uv_loop_t *loop, const struct config *cfg, void (*cb)(struct witem 
 	push_post_socket_path(cfg, path, sizeof(path));
 	if (listen_posts(path, err) != RC_OK)
 		return RC_ERR;
+	spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if ((wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
 		snprintf(err, ERR_LEN, "eventfd: %s", strerror(errno));
 		return RC_ERR;
@@ -534,6 +590,9 @@ writer_start(uv_loop_t *loop, const struct config *cfg, void (*cb)(struct witem 
 		snprintf(err, ERR_LEN, "cannot start the writer's threads");
 		return RC_ERR;
 	}
+	/* named, for top -H and /proc/<pid>/task/<tid>/comm */
+	pthread_setname_np(thread, "aichatd-writer");
+	pthread_setname_np(ckpt_thread, "aichatd-ckpt");
 	running = 1;
 	return RC_OK;
 }
@@ -564,6 +623,29 @@ writer_put(struct witem *it)
 		wake();
 }
 
+int
+writer_post(struct witem *it)
+{
+	int wake_it;
+
+	it->next = NULL;
+	pthread_mutex_lock(&lock);
+	if (stop || !running) {
+		pthread_mutex_unlock(&lock);
+		return RC_ERR;
+	}
+	*lposts_tail = it;
+	lposts_tail = &it->next;
+	/* posts never linger: the writer is woken once for all that come before it looks */
+	wake_it = !lposts_woken;
+	lposts_woken = 1;
+	sleeping = 0;
+	pthread_mutex_unlock(&lock);
+	if (wake_it)
+		wake();
+	return RC_OK;
+}
+
 void
 writer_stop(void)
 {
@@ -582,6 +664,9 @@ writer_stop(void)
 	while (nlinks)
 		link_free(links[--nlinks]);
 	close(listen_fd);
+	if (spare_fd >= 0)
+		close(spare_fd);
+	spare_fd = -1;
 	unlink(sock_path);
 	close(wake_fd);
 	store_close(wst);
