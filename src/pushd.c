@@ -308,19 +308,25 @@ run_end(struct job_run *r, int code, const char *error, const char *travel_plan)
 		return; /* it stays running in the database: the next start ends it */
 	}
 	it->run = r;
+	/* the log keeps the failure's detail (curl's message, with the upstream's host), cut on
+	 * a character boundary */
 	if (e->status == 2 &&
-	    asprintf(&it->log, "AI run %s (%s) failed [%d]: %.300s", r->job.record_id,
-		     r->job.cfg.provider, e->error_code, e->error ? e->error : "") < 0)
+	    asprintf(&it->log, "AI run %s (%s) failed [%d]: %s", r->job.record_id,
+		     r->job.cfg.provider, e->error_code,
+		     r->error_detail ? r->error_detail : e->error ? e->error : "") < 0)
 		it->log = NULL;
+	else if (it->log)
+		utf8_cut(it->log, PUSHD_LOG_MAX);
 	writer_put(it);
 }
 
 static void
-run_on_done(void *ctx, int code, const char *error, const char *travel_plan)
+run_on_done(void *ctx, int code, const char *error, const char *travel_plan, const char *detail)
 {
 	struct job_run *r = ctx;
 
 	r->call = NULL;
+	r->error_detail = pool_strdup(r->pool, detail);
 	run_end(r, code, error, travel_plan);
 }
 
