@@ -719,6 +719,11 @@ main(int argc, char **argv)
 		return 1;
 	}
 	signal(SIGPIPE, SIG_IGN);
+	/* files only for their owner, whichever program creates them */
+	if (config_private_files(&pushd_cfg, err) != RC_OK) {
+		logf_("%s", err);
+		return 1;
+	}
 	pushd_loop = uv_default_loop();
 	pushd_store = store_open(pushd_cfg.db_path, err);
 	if (!pushd_store || store_migrate(pushd_store, err) != RC_OK) {
@@ -743,7 +748,7 @@ main(int argc, char **argv)
 		logf_("cannot listen on %s: %s", path, uv_strerror(rc));
 		return 1;
 	}
-	chmod(path, 0660);
+	chmod(path, 0600); /* the workers only, which run as this user */
 	if (hub_listen(pushd_cfg.push_http_socket, err) != RC_OK) {
 		logf_("%s", err);
 		return 1;
