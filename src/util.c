@@ -311,22 +311,25 @@ int
 utf8_valid(const char *str, size_t len)
 {
 	const unsigned char *s = (const unsigned char *)str, *end = s + len;
+	uint64_t w;
+	size_t n;
 
 	while (s < end) {
-		size_t n;
-
-		/* ASCII eight bytes at a time: stored text is read back through here */
-		if (end - s >= 8) {
-			uint64_t w;
-			memcpy(&w, s, 8);
-			if (!(w & 0x8080808080808080ULL)) {
-				s += 8;
-				continue;
+		if (*s < 0x80) {
+			/* ASCII eight bytes at a time: stored text is read back through here */
+			if (end - s >= 8) {
+				memcpy(&w, s, 8);
+				if (!(w & 0x8080808080808080ULL)) {
+					s += 8;
+					continue;
+				}
 			}
-		}
-		if (!(n = utf8_seq(s, (size_t)(end - s))))
+			s++;
+		} else if ((n = utf8_seq(s, (size_t)(end - s)))) {
+			s += n;
+		} else {
 			return 0;
-		s += n;
+		}
 	}
 	return 1;
 }
