@@ -20,6 +20,16 @@ ok(struct req *r, json_t *data)
 					  "data", data ? data : json_null()));
 }
 
+/* The answer's reals as they were written (0.7, not 0.69999999999999996). */
+static int
+ok_reals(struct req *r, json_t *data)
+{
+	if (ok(r, data))
+		return -1;
+	buf_setlen(&r->out, num_shorten_json(r->out.s, r->out.len));
+	return 0;
+}
+
 /* Stored JSON text back to a value; null when absent or unreadable. */
 static json_t *
 json_text(const char *s)
@@ -91,8 +101,10 @@ v1_messages_list(struct req *r)
 	a = json_array();
 	for (i = 0; i < n; i++)
 		json_array_append_new(a, message_json(&rows[i]));
-	return ok(r, json_pack("{s:o,s:I,s:I,s:I}", "messages", a, "total", (json_int_t)total,
-			       "page_num", (json_int_t)page, "page_size", (json_int_t)size));
+	/* the metadata clients sent, with its reals as they wrote them */
+	return ok_reals(r, json_pack("{s:o,s:I,s:I,s:I}", "messages", a, "total",
+				     (json_int_t)total, "page_num", (json_int_t)page, "page_size",
+				     (json_int_t)size));
 }
 
 /*
@@ -194,16 +206,6 @@ drop_secrets(json_t *v)
 		json_array_foreach(v, i, x)
 			drop_secrets(x);
 	}
-}
-
-/* The answer's reals as they were written (0.7, not 0.69999999999999996). */
-static int
-ok_reals(struct req *r, json_t *data)
-{
-	if (ok(r, data))
-		return -1;
-	buf_setlen(&r->out, num_shorten_json(r->out.s, r->out.len));
-	return 0;
 }
 
 static json_t *

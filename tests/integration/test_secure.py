@@ -841,4 +841,17 @@ def parameters_render_as_written(_):
                 problems.append("the upstream's request lacks %s: %r" % (piece, raw[:200]))
     ok_env(c.put("/api/v1/model-configs/openai", json={"parameters": {"temperature": 0.7}}),
            "PUT the parameters back")
+    # D's messages show the metadata a client sent the same way
+    user = uniq("nu")
+    sid = d_session(c, user)
+    meta = '{"score":0.7,"weights":[0.1,1e-5,2.5,1.0],"n":100}'
+    r = c.req("POST", "/api/v1/sessions/%s/messages" % q(sid),
+              body=('{"user_id":%s,"message":"带元数据","metadata":%s}' % (
+                  json.dumps(user), meta)).encode())
+    ok_env(r, "D send with metadata")
+    lst = c.get("/api/v1/sessions/%s/messages" % q(sid))
+    ok_env(lst, "D messages")
+    if '"metadata":' + meta not in lst.body.decode("utf-8"):
+        problems.append("D's messages show the metadata as %r" % (
+            lst.body.decode("utf-8")[:300],))
     assert not problems, "; ".join(problems)
