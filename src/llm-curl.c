@@ -173,47 +173,91 @@ redact(char *s, size_t size, const char *needle, const char *with)
 	utf8_cut(s, size - 1);
 }
 
+/* The parts of the URL the call went to (each curl_free()d by the caller), or all NULL. */
+struct url_parts {
+	char *scheme, *host, *port, *path, *password;
+};
+
+static void
+url_parts(struct llm_call *c, struct url_parts *p)
+{
+	char *url = NULL;
+	CURLU *u;
+
+	memset(p, 0, sizeof(*p));
+	if (!c->easy)
+		return;
+	curl_easy_getinfo(c->easy, CURLINFO_EFFECTIVE_URL, &url);
+	if (!url || !(u = curl_url()))
+		return;
+	if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK) {
+		curl_url_get(u, CURLUPART_SCHEME, &p->scheme, 0);
+		curl_url_get(u, CURLUPART_HOST, &p->host, 0);
+		curl_url_get(u, CURLUPART_PORT, &p->port, CURLU_DEFAULT_PORT);
+		curl_url_get(u, CURLUPART_PATH, &p->path, 0);
+		curl_url_get(u, CURLUPART_PASSWORD, &p->password, 0);
+	}
+	curl_url_cleanup(u);
+}
+
+static void
+url_parts_free(struct url_parts *p)
+{
+	curl_free(p->scheme);
+	curl_free(p->host);
+	curl_free(p->port);
+	curl_free(p->path);
+	curl_free(p->password);
+}
+
 /* Clear s of where the upstream is: its URL, host (and host:port), address, and a last
  * path segment long enough to be a secret (an n8n webhook's id). */
 static void
 redact_upstream(struct llm_call *c, char *s, size_t size)
 {
-	char *url = NULL, *ip = NULL, *host = NULL, *port = NULL, *path = NULL, hp[512];
-	CURLU *u;
+	char *url = NULL, *ip = NULL, hp[512];
+	struct url_parts u;
 
 	if (!c->easy)
 		return;
 	curl_easy_getinfo(c->easy, CURLINFO_EFFECTIVE_URL, &url);
 	curl_easy_getinfo(c->easy, CURLINFO_PRIMARY_IP, &ip);
 	redact(s, size, url, "[upstream]");
-	if ((u = curl_url()) && url && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK) {
-		curl_url_get(u, CURLUPART_HOST, &host, 0);
-		curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT);
-		curl_url_get(u, CURLUPART_PATH, &path, 0);
-	}
-	if (host && port) {
-		snprintf(hp, sizeof(hp), "%s:%s", host, port);
+	url_parts(c, &u);
+	if (u.host && u.port) {
+		snprintf(hp, sizeof(hp), "%s:%s", u.host, u.port);
 		redact(s, size, hp, "[upstream]");
 	}
-	if (host) {
-		redact(s, size, host, "[upstream]");
-		if (host[0] == '[' && strlen(host) > 2 && strlen(host) < sizeof(hp)) {
-			snprintf(hp, sizeof(hp), "%.*s", (int)strlen(host) - 2, host + 1);
+	if (u.host) {
+		redact(s, size, u.host, "[upstream]");
+		if (u.host[0] == '[' && strlen(u.host) > 2 && strlen(u.host) < sizeof(hp)) {
+			snprintf(hp, sizeof(hp), "%.*s", (int)strlen(u.host) - 2, u.host + 1);
 			redact(s, size, hp, "[upstream]");
 		}
 	}
 	if (ip)
 		redact(s, size, ip, "[upstream]");
-	if (path) {
-		const char *seg = strrchr(path, '/');
-		seg = seg ? seg + 1 : path;
+	if (u.path) {
+		const char *seg = strrchr(u.path, '/');
+		seg = seg ? seg + 1 : u.path;
 		if (strlen(seg) >= 16)
 			redact(s, size, seg, "[upstream]");
 	}
-	curl_free(host);
-	curl_free(port);
-	curl_free(path);
-	curl_url_cleanup(u);
+	url_parts_free(&u);
+}
+
+/* Where the call went, for the log: scheme://host:port/path, without a user, password or
+ * query (which may hold credentials). */
+static void
+upstream_where(struct llm_call *c, char *out, size_t size)
+{
+	struct url_parts u;
+
+	url_parts(c, &u);
+	snprintf(out, size, "%s://%s:%s%s", u.scheme ? u.scheme : "?", u.host ? u.host : "?",
+		 u.port ? u.port : "?", u.path ? u.path : "");
+	utf8_cut(out, size - 1);
+	url_parts_free(&u);
 }
 
 /* text as a message: well-formed UTF-8 in out (size bytes), never with the key in it, and
@@ -223,9 +267,14 @@ clean_text(struct llm_call *c, char *out, size_t size, const char *text, int sho
 {
 	char tmp[4096];
 
+	struct url_parts u;
+
 	utf8_mend(tmp, sizeof(tmp), text, strlen(text));
 	if (c->cfg && c->cfg->openai_api_key)
 		redact(tmp, sizeof(tmp), c->cfg->openai_api_key, "***");
+	url_parts(c, &u);
+	redact(tmp, sizeof(tmp), u.password, "***"); /* a password in the URL */
+	url_parts_free(&u);
 	if (shown)
 		redact_upstream(c, tmp, sizeof(tmp));
 	utf8_cut(tmp, size - 1);
@@ -382,6 +431,7 @@ static void
 transfer_done(struct llm_call *c, CURLcode rc)
 {
 	char shown[1024], detail[2048], said[LLM_ERRBODY_MAX + 1], body[LLM_DETAIL_MAX];
+	char where[300];
 	curl_off_t connected = 0;
 
 	if (c->fail[0]) {
@@ -404,14 +454,13 @@ transfer_done(struct llm_call *c, CURLcode rc)
 			 c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc));
 		llm_finish(c, LLM_E_FAILED, shown, detail);
 	} else if (c->http_status >= 400) {
-		char *url = NULL;
 		body_message(c, said, sizeof(said));
 		snprintf(shown, sizeof(shown), "AI 服务调用失败: upstream HTTP %ld: %s",
 			 c->http_status, said);
-		curl_easy_getinfo(c->easy, CURLINFO_EFFECTIVE_URL, &url);
+		upstream_where(c, where, sizeof(where));
 		utf8_mend(body, sizeof(body), c->whole.s ? c->whole.s : "", c->whole.len);
-		snprintf(detail, sizeof(detail), "AI 服务调用失败: upstream HTTP %ld from %.300s: %s",
-			 c->http_status, url ? url : "?", body);
+		snprintf(detail, sizeof(detail), "AI 服务调用失败: upstream HTTP %ld from %s: %s",
+			 c->http_status, where, body);
 		llm_finish(c, LLM_E_FAILED, shown, detail);
 	} else {
 		/* a last line without its newline */
