@@ -302,7 +302,7 @@ col_text(struct pool *p, sqlite3_stmt *s, int i)
 	if (!t)
 		return NULL;
 	len = (size_t)sqlite3_column_bytes(s, i);
-	if ((!memchr(t, '\0', len) && utf8_valid(t, len)))
+	if (!memchr(t, '\0', len) && utf8_valid(t, len))
 		return pool_strndup(p, t, len);
 	log_mended(s, i, len);
 	n = utf8_mended_len(t, len);
