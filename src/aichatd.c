@@ -230,17 +230,21 @@ on_stop(int sig)
 	stopping = 1;
 }
 
+/* The data directory and run/, for their owner only (see config_private_files()). */
 static void
 mkdirs(void)
 {
-	char path[4096];
+	char path[4096], err[ERR_LEN];
 
+	umask(077);
 	snprintf(path, sizeof(path), "%s", cfg.data_dir);
-	if (mkdir(path, 0755) != 0 && errno != EEXIST)
+	if (mkdir(path, 0700) != 0 && errno != EEXIST)
 		die("cannot create %s", path);
 	snprintf(path, sizeof(path), "%s/run", cfg.data_dir);
-	if (mkdir(path, 0755) != 0 && errno != EEXIST)
+	if (mkdir(path, 0700) != 0 && errno != EEXIST)
 		die("cannot create %s", path);
+	if (config_private_files(&cfg, err) != RC_OK)
+		die("%s", err);
 }
 
 /* Migrations, the model configs the operator's settings name, and a start entry. */
@@ -284,6 +288,7 @@ serve(void)
 {
 	pid_t *pids;
 	struct sigaction sa;
+	char why[ERR_LEN];
 	int i, alive;
 	time_t last_death = 0;
 
@@ -295,7 +300,9 @@ serve(void)
 	fcgi_sock = FCGX_OpenSocket(cfg.fcgi_socket, 1024);
 	if (fcgi_sock < 0)
 		die("cannot listen on %s", cfg.fcgi_socket);
-	chmod(cfg.fcgi_socket, 0660);
+	/* nginx's user reaches it through socket_group (as php-fpm's listen.group) */
+	if (config_share_socket(&cfg, cfg.fcgi_socket, why) != RC_OK)
+		die("%s", why);
 	pids = calloc((size_t)cfg.workers, sizeof(*pids));
 	if (!pids)
 		die("%s", "out of memory");

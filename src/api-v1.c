@@ -20,6 +20,16 @@ ok(struct req *r, json_t *data)
 					  "data", data ? data : json_null()));
 }
 
+/* The answer's reals as they were written (0.7, not 0.69999999999999996). */
+static int
+ok_reals(struct req *r, json_t *data)
+{
+	if (ok(r, data))
+		return -1;
+	buf_setlen(&r->out, num_shorten_json(r->out.s, r->out.len));
+	return 0;
+}
+
 /* Stored JSON text back to a value; null when absent or unreadable. */
 static json_t *
 json_text(const char *s)
@@ -91,8 +101,111 @@ v1_messages_list(struct req *r)
 	a = json_array();
 	for (i = 0; i < n; i++)
 		json_array_append_new(a, message_json(&rows[i]));
-	return ok(r, json_pack("{s:o,s:I,s:I,s:I}", "messages", a, "total", (json_int_t)total,
-			       "page_num", (json_int_t)page, "page_size", (json_int_t)size));
+	/* the metadata clients sent, with its reals as they wrote them */
+	return ok_reals(r, json_pack("{s:o,s:I,s:I,s:I}", "messages", a, "total",
+				     (json_int_t)total, "page_num", (json_int_t)page, "page_size",
+				     (json_int_t)size));
+}
+
+/*
+ * Credentials never go into model configs (the upstream's key comes from the settings):
+ * a key names one when one of its words (split at '_', '-', '.', ' ' and where a lower-case
+ * letter meets an upper-case one), in any case, ends in "key", "token", "secret",
+ * "password" or "passwd", or is "authorization", "credential" or "credentials". So
+ * api_key, apiKey, APIKEY, x-api-key, access_token, Authorization and client_secret name
+ * credentials; max_tokens, top_k and keywords do not.
+ */
+static int
+word_is_secret(const char *w, size_t n, size_t whole_len)
+{
+	static const char *const ends[] = {"key", "token", "secret", "password", "passwd"};
+	static const char *const whole[] = {"authorization", "credential", "credentials"};
+	size_t i, l;
+
+	for (i = 0; i < sizeof(ends) / sizeof(ends[0]); i++)
+		if (n >= (l = strlen(ends[i])) && memcmp(w + n - l, ends[i], l) == 0)
+			return 1;
+	for (i = 0; i < sizeof(whole) / sizeof(whole[0]); i++)
+		if (whole_len == strlen(whole[i]) && memcmp(w, whole[i], n) == 0)
+			return 1;
+	return 0;
+}
+
+static int
+key_is_secret(const char *k)
+{
+	char w[64];
+	size_t n = 0;
+	int prev_lower = 0;
+
+	for (;; k++) {
+		unsigned char ch = (unsigned char)*k;
+		int alnum = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+			    (ch >= '0' && ch <= '9') || ch >= 0x80;
+		int upper = ch >= 'A' && ch <= 'Z';
+
+		if (!alnum || (upper && prev_lower)) {
+			if (n && word_is_secret(w, n < sizeof(w) ? n : sizeof(w), n))
+				return 1;
+			n = 0;
+		}
+		if (!ch)
+			return 0;
+		if (alnum) {
+			/* the word's last sizeof(w) characters: what its end is */
+			if (n >= sizeof(w))
+				memmove(w, w + 1, sizeof(w) - 1);
+			w[n < sizeof(w) ? n : sizeof(w) - 1] = (char)(upper ? ch - 'A' + 'a' : ch);
+			n++;
+		}
+		prev_lower = (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9');
+	}
+}
+
+/* The first key at any depth of v that names a credential, or NULL. */
+static const char *
+find_secret(json_t *v)
+{
+	const char *k, *found;
+	json_t *x;
+	size_t i;
+
+	if (json_is_object(v)) {
+		json_object_foreach(v, k, x) {
+			if (key_is_secret(k))
+				return k;
+			if ((found = find_secret(x)))
+				return found;
+		}
+	} else if (json_is_array(v)) {
+		json_array_foreach(v, i, x)
+			if ((found = find_secret(x)))
+				return found;
+	}
+	return NULL;
+}
+
+/* Take every credential-like key out of v, at any depth (a config stored before they
+ * were refused is shown without them). */
+static void
+drop_secrets(json_t *v)
+{
+	const char *k;
+	json_t *x;
+	void *tmp;
+	size_t i;
+
+	if (json_is_object(v)) {
+		json_object_foreach_safe(v, tmp, k, x) {
+			if (key_is_secret(k))
+				json_object_del(v, k);
+			else
+				drop_secrets(x);
+		}
+	} else if (json_is_array(v)) {
+		json_array_foreach(v, i, x)
+			drop_secrets(x);
+	}
 }
 
 static json_t *
@@ -104,6 +217,7 @@ mcfg_json(const struct mcfg *m)
 		json_decref(params);
 		params = json_object();
 	}
+	drop_secrets(params);
 	return json_pack("{s:s,s:s,s:s,s:s,s:o,s:s,s:o}", "config_id", m->config_id, "provider",
 			 m->provider, "model_name", m->model_name, "model_version",
 			 m->model_version, "parameters", params, "system_prompt", m->system_prompt,
@@ -124,7 +238,7 @@ v1_mcfg_list(struct req *r)
 	a = json_array();
 	for (i = 0; i < n; i++)
 		json_array_append_new(a, mcfg_json(&rows[i]));
-	return ok(r, json_pack("{s:o}", "models", a));
+	return ok_reals(r, json_pack("{s:o}", "models", a));
 }
 
 /* A bounded string field for a config; -1 after a written 400. */
@@ -148,6 +262,7 @@ v1_mcfg_put(struct req *r)
 {
 	struct mcfg m;
 	json_t *params = json_object_get(r->json, "parameters");
+	const char *secret, *by = r->user ? r->user : "anonymous";
 	char err[ERR_LEN], log[512];
 	int64_t updated;
 	int rc;
@@ -171,20 +286,32 @@ v1_mcfg_put(struct req *r)
 				json_decref(obj);
 			return req_fail(r, 400, 0, "parameters 必须是 JSON 对象");
 		}
+		/* a key is a setting, never a parameter: refused, and so never stored or shown */
+		if ((secret = find_secret(obj))) {
+			char *msg = pool_printf(r->pool, "parameters 不能包含密钥字段: %.*s",
+						(int)utf8_fit(secret, strlen(secret), 64), secret);
+			if (obj != params)
+				json_decref(obj);
+			return req_fail(r, 400, 0, msg);
+		}
 		m.parameters = req_json_text(obj, JSON_COMPACT);
 		if (obj != params)
 			json_decref(obj);
 		if (!m.parameters)
 			return req_fail(r, 500, 0, NULL);
 		pool_cleanup(r->pool, free, m.parameters);
+		/* stored as written: 0.7, not jansson's 0.69999999999999996 */
+		m.parameters[num_shorten_json(m.parameters, strlen(m.parameters))] = '\0';
 	}
 	rc = store_mcfg_update(r->store, &m, &updated, err);
 	if (rc == RC_NOTFOUND)
 		return req_fail(r, 404, 0, "模型配置不存在");
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
-	snprintf(log, sizeof(log), "model config %.64s updated by %.128s%s%s%s%s%s", m.config_id,
-		 r->user ? r->user : "anonymous", m.provider ? " provider" : "",
+	/* the names of the fields changed, never their values */
+	snprintf(log, sizeof(log), "model config %.*s updated by %.*s%s%s%s%s%s",
+		 (int)utf8_fit(m.config_id, strlen(m.config_id), 64), m.config_id,
+		 (int)utf8_fit(by, strlen(by), 128), by, m.provider ? " provider" : "",
 		 m.model_name ? " model_name" : "", m.model_version ? " model_version" : "",
 		 m.parameters ? " parameters" : "", m.system_prompt ? " system_prompt" : "");
 	store_log(r->store, "info", log);

@@ -68,13 +68,14 @@ out:
  * flood of bad tokens cannot flood the log; the rest are counted, and the count is logged
  * with the next failure after the second is over. */
 #define AUTH_LOG_RATE 20
+#define AUTH_LOG_PATH 300 /* bytes of the path in the line */
 static void
 auth_log_failure(struct req *r, const char *why)
 {
 	static _Thread_local time_t window;
 	static _Thread_local int count, suppressed;
 	time_t now = time(NULL);
-	char msg[512];
+	char msg[512], path[AUTH_LOG_PATH + 1], method[24];
 
 	if (now != window) {
 		if (suppressed) {
@@ -89,7 +90,11 @@ auth_log_failure(struct req *r, const char *why)
 		suppressed++;
 		return;
 	}
-	snprintf(msg, sizeof(msg), "auth failure: %s on %s %.200s", why, r->method, r->path);
+	/* the path as the client sent it, mended and cut on a character boundary: a long or
+	 * ill-formed path must not make the line unreadable (a client could hide its traces) */
+	utf8_mend(path, AUTH_LOG_PATH + 1, r->path, strlen(r->path));
+	utf8_mend(method, sizeof(method), r->method, strlen(r->method));
+	snprintf(msg, sizeof(msg), "auth failure: %s on %s %s", why, method, path);
 	store_log(r->store, "warning", msg);
 }
 

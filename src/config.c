@@ -3,6 +3,9 @@
 #include <stdio.h>
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
+#include <unistd.h>
+#include <sys/stat.h>
 
 #include "rc.h"
 #include "util.h"
@@ -43,6 +46,7 @@ static const struct key keys[] = {
 	{"max_connections_per_addr", K_INT, OFF(max_connections_per_addr), 0, 1L << 24},
 	{"ws_fragment_timeout_s", K_INT, OFF(ws_fragment_timeout_s), 1, 3600},
 	{"ws_pending_max", K_SIZE, OFF(ws_pending_max), 65536, 1L << 32},
+	{"socket_group", K_STR, OFF(socket_group), 0, 0},
 };
 
 static int
@@ -250,4 +254,87 @@ config_print_env(const struct config *c)
 	print_quoted("AICHATD_FCGI_SOCKET", c->fcgi_socket);
 	print_quoted("AICHATD_PUSH_HTTP_SOCKET", c->push_http_socket);
 	print_quoted("AICHATD_AUTH", c->auth == AUTH_JWT ? "jwt" : "off");
+}
+
+/* The gid of socket_group: RC_OK with *gid, or -1 in *gid when none is set. */
+static int
+socket_gid(const struct config *c, gid_t *gid, char *err)
+{
+	struct group g, *found = NULL;
+	char buf[16384];
+	int64_t n;
+
+	*gid = (gid_t)-1;
+	if (!c->socket_group || !*c->socket_group)
+		return RC_OK;
+	if (getgrnam_r(c->socket_group, &g, buf, sizeof(buf), &found) == 0 && found) {
+		*gid = found->gr_gid;
+		return RC_OK;
+	}
+	if (strcmp(c->socket_group, "0") == 0) {
+		*gid = 0;
+		return RC_OK;
+	}
+	if (parse_uint(c->socket_group, INT32_MAX, &n) == RC_OK) {
+		*gid = (gid_t)n;
+		return RC_OK;
+	}
+	snprintf(err, ERR_LEN, "socket_group: no group named '%s'", c->socket_group);
+	utf8_cut(err, ERR_LEN - 1);
+	return RC_ERR;
+}
+
+static void
+set_mode(const char *path, mode_t mode, gid_t gid, int must_exist)
+{
+	if (gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) != 0 && errno != ENOENT)
+		fprintf(stderr, "aichatd: warning: cannot give %s to group %ld: %s\n", path,
+			(long)gid, strerror(errno));
+	if (chmod(path, mode) != 0 && (must_exist || errno != ENOENT))
+		fprintf(stderr, "aichatd: warning: cannot make %s mode %04o: %s\n", path,
+			(unsigned)mode, strerror(errno));
+}
+
+int
+config_private_files(const struct config *c, char *err)
+{
+	static const char *const db_files[] = {"", "-wal", "-shm"};
+	char path[4096];
+	mode_t dir_mode;
+	gid_t gid;
+	size_t i;
+
+	umask(077);
+	if (socket_gid(c, &gid, err) != RC_OK)
+		return RC_ERR;
+	dir_mode = gid == (gid_t)-1 ? 0700 : 0710;
+	set_mode(c->data_dir, dir_mode, gid, 1);
+	snprintf(path, sizeof(path), "%s/run", c->data_dir);
+	set_mode(path, dir_mode, gid, 0);
+	for (i = 0; i < sizeof(db_files) / sizeof(db_files[0]); i++) {
+		snprintf(path, sizeof(path), "%s%s", c->db_path, db_files[i]);
+		set_mode(path, 0600, (gid_t)-1, 0);
+	}
+	return RC_OK;
+}
+
+int
+config_share_socket(const struct config *c, const char *path, char *err)
+{
+	gid_t gid;
+
+	if (socket_gid(c, &gid, err) != RC_OK)
+		return RC_ERR;
+	if (gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) != 0) {
+		snprintf(err, ERR_LEN, "cannot give %s to group %s: %s", path, c->socket_group,
+			 strerror(errno));
+		utf8_cut(err, ERR_LEN - 1);
+		return RC_ERR;
+	}
+	if (chmod(path, 0660) != 0) {
+		snprintf(err, ERR_LEN, "cannot make %s mode 0660: %s", path, strerror(errno));
+		utf8_cut(err, ERR_LEN - 1);
+		return RC_ERR;
+	}
+	return RC_OK;
 }

@@ -40,6 +40,7 @@ struct config {
 	int max_connections_per_addr;
 	int ws_fragment_timeout_s; /* an unfinished WebSocket message is closed after this */
 	size_t ws_pending_max;     /* bytes held for all unfinished WebSocket messages */
+	char *socket_group;   /* the group given the sockets nginx reaches (NULL or "": none) */
 };
 
 /* Load defaults, then the file at path (NULL or missing: skipped when not required),
@@ -48,5 +49,15 @@ int config_load(struct config *c, const char *path, char *err);
 void config_free(struct config *c);
 /* Print the settings nginx and the scripts need as shell assignments (quoted). */
 void config_print_env(const struct config *c);
+
+/* Files only for their owner: set the umask to 077, and make the data directory and its
+ * run/ 0700 (0710 with group socket_group when one is set, so that its members, nginx's
+ * user, reach the sockets and read nothing) and the database with its -wal and -shm,
+ * where they exist, 0600. A mode that cannot be set is a warning on stderr; RC_ERR (with
+ * err) only for a socket_group that names no group. */
+int config_private_files(const struct config *c, char *err);
+/* A socket nginx connects to (the FastCGI socket, push-http.sock): mode 0660, and group
+ * socket_group when one is set. RC_OK, or RC_ERR with err. */
+int config_share_socket(const struct config *c, const char *path, char *err);
 
 #endif

@@ -1765,7 +1765,9 @@ hub_listen(const char *path, char *err)
 		snprintf(err, ERR_LEN, "cannot listen on %s: %s", path, uv_strerror(rc));
 		return RC_ERR;
 	}
-	chmod(path, 0660);
+	/* nginx's user reaches it through socket_group */
+	if (config_share_socket(&pushd_cfg, path, err) != RC_OK)
+		return RC_ERR;
 	/* one timer for all three: its period is the shortest */
 	beat_ms = (pushd_cfg.sse_heartbeat_s < pushd_cfg.ws_ping_s ? pushd_cfg.sse_heartbeat_s :
 								   pushd_cfg.ws_ping_s) * 1000;

@@ -113,7 +113,7 @@ piece(struct llm_call *c)
 		return;
 	c->pos += n;
 	if (c->pos >= c->builtin_len)
-		llm_finish(c, 0, NULL);
+		llm_finish(c, 0, NULL, NULL);
 }
 
 static void

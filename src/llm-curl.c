@@ -5,10 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
+#include <stdarg.h>
 
 #include "rc.h"
 #include "pool.h"
 #include "req.h"
+#include "util.h"
 #include "llm-int.h"
 
 static CURLM *multi;
@@ -137,14 +139,175 @@ release(struct llm_call *c)
 		free(c);
 }
 
-void
-llm_finish(struct llm_call *c, int code, const char *error)
+/* Replace every occurrence of needle (any case) in the string s, which has size bytes of
+ * room, by with; what no longer fits is cut off, never left with a needle in it. */
+static void
+redact(char *s, size_t size, const char *needle, const char *with)
 {
+	char tmp[4096];
+	size_t nl = needle ? strlen(needle) : 0, wl = strlen(with), o = 0, rest;
+	const char *p = s, *hit;
+
+	if (nl < 3 || size > sizeof(tmp) || !strcasestr(s, needle))
+		return;
+	while ((hit = strcasestr(p, needle))) {
+		size_t pre = (size_t)(hit - p);
+		if (o + pre + wl >= size) {
+			p = NULL;
+			break;
+		}
+		memcpy(tmp + o, p, pre);
+		memcpy(tmp + o + pre, with, wl);
+		o += pre + wl;
+		p = hit + nl;
+	}
+	if (p) {
+		rest = strlen(p);
+		if (o + rest >= size)
+			rest = size - 1 - o;
+		memcpy(tmp + o, p, rest);
+		o += rest;
+	}
+	tmp[o] = '\0';
+	memcpy(s, tmp, o + 1);
+	utf8_cut(s, size - 1);
+}
+
+/* The parts of the URL the call went to (each curl_free()d by the caller), or all NULL. */
+struct url_parts {
+	char *scheme, *host, *port, *path, *password;
+};
+
+static void
+url_parts(struct llm_call *c, struct url_parts *p)
+{
+	char *url = NULL;
+	CURLU *u;
+
+	memset(p, 0, sizeof(*p));
+	if (!c->easy)
+		return;
+	curl_easy_getinfo(c->easy, CURLINFO_EFFECTIVE_URL, &url);
+	if (!url || !(u = curl_url()))
+		return;
+	if (curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK) {
+		curl_url_get(u, CURLUPART_SCHEME, &p->scheme, 0);
+		curl_url_get(u, CURLUPART_HOST, &p->host, 0);
+		curl_url_get(u, CURLUPART_PORT, &p->port, CURLU_DEFAULT_PORT);
+		curl_url_get(u, CURLUPART_PATH, &p->path, 0);
+		curl_url_get(u, CURLUPART_PASSWORD, &p->password, 0);
+	}
+	curl_url_cleanup(u);
+}
+
+static void
+url_parts_free(struct url_parts *p)
+{
+	curl_free(p->scheme);
+	curl_free(p->host);
+	curl_free(p->port);
+	curl_free(p->path);
+	curl_free(p->password);
+}
+
+/* Clear s of where the upstream is: its URL, host (and host:port), address, and a last
+ * path segment long enough to be a secret (an n8n webhook's id). */
+static void
+redact_upstream(struct llm_call *c, char *s, size_t size)
+{
+	char *url = NULL, *ip = NULL, hp[512];
+	struct url_parts u;
+
+	if (!c->easy)
+		return;
+	curl_easy_getinfo(c->easy, CURLINFO_EFFECTIVE_URL, &url);
+	curl_easy_getinfo(c->easy, CURLINFO_PRIMARY_IP, &ip);
+	redact(s, size, url, "[upstream]");
+	url_parts(c, &u);
+	if (u.host && u.port) {
+		snprintf(hp, sizeof(hp), "%s:%s", u.host, u.port);
+		redact(s, size, hp, "[upstream]");
+	}
+	if (u.host) {
+		redact(s, size, u.host, "[upstream]");
+		if (u.host[0] == '[' && strlen(u.host) > 2 && strlen(u.host) < sizeof(hp)) {
+			snprintf(hp, sizeof(hp), "%.*s", (int)strlen(u.host) - 2, u.host + 1);
+			redact(s, size, hp, "[upstream]");
+		}
+	}
+	if (ip)
+		redact(s, size, ip, "[upstream]");
+	if (u.path) {
+		const char *seg = strrchr(u.path, '/');
+		seg = seg ? seg + 1 : u.path;
+		if (strlen(seg) >= 16)
+			redact(s, size, seg, "[upstream]");
+	}
+	url_parts_free(&u);
+}
+
+/* Where the call went, for the log: scheme://host:port/path, without a user, password or
+ * query (which may hold credentials). */
+static void
+upstream_where(struct llm_call *c, char *out, size_t size)
+{
+	struct url_parts u;
+
+	url_parts(c, &u);
+	snprintf(out, size, "%s://%s:%s%s", u.scheme ? u.scheme : "?", u.host ? u.host : "?",
+		 u.port ? u.port : "?", u.path ? u.path : "");
+	utf8_cut(out, size - 1);
+	url_parts_free(&u);
+}
+
+/* text as a message: well-formed UTF-8 in out (size bytes), never with the key in it, and
+ * for clients (shown) never with where the upstream is. */
+static void
+clean_text(struct llm_call *c, char *out, size_t size, const char *text, int shown)
+{
+	char tmp[4096];
+
+	struct url_parts u;
+
+	utf8_mend(tmp, sizeof(tmp), text, strlen(text));
+	if (c->cfg && c->cfg->openai_api_key)
+		redact(tmp, sizeof(tmp), c->cfg->openai_api_key, "***");
+	url_parts(c, &u);
+	redact(tmp, sizeof(tmp), u.password, "***"); /* a password in the URL */
+	url_parts_free(&u);
+	if (shown)
+		redact_upstream(c, tmp, sizeof(tmp));
+	utf8_cut(tmp, size - 1);
+	memcpy(out, tmp, strlen(tmp) + 1);
+}
+
+void
+llm_finish(struct llm_call *c, int code, const char *error, const char *detail)
+{
+	char shown[LLM_ERROR_MAX + 1], logged[LLM_DETAIL_MAX + 1];
+
 	if (c->ended)
 		return;
 	c->ended = 1;
-	c->cb->done(c->ctx, code, error, code == 0 ? c->travel_plan : NULL);
+	if (code) {
+		clean_text(c, shown, sizeof(shown), error ? error : "AI 服务调用失败", 1);
+		clean_text(c, logged, sizeof(logged), detail ? detail : shown, 0);
+		c->cb->done(c->ctx, code, shown, NULL, logged);
+	} else {
+		c->cb->done(c->ctx, 0, NULL, c->travel_plan, NULL);
+	}
 	release(c);
+}
+
+void
+llm_failf(struct llm_call *c, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(c->fail, sizeof(c->fail), fmt, ap);
+	va_end(ap);
+	utf8_cut(c->fail, sizeof(c->fail) - 1);
 }
 
 int
@@ -153,7 +316,7 @@ llm_emit(struct llm_call *c, const char *s, size_t n)
 	if (!n)
 		return 0;
 	if (c->reply_len + n > LLM_REPLY_MAX) {
-		snprintf(c->fail, sizeof(c->fail), "reply longer than %u bytes", LLM_REPLY_MAX);
+		llm_failf(c, "AI 服务调用失败: reply longer than %u bytes", LLM_REPLY_MAX);
 		return -1;
 	}
 	c->reply_len += n;
@@ -188,8 +351,8 @@ feed_lines(struct llm_call *c, const char *p, size_t n)
 		size_t take = nl ? (size_t)(nl - p) : n;
 
 		if (buf_add(&c->line, p, take) != RC_OK) {
-			snprintf(c->fail, sizeof(c->fail), "upstream line longer than %u bytes",
-				 LLM_LINE_MAX);
+			llm_failf(c, "AI 服务调用失败: upstream line longer than %u bytes",
+				  LLM_LINE_MAX);
 			return -1;
 		}
 		if (!nl)
@@ -219,20 +382,94 @@ on_write(char *p, size_t size, size_t nmemb, void *u)
 		curl_easy_getinfo(c->easy, CURLINFO_CONTENT_TYPE, &ct);
 		/* anything but a single JSON document is read as a stream of lines */
 		c->stream = !ct || strncmp(ct, "application/json", 16) != 0;
-		snprintf(c->ctype, sizeof(c->ctype), "%s", ct ? ct : "application/octet-stream");
+		if (!ct)
+			ct = "application/octet-stream";
+		utf8_mend(c->ctype, sizeof(c->ctype), ct, strlen(ct));
 	}
 	if (c->http_status < 400 && c->cb->raw)
 		c->cb->raw(c->ctx, c->ctype, p, n);
 	if (c->http_status >= 400 || !c->stream) {
 		/* kept whole: an error body for the message, or one JSON reply */
 		if (buf_add(&c->whole, p, n) != RC_OK && c->http_status < 400) {
-			snprintf(c->fail, sizeof(c->fail), "reply longer than %u bytes",
-				 LLM_REPLY_MAX);
+			llm_failf(c, "AI 服务调用失败: reply longer than %u bytes", LLM_REPLY_MAX);
 			return 0;
 		}
 		return n;
 	}
 	return feed_lines(c, p, n) == 0 ? n : 0;
+}
+
+/* The upstream's message in an error body: OpenAI's error.message (or a string error,
+ * message, detail), else the body itself; mended into out. */
+static void
+body_message(struct llm_call *c, char *out, size_t size)
+{
+	json_t *j = json_loadb(c->whole.s, c->whole.len, 0, NULL), *e;
+	const char *m = NULL;
+
+	if (json_is_object(j)) {
+		e = json_object_get(j, "error");
+		m = json_string_value(json_object_get(e, "message"));
+		if (!m)
+			m = json_string_value(e);
+		if (!m)
+			m = json_string_value(json_object_get(j, "message"));
+		if (!m)
+			m = json_string_value(json_object_get(j, "detail"));
+	}
+	if (m)
+		utf8_mend(out, size, m, strlen(m));
+	else
+		utf8_mend(out, size, c->whole.s ? c->whole.s : "", c->whole.len);
+	json_decref(j);
+}
+
+/* A transfer that ended: the failure it met, told twice (see llm_cb.done): for clients,
+ * with curl's own words for the kind of failure (they never name the host), and for the
+ * operation log, with curl's message (which does). */
+static void
+transfer_done(struct llm_call *c, CURLcode rc)
+{
+	char shown[1024], detail[2048], said[LLM_ERRBODY_MAX + 1], body[LLM_DETAIL_MAX];
+	char where[300];
+	curl_off_t connected = 0;
+
+	if (c->fail[0]) {
+		llm_finish(c, LLM_E_FAILED, c->fail, NULL);
+	} else if (rc == CURLE_OPERATION_TIMEDOUT) {
+		curl_easy_getinfo(c->easy, CURLINFO_CONNECT_TIME_T, &connected);
+		if (connected > 0)
+			snprintf(shown, sizeof(shown), "AI 回复超时: no complete reply within %d s",
+				 c->cfg->reply_timeout_s);
+		else
+			snprintf(shown, sizeof(shown),
+				 "AI 回复超时: no connection to the AI service within %d s",
+				 c->cfg->connect_timeout_s);
+		snprintf(detail, sizeof(detail), "AI 回复超时: %s",
+			 c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc));
+		llm_finish(c, LLM_E_TIMEOUT, shown, detail);
+	} else if (rc != CURLE_OK) {
+		snprintf(shown, sizeof(shown), "AI 服务调用失败: %s", curl_easy_strerror(rc));
+		snprintf(detail, sizeof(detail), "AI 服务调用失败: %s",
+			 c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc));
+		llm_finish(c, LLM_E_FAILED, shown, detail);
+	} else if (c->http_status >= 400) {
+		body_message(c, said, sizeof(said));
+		snprintf(shown, sizeof(shown), "AI 服务调用失败: upstream HTTP %ld: %s",
+			 c->http_status, said);
+		upstream_where(c, where, sizeof(where));
+		utf8_mend(body, sizeof(body), c->whole.s ? c->whole.s : "", c->whole.len);
+		snprintf(detail, sizeof(detail), "AI 服务调用失败: upstream HTTP %ld from %s: %s",
+			 c->http_status, where, body);
+		llm_finish(c, LLM_E_FAILED, shown, detail);
+	} else {
+		/* a last line without its newline */
+		if (c->stream && c->line.len)
+			line_call(c);
+		c->on_end(c);
+		if (!c->ended)
+			llm_finish(c, c->fail[0] ? LLM_E_FAILED : 0, c->fail[0] ? c->fail : NULL, NULL);
+	}
 }
 
 static void
@@ -243,38 +480,13 @@ check_multi_info(void)
 
 	while ((m = curl_multi_info_read(multi, &left))) {
 		struct llm_call *c;
-		CURLcode rc;
-		char msg[512];
 
 		if (m->msg != CURLMSG_DONE)
 			continue;
 		curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&c);
-		rc = m->data.result;
 		if (!c->http_status)
 			curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &c->http_status);
-		if (c->fail[0]) {
-			llm_finish(c, LLM_E_FAILED, c->fail);
-		} else if (rc == CURLE_OPERATION_TIMEDOUT) {
-			snprintf(msg, sizeof(msg), "AI 回复超时: %s",
-				 c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc));
-			llm_finish(c, LLM_E_TIMEOUT, msg);
-		} else if (rc != CURLE_OK) {
-			snprintf(msg, sizeof(msg), "AI 服务调用失败: %s",
-				 c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc));
-			llm_finish(c, LLM_E_FAILED, msg);
-		} else if (c->http_status >= 400) {
-			size_t keep = c->whole.len < 200 ? c->whole.len : 200;
-			snprintf(msg, sizeof(msg), "AI 服务调用失败: upstream HTTP %ld: %.*s",
-				 c->http_status, (int)keep, c->whole.s);
-			llm_finish(c, LLM_E_FAILED, msg);
-		} else {
-			/* a last line without its newline */
-			if (c->stream && c->line.len)
-				line_call(c);
-			c->on_end(c);
-			if (!c->ended)
-				llm_finish(c, c->fail[0] ? LLM_E_FAILED : 0, c->fail[0] ? c->fail : NULL);
-		}
+		transfer_done(c, m->data.result);
 	}
 }
 

@@ -9,7 +9,7 @@
 #include "llm.h"
 
 #define LLM_LINE_MAX (256u << 10) /* one SSE or JSON line */
-#define LLM_ERRBODY_MAX 2048      /* the part of an error body kept for the message */
+#define LLM_ERRBODY_MAX 300       /* bytes of an error body's message kept for the message */
 
 struct llm_call {
 	const struct llm_cb *cb;
@@ -39,7 +39,7 @@ struct llm_call {
 	int stream;        /* the reply is a stream (SSE or JSON lines), not one JSON */
 	int finished;      /* the provider saw its end marker */
 	char *travel_plan; /* malloc'd JSON text */
-	char fail[256];    /* a provider-detected failure, ends the call as LLM_E_FAILED */
+	char fail[1024];   /* a provider-detected failure, ends the call as LLM_E_FAILED */
 	/* provider hooks */
 	void (*on_line)(struct llm_call *c, char *line, size_t len);
 	void (*on_end)(struct llm_call *c); /* after a transfer that succeeded at HTTP level */
@@ -47,8 +47,13 @@ struct llm_call {
 
 /* Pass a piece of reply on (counting it against LLM_REPLY_MAX). 0, or -1 when too long. */
 int llm_emit(struct llm_call *c, const char *s, size_t n);
-/* End the call once: done(code, error, travel_plan), then release it. */
-void llm_finish(struct llm_call *c, int code, const char *error);
+/* End the call once: done(code, error, travel_plan, detail), then release it. error is
+ * cut, mended and cleared of the upstream's host, port and key here; detail (NULL: the
+ * same as error) only cut, mended and cleared of the key. */
+void llm_finish(struct llm_call *c, int code, const char *error, const char *detail);
+
+/* Set c->fail (the call then fails as LLM_E_FAILED), cut on a character boundary. */
+void llm_failf(struct llm_call *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Start an HTTP POST of c->body to url with c->headers on the shared multi handle. */
 int llm_http_start(struct llm_call *c, const char *url, char *err);

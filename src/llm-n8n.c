@@ -48,7 +48,7 @@ on_line(struct llm_call *c, char *line, size_t len)
 	if (!data && len && line[0] != '{') {
 		/* plain text: the line is the reply, newline included */
 		if (!utf8_valid(line, len)) {
-			snprintf(c->fail, sizeof(c->fail), "AI 服务调用失败: reply is not UTF-8");
+			llm_failf(c, "AI 服务调用失败: reply is not UTF-8");
 			return;
 		}
 		if (llm_emit(c, line, len) == 0)
@@ -62,13 +62,13 @@ on_line(struct llm_call *c, char *line, size_t len)
 	j = json_loads(data, 0, NULL);
 	if (!json_is_object(j)) {
 		json_decref(j);
-		snprintf(c->fail, sizeof(c->fail), "AI 服务调用失败: malformed stream line");
+		llm_failf(c, "AI 服务调用失败: malformed stream line");
 		return;
 	}
 	type = json_string_value(json_object_get(j, "type"));
 	if (type && strcmp(type, "error") == 0) {
 		text = reply_text(j);
-		snprintf(c->fail, sizeof(c->fail), "AI 服务调用失败: %s", text ? text : "workflow error");
+		llm_failf(c, "AI 服务调用失败: %s", text ? text : "workflow error");
 	} else if (type && strcmp(type, "item") == 0) {
 		text = json_string_value(json_object_get(j, "content"));
 		if (text)
@@ -106,15 +106,14 @@ on_end(struct llm_call *c)
 			line = nl + 1;
 		}
 		if (!c->fail[0] && !c->reply_len)
-			snprintf(c->fail, sizeof(c->fail), "AI 服务调用失败: malformed workflow reply");
+			llm_failf(c, "AI 服务调用失败: malformed workflow reply");
 		return;
 	}
 	o = json_is_array(j) ? json_array_get(j, 0) : j;
 	if (!json_is_object(o)) {
-		snprintf(c->fail, sizeof(c->fail), "AI 服务调用失败: malformed workflow reply");
+		llm_failf(c, "AI 服务调用失败: malformed workflow reply");
 	} else if (!(text = reply_text(o))) {
-		snprintf(c->fail, sizeof(c->fail),
-			 "AI 服务调用失败: workflow reply has no output, reply or text");
+		llm_failf(c, "AI 服务调用失败: workflow reply has no output, reply or text");
 	} else {
 		llm_emit(c, text, strlen(text));
 		keep_plan(c, o);

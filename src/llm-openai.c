@@ -5,6 +5,7 @@
 
 #include "rc.h"
 #include "req.h"
+#include "util.h"
 #include "llm-int.h"
 
 /* One choice's text and end from a chunk (or a whole, non-streamed reply). */
@@ -18,8 +19,7 @@ take_choice(struct llm_call *c, json_t *j)
 		const char *m = json_string_value(json_object_get(err, "message"));
 		if (!m)
 			m = json_string_value(err);
-		snprintf(c->fail, sizeof(c->fail), "AI 服务调用失败: %s",
-			 m ? m : "upstream error");
+		llm_failf(c, "AI 服务调用失败: %s", m ? m : "upstream error");
 		return;
 	}
 	if (!choice)
@@ -51,7 +51,7 @@ on_line(struct llm_call *c, char *line, size_t len)
 	}
 	j = json_loads(data, 0, NULL);
 	if (!j) {
-		snprintf(c->fail, sizeof(c->fail), "AI 服务调用失败: malformed stream chunk");
+		llm_failf(c, "AI 服务调用失败: malformed stream chunk");
 		return;
 	}
 	take_choice(c, j);
@@ -65,17 +65,17 @@ on_end(struct llm_call *c)
 		/* the server answered with one JSON document instead of a stream */
 		json_t *j = json_loadb(c->whole.s, c->whole.len, 0, NULL);
 		if (!j) {
-			snprintf(c->fail, sizeof(c->fail), "AI 服务调用失败: malformed JSON reply");
+			llm_failf(c, "AI 服务调用失败: malformed JSON reply");
 			return;
 		}
 		take_choice(c, j);
 		json_decref(j);
 		if (!c->fail[0] && !c->reply_len && !c->finished)
-			snprintf(c->fail, sizeof(c->fail), "AI 服务调用失败: reply has no content");
+			llm_failf(c, "AI 服务调用失败: reply has no content");
 		return;
 	}
 	if (!c->finished && !c->fail[0])
-		snprintf(c->fail, sizeof(c->fail), "AI 服务调用失败: stream ended before [DONE]");
+		llm_failf(c, "AI 服务调用失败: stream ended before [DONE]");
 }
 
 int
@@ -110,6 +110,8 @@ llm_openai_start(struct llm_call *c, char *err)
 	json_object_set_new(req, "stream", json_true());
 	c->body = req_json_text(req, JSON_COMPACT);
 	json_decref(req);
+	if (c->body) /* the parameters' reals as they were written: 0.7, not 0.69999999999999996 */
+		c->body[num_shorten_json(c->body, strlen(c->body))] = '\0';
 	while (blen && c->cfg->openai_base_url[blen - 1] == '/')
 		blen--;
 	snprintf(url, sizeof(url), "%.*s/chat/completions", (int)blen, c->cfg->openai_base_url);

@@ -20,6 +20,8 @@
 #define LLM_E_FAILED 2001  /* dialect A's "AI call failed" */
 #define LLM_E_TIMEOUT 2002 /* dialect A's "AI reply timed out" */
 #define LLM_REPLY_MAX (1u << 20) /* a reply longer than this fails the run */
+#define LLM_ERROR_MAX 400  /* bytes of a failure's message as clients see it (whole characters) */
+#define LLM_DETAIL_MAX 1000 /* bytes of its detail, for the operation log */
 
 struct llm_cb {
 	/* a piece of the reply, UTF-8 (a piece may end inside a character) */
@@ -28,9 +30,14 @@ struct llm_cb {
 	 * (the builtin provider passes its pieces as text/plain): for E's stream */
 	void (*raw)(void *ctx, const char *ctype, const char *s, size_t n);
 	/* the end: code 0 on success, else LLM_E_FAILED or LLM_E_TIMEOUT with a message;
-	 * travel_plan is a JSON object's text when the workflow sent one (else NULL). The
-	 * strings are valid only during the call. */
-	void (*done)(void *ctx, int code, const char *error, const char *travel_plan);
+	 * travel_plan is a JSON object's text when the workflow sent one (else NULL). On a
+	 * failure, error is what clients are shown (well-formed UTF-8, at most LLM_ERROR_MAX
+	 * bytes: the kind of failure, an HTTP status, the upstream's own message, but never
+	 * the upstream's host, port or key) and detail what the operation log keeps for admins
+	 * (curl's own message, with the host and port; never the key; at most LLM_DETAIL_MAX
+	 * bytes). The strings are valid only during the call. */
+	void (*done)(void *ctx, int code, const char *error, const char *travel_plan,
+		     const char *detail);
 };
 
 struct llm_call;

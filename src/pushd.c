@@ -309,19 +309,25 @@ run_end(struct job_run *r, int code, const char *error, const char *travel_plan)
 		return; /* it stays running in the database: the next start ends it */
 	}
 	it->run = r;
+	/* the log keeps the failure's detail (curl's message, with the upstream's host), cut on
+	 * a character boundary */
 	if (e->status == 2 &&
-	    asprintf(&it->log, "AI run %s (%s) failed [%d]: %.300s", r->job.record_id,
-		     r->job.cfg.provider, e->error_code, e->error ? e->error : "") < 0)
+	    asprintf(&it->log, "AI run %s (%s) failed [%d]: %s", r->job.record_id,
+		     r->job.cfg.provider, e->error_code,
+		     r->error_detail ? r->error_detail : e->error ? e->error : "") < 0)
 		it->log = NULL;
+	else if (it->log)
+		utf8_cut(it->log, PUSHD_LOG_MAX);
 	writer_put(it);
 }
 
 static void
-run_on_done(void *ctx, int code, const char *error, const char *travel_plan)
+run_on_done(void *ctx, int code, const char *error, const char *travel_plan, const char *detail)
 {
 	struct job_run *r = ctx;
 
 	r->call = NULL;
+	r->error_detail = pool_strdup(r->pool, detail);
 	run_end(r, code, error, travel_plan);
 }
 
@@ -724,6 +730,11 @@ main(int argc, char **argv)
 		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
 			logf_("cannot raise the descriptor limit: %s", strerror(errno));
 	}
+	/* files only for their owner, whichever program creates them */
+	if (config_private_files(&pushd_cfg, err) != RC_OK) {
+		logf_("%s", err);
+		return 1;
+	}
 	pushd_loop = uv_default_loop();
 	pushd_store = store_open(pushd_cfg.db_path, err);
 	if (!pushd_store || store_migrate(pushd_store, err) != RC_OK) {
@@ -748,7 +759,7 @@ main(int argc, char **argv)
 		logf_("cannot listen on %s: %s", path, uv_strerror(rc));
 		return 1;
 	}
-	chmod(path, 0660);
+	chmod(path, 0600); /* the workers only, which run as this user */
 	if (hub_listen(pushd_cfg.push_http_socket, err) != RC_OK) {
 		logf_("%s", err);
 		return 1;

@@ -30,7 +30,10 @@ struct job_run {
 	struct llm_call *call;
 	int ended;                /* its end is decided and waits to be written */
 	struct run_end end;       /* that end (strings in pool or content) */
+	char *error_detail;       /* a failure as the operation log tells it (in pool), or NULL */
 };
+
+#define PUSHD_LOG_MAX 1200 /* bytes of a run's line in the operation log */
 
 extern struct config pushd_cfg;
 extern uv_loop_t *pushd_loop;

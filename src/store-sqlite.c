@@ -253,14 +253,63 @@ bind_text(sqlite3_stmt *s, int i, const char *v)
 		sqlite3_bind_null(s, i);
 }
 
+/* Bind v as text as it is when it is well-formed UTF-8, else a copy with U+FFFD in the
+ * place of each ill-formed part (and NUL byte): nothing broken is written. */
+static void
+bind_clean(sqlite3_stmt *s, int i, const char *v)
+{
+	size_t len, n;
+	char *m;
+
+	if (!v || utf8_valid(v, len = strlen(v))) {
+		bind_text(s, i, v);
+		return;
+	}
+	n = utf8_mended_len(v, len);
+	if (!(m = malloc(n + 1))) {
+		sqlite3_bind_text(s, i, "\xef\xbf\xbd", 3, SQLITE_STATIC);
+		return;
+	}
+	utf8_mend(m, n + 1, v, len);
+	sqlite3_bind_text(s, i, m, (int)n, free);
+}
+
+/* Ill-formed text read back (a row an older version stored cut inside a character, or
+ * one written by another program) is logged on stderr, at most once a second. */
+static void
+log_mended(sqlite3_stmt *s, int i, size_t len)
+{
+	static _Atomic int64_t last;
+	int64_t now = time_now_ms() / 1000;
+
+	if (last == now)
+		return;
+	last = now;
+	fprintf(stderr, "aichatd: stored text is not valid UTF-8 (column %s, %zu bytes, in: "
+		"%.80s); shown with U+FFFD\n", sqlite3_column_name(s, i), len, sqlite3_sql(s));
+}
+
+/* A text column into the pool; NULL for NULL. Text that is not well-formed UTF-8 comes
+ * back mended (utf8_mend: U+FFFD for each ill-formed part and NUL byte), so that every
+ * row renders: a row is never dropped from a page that counts it. */
 static char *
 col_text(struct pool *p, sqlite3_stmt *s, int i)
 {
-	const unsigned char *t = sqlite3_column_text(s, i);
+	const char *t = (const char *)sqlite3_column_text(s, i);
+	size_t len, n;
+	char *m;
 
 	if (!t)
 		return NULL;
-	return pool_strndup(p, (const char *)t, (size_t)sqlite3_column_bytes(s, i));
+	len = (size_t)sqlite3_column_bytes(s, i);
+	if (!memchr(t, '\0', len) && utf8_valid(t, len))
+		return pool_strndup(p, t, len);
+	log_mended(s, i, len);
+	n = utf8_mended_len(t, len);
+	if (!(m = pool_alloc(p, n + 1)))
+		return NULL;
+	utf8_mend(m, n + 1, t, len);
+	return m;
 }
 
 /* Run a statement that returns no rows (or whose rows do not matter). */
@@ -1465,7 +1514,7 @@ store_log(struct store *st, const char *level, const char *message)
 	if (!s)
 		return RC_ERR;
 	bind_text(s, 1, level);
-	bind_text(s, 2, message);
+	bind_clean(s, 2, message);
 	sqlite3_bind_int64(s, 3, time_now_ms());
 	if (db_write(st, s, err) != RC_OK)
 		return RC_ERR;
@@ -1769,7 +1818,7 @@ store_run_finish(struct store *st, const struct run_end *e, char *err)
 	sqlite3_bind_int64(s, 3, e->duration_ms);
 	if (e->error) {
 		sqlite3_bind_int(s, 4, e->error_code);
-		bind_text(s, 5, e->error);
+		bind_clean(s, 5, e->error);
 	}
 	sqlite3_bind_int64(s, 6, now);
 	if ((rc = db_exec_stmt(st, s, err)) != RC_OK)
@@ -1788,7 +1837,7 @@ store_run_finish(struct store *st, const struct run_end *e, char *err)
 	sqlite3_bind_int64(s, 1, e->ai_msg);
 	sqlite3_bind_text(s, 2, e->content ? e->content : "", (int)e->len, SQLITE_STATIC);
 	sqlite3_bind_int64(s, 3, now);
-	bind_text(s, 4, e->error);
+	bind_clean(s, 4, e->error);
 	bind_text(s, 5, e->metadata);
 	rc = sqlite3_step(s);
 	if (rc == SQLITE_ROW) {

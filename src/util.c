@@ -1,5 +1,6 @@
 #include <string.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 #include <stdint.h>
 #include <errno.h>
@@ -244,41 +245,164 @@ time_parse(const char *s, int64_t *ms)
 	return RC_OK;
 }
 
+/* The length of the well-formed character at s (left > 0 bytes there), or 0 when the
+ * bytes there are not one (no overlongs, no surrogates, nothing past U+10FFFF). */
+static size_t
+utf8_seq(const unsigned char *s, size_t left)
+{
+	unsigned c = s[0];
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf)
+		return left >= 2 && (s[1] & 0xc0) == 0x80 ? 2 : 0;
+	if (c >= 0xe0 && c <= 0xef) {
+		if (left < 3 || (s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80)
+			return 0;
+		if ((c == 0xe0 && s[1] < 0xa0) || (c == 0xed && s[1] > 0x9f))
+			return 0; /* overlong, surrogate */
+		return 3;
+	}
+	if (c >= 0xf0 && c <= 0xf4) {
+		if (left < 4 || (s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80 ||
+		    (s[3] & 0xc0) != 0x80)
+			return 0;
+		if ((c == 0xf0 && s[1] < 0x90) || (c == 0xf4 && s[1] > 0x8f))
+			return 0;
+		return 4;
+	}
+	return 0;
+}
+
+/* The bytes of the ill-formed sequence at s that one U+FFFD stands for: the lead byte and
+ * the continuation bytes that could still have followed it (a "maximal subpart"). */
+static size_t
+utf8_bad(const unsigned char *s, size_t left)
+{
+	unsigned c = s[0], lo = 0x80, hi = 0xbf;
+	size_t need, i;
+
+	if (c >= 0xc2 && c <= 0xdf)
+		need = 2;
+	else if (c >= 0xe0 && c <= 0xef)
+		need = 3;
+	else if (c >= 0xf0 && c <= 0xf4)
+		need = 4;
+	else
+		return 1;
+	if (c == 0xe0)
+		lo = 0xa0;
+	else if (c == 0xed)
+		hi = 0x9f;
+	else if (c == 0xf0)
+		lo = 0x90;
+	else if (c == 0xf4)
+		hi = 0x8f;
+	for (i = 1; i < need && i < left; i++) {
+		if (s[i] < lo || s[i] > hi)
+			break;
+		lo = 0x80;
+		hi = 0xbf;
+	}
+	return i;
+}
+
 int
 utf8_valid(const char *str, size_t len)
 {
 	const unsigned char *s = (const unsigned char *)str, *end = s + len;
+	uint64_t w;
+	size_t n;
 
 	while (s < end) {
-		unsigned c = *s;
-		if (c < 0x80) {
+		if (*s < 0x80) {
+			/* ASCII eight bytes at a time: stored text is read back through here */
+			if (end - s >= 8) {
+				memcpy(&w, s, 8);
+				if (!(w & 0x8080808080808080ULL)) {
+					s += 8;
+					continue;
+				}
+			}
 			s++;
-		} else if (c >= 0xc2 && c <= 0xdf) {
-			if (end - s < 2 || (s[1] & 0xc0) != 0x80)
-				return 0;
-			s += 2;
-		} else if (c >= 0xe0 && c <= 0xef) {
-			if (end - s < 3 || (s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80)
-				return 0;
-			if (c == 0xe0 && s[1] < 0xa0)
-				return 0; /* overlong */
-			if (c == 0xed && s[1] > 0x9f)
-				return 0; /* surrogate */
-			s += 3;
-		} else if (c >= 0xf0 && c <= 0xf4) {
-			if (end - s < 4 || (s[1] & 0xc0) != 0x80 || (s[2] & 0xc0) != 0x80 ||
-			    (s[3] & 0xc0) != 0x80)
-				return 0;
-			if (c == 0xf0 && s[1] < 0x90)
-				return 0;
-			if (c == 0xf4 && s[1] > 0x8f)
-				return 0;
-			s += 4;
+		} else if ((n = utf8_seq(s, (size_t)(end - s)))) {
+			s += n;
 		} else {
 			return 0;
 		}
 	}
 	return 1;
+}
+
+size_t
+utf8_fit(const char *str, size_t len, size_t max)
+{
+	const unsigned char *s = (const unsigned char *)str;
+	size_t n = len < max ? len : max, i = n, back = 0, need;
+
+	while (i > 0 && back < 3 && (s[i - 1] & 0xc0) == 0x80) {
+		i--;
+		back++;
+	}
+	if (i == 0)
+		return n;
+	need = s[i - 1] >= 0xf0 ? 4 : s[i - 1] >= 0xe0 ? 3 : s[i - 1] >= 0xc0 ? 2 : 1;
+	return need > back + 1 ? i - 1 : n;
+}
+
+size_t
+utf8_cut(char *s, size_t max)
+{
+	size_t n = utf8_fit(s, strnlen(s, max), max);
+
+	s[n] = '\0';
+	return n;
+}
+
+size_t
+utf8_mend(char *out, size_t size, const char *str, size_t len)
+{
+	const unsigned char *s = (const unsigned char *)str, *end = s + len;
+	size_t o = 0, n;
+
+	while (s < end) {
+		n = *s ? utf8_seq(s, (size_t)(end - s)) : 0;
+		if (n) {
+			if (o + n >= size)
+				break;
+			memcpy(out + o, s, n);
+			o += n;
+			s += n;
+		} else {
+			if (o + 3 >= size)
+				break;
+			memcpy(out + o, "\xef\xbf\xbd", 3);
+			o += 3;
+			s += *s ? utf8_bad(s, (size_t)(end - s)) : 1;
+		}
+	}
+	if (size)
+		out[o] = '\0';
+	return o;
+}
+
+size_t
+utf8_mended_len(const char *str, size_t len)
+{
+	const unsigned char *s = (const unsigned char *)str, *end = s + len;
+	size_t o = 0, n;
+
+	while (s < end) {
+		n = *s ? utf8_seq(s, (size_t)(end - s)) : 0;
+		if (n) {
+			o += n;
+			s += n;
+		} else {
+			o += 3;
+			s += *s ? utf8_bad(s, (size_t)(end - s)) : 1;
+		}
+	}
+	return o;
 }
 
 size_t
@@ -334,4 +458,83 @@ parse_uint(const char *s, int64_t max, int64_t *out)
 		return RC_ERR;
 	*out = v;
 	return RC_OK;
+}
+
+/* The shortest "%.*g" of v that reads back as v, written as jansson writes reals: with a
+ * ".0" when it would read as an integer, and an exponent with no '+' and no leading zeros. */
+static size_t
+num_shortest(char *out, size_t size, double v)
+{
+	char *e, *from;
+	size_t n;
+	int p;
+
+	for (p = 1; p <= 17; p++) {
+		snprintf(out, size, "%.*g", p, v);
+		if (strtod(out, NULL) == v)
+			break;
+	}
+	if (!strpbrk(out, ".eE") && strlen(out) + 2 < size)
+		strcat(out, ".0");
+	if ((e = strchr(out, 'e'))) {
+		e++;
+		if (*e == '+')
+			memmove(e, e + 1, strlen(e));
+		else if (*e == '-')
+			e++;
+		for (from = e; *from == '0' && from[1]; from++)
+			;
+		memmove(e, from, strlen(from) + 1);
+	}
+	n = strlen(out);
+	return n;
+}
+
+size_t
+num_shorten_json(char *s, size_t len)
+{
+	size_t i = 0, o = 0;
+
+	while (i < len) {
+		char c = s[i];
+
+		if (c == '"') {
+			/* a string, copied as it is */
+			s[o++] = s[i++];
+			while (i < len && s[i] != '"') {
+				if (s[i] == '\\' && i + 1 < len)
+					s[o++] = s[i++];
+				s[o++] = s[i++];
+			}
+			if (i < len)
+				s[o++] = s[i++];
+		} else if (c == '-' || (c >= '0' && c <= '9')) {
+			size_t start = i, n;
+			int real = 0;
+			char tok[64], best[40];
+
+			while (i < len && (s[i] == '-' || s[i] == '+' || s[i] == '.' || s[i] == 'e' ||
+					   s[i] == 'E' || (s[i] >= '0' && s[i] <= '9'))) {
+				real |= s[i] == '.' || s[i] == 'e' || s[i] == 'E';
+				i++;
+			}
+			n = i - start;
+			if (real && n < sizeof(tok)) {
+				size_t m;
+				memcpy(tok, s + start, n);
+				tok[n] = '\0';
+				m = num_shortest(best, sizeof(best), strtod(tok, NULL));
+				if (m < n) {
+					memcpy(s + o, best, m);
+					o += m;
+					continue;
+				}
+			}
+			memmove(s + o, s + start, n);
+			o += n;
+		} else {
+			s[o++] = s[i++];
+		}
+	}
+	return o;
 }

@@ -1,6 +1,6 @@
 /*
  * Small pure helpers with no I/O: ids, times, UTF-8 text, integer parsing.
- * Prefixes: ids_, time_, utf8_, parse_.
+ * Prefixes: ids_, time_, utf8_, parse_, num_.
  */
 #ifndef AICHATD_UTIL_H
 #define AICHATD_UTIL_H
@@ -37,9 +37,28 @@ size_t utf8_count(const char *s);
 size_t utf8_prefix(const char *s, size_t n);
 /* 1 when s is empty or only ASCII white space. */
 int utf8_blank(const char *s);
+/* The length of the longest prefix of s[0..len) of at most max bytes that does not end
+ * inside a character: where text is cut to a size, cut it here. */
+size_t utf8_fit(const char *s, size_t len, size_t max);
+/* Cut the string s in place to at most max bytes on a character boundary (this also mends
+ * a string that snprintf() cut inside its last character). Returns its new length. */
+size_t utf8_cut(char *s, size_t max);
+/* Copy s[0..len) into out (size bytes, at least 4), NUL-terminated, as well-formed UTF-8:
+ * each ill-formed sequence (its maximal part, as Unicode recommends) and each NUL byte
+ * becomes U+FFFD, and the copy stops before the first character that does not fit.
+ * Returns the bytes written, without the NUL. */
+size_t utf8_mend(char *out, size_t size, const char *s, size_t len);
+/* The bytes utf8_mend() writes for all of s[0..len), without the NUL. */
+size_t utf8_mended_len(const char *s, size_t len);
 
 /* Parse a strict positive decimal integer (no sign, no spaces, no leading '+', at most
  * max). RC_OK or RC_ERR. */
 int parse_uint(const char *s, int64_t max, int64_t *out);
+
+/* Rewrite, in place, every real number of the JSON text s[0..len) (one that jansson wrote,
+ * with 17 significant digits: 0.7 as 0.69999999999999996) in the shortest form that reads
+ * back as the same double (0.7), as jansson would write it otherwise (1e-5, 2.0).
+ * Integers and strings are left alone. Returns the new length (never longer). */
+size_t num_shorten_json(char *s, size_t len);
 
 #endif

@@ -554,10 +554,11 @@ listen_posts(const char *path, char *err)
 	listen_fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (listen_fd < 0 || bind(listen_fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
 	    listen(listen_fd, 1024) != 0) {
-		snprintf(err, ERR_LEN, "cannot listen on %.150s: %.60s", path, strerror(errno));
+		snprintf(err, ERR_LEN, "cannot listen on %s: %s", path, strerror(errno));
+		utf8_cut(err, ERR_LEN - 1);
 		return RC_ERR;
 	}
-	chmod(path, 0660);
+	chmod(path, 0600); /* the workers only, which run as this user */
 	snprintf(sock_path, sizeof(sock_path), "%s", path);
 	return RC_OK;
 }

@@ -163,6 +163,33 @@ OPENAI_CASES = {
     "hang": {"hang": True, "reply": None, "error": None, "timeout": True},
 }
 
+# Failures in long Chinese text, for the cuts on character boundaries: the message is long
+# enough that every byte limit an error passes falls inside a character (each character
+# here is 3 bytes; "AI 服务调用失败: " is 23 and the body's prefix 21).
+LONG_CN = "上游服务内部错误：模型推理集群暂时不可用，请稍后重试。" * 16
+LONG_CN_STEM = LONG_CN[:20]  # what any message telling of it shows
+OPENAI_CASES["long500"] = {
+    "status": 500, "ctype": "application/json",
+    "body": json.dumps({"error": {"message": LONG_CN, "type": "server_error"}},
+                       ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
+    "reply": None, "error": LONG_CN_STEM}
+OPENAI_CASES["long500text"] = {
+    "status": 500, "ctype": "text/plain; charset=utf-8", "body": LONG_CN.encode("utf-8"),
+    "reply": None, "error": LONG_CN_STEM}
+OPENAI_CASES["longerror"] = {
+    "status": 200, "ctype": "text/event-stream",
+    "steps": sse_stream(["开始"], done=False) +
+    [("chunk", _sse({"error": {"message": LONG_CN, "type": "server_error"}})),
+     ("chunk", _DONE)],
+    "reply": None, "error": LONG_CN_STEM}
+# An upstream that tells its own address and the key it was given (as some proxies and
+# servers do in their error pages): {authorization} and {host} are filled from the request.
+OPENAI_CASES["telltale"] = {
+    "status": 401, "ctype": "application/json", "template": True,
+    "body": b'{"error":{"message":"Incorrect API key provided: {authorization} '
+            b'(server {host}, /v1/chat/completions)","type":"invalid_request_error"}}',
+    "reply": None, "error": "401"}
+
 
 def _jl(obj):
     return json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n"
@@ -212,6 +239,12 @@ N8N_CASES = {
     "500": {"status": 500, "ctype": "application/json; charset=utf-8",
             "body": b'{"code":0,"message":"Error in workflow"}', "reply": None, "error": "500"},
 }
+
+N8N_CASES["long500"] = {
+    "status": 500, "ctype": "application/json; charset=utf-8",
+    "body": json.dumps({"code": 0, "message": LONG_CN}, ensure_ascii=False,
+                       separators=(",", ":")).encode("utf-8"),
+    "reply": None, "error": LONG_CN_STEM}
 
 
 def pick_case(kind, path, body):
@@ -298,7 +331,12 @@ class _Handler(BaseHTTPRequestHandler):
         if case.get("hang"):
             return self._hang(rec)
         if "body" in case:
-            return self._plain(case["status"], case["body"], case["ctype"])
+            body = case["body"]
+            if case.get("template"):
+                for k in ("authorization", "host"):
+                    body = body.replace(b"{%s}" % k.encode(),
+                                        rec["headers"].get(k, "").encode("utf-8"))
+            return self._plain(case["status"], body, case["ctype"])
         self.send_response(case["status"])
         self.send_header("Content-Type", case["ctype"])
         self.send_header("Cache-Control", "no-cache")

@@ -2,7 +2,8 @@
 """Run the integration suite: the dialect, cross-dialect and hostile tests against one
 auth-off stack, test_auth against one AICHATD_AUTH=jwt stack, and the modules that start
 their own stacks (test_ai: providers against tests/fake/fake_upstream.py; test_crash:
-kills and restarts). Prints one line per test
+kills and restarts; test_live: streams and WebSockets; test_secure: text, secrets, file
+modes and numbers). Prints one line per test
 and ends with `N passed, N failed`; exit status 0 when nothing failed.
 
     python3 tests/integration/run.py                 # everything
@@ -28,7 +29,8 @@ OFF_MODULES = ["test_a", "test_b", "test_c", "test_d", "test_e", "test_cross", "
 JWT_MODULES = ["test_auth"]
 # modules that start (and stop) their own stacks: their tests get no shared stack, and
 # each module's teardown() stops what it started and returns its crash-report checks
-SELF_MODULES = ["test_ai", "test_crash", "test_live", "test_ws", "test_ws_jwt", "test_ws_limits"]
+SELF_MODULES = ["test_ai", "test_crash", "test_live", "test_ws", "test_ws_jwt", "test_ws_limits",
+                "test_secure"]
 
 
 def select(modules, wanted, pattern):

@@ -1,5 +1,7 @@
 /* ids, times, UTF-8 and integer parsing */
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 #include <ctype.h>
 
@@ -101,6 +103,59 @@ t_util(void)
 	CHECK(!utf8_valid("\xf4\x90\x80\x80", 4)); /* above U+10FFFF */
 	CHECK(!utf8_valid("\xe4\xbd", 2));         /* truncated */
 	CHECK(utf8_blank("  \t\n") && utf8_blank("") && !utf8_blank(" x "));
+	CHECK(utf8_valid("abcdefgh你好abcdefghijklmnop", 30));
+	CHECK(!utf8_valid("abcdefgh\xff" "abcdefgh", 17)); /* past the eight-byte ASCII steps */
+
+	/* cuts on character boundaries */
+	CHECK(utf8_fit("你好", 6, 5) == 3);
+	CHECK(utf8_fit("你好", 6, 4) == 3);
+	CHECK(utf8_fit("你好", 6, 3) == 3);
+	CHECK(utf8_fit("你好", 6, 2) == 0);
+	CHECK(utf8_fit("a😀", 5, 4) == 1);
+	CHECK(utf8_fit("abc", 3, 10) == 3);
+	CHECK(utf8_fit("ab\xe4\xbd", 4, 10) == 2); /* a text that ends inside a character */
+	CHECK(utf8_fit("\x80\x80\x80\x80", 4, 3) == 3); /* ill-formed: cut anywhere */
+	{
+		char b[16];
+		memcpy(b, "ab你\xe5", 7); /* as snprintf leaves 好 cut after one byte */
+		CHECK(strlen(b) == 6 && utf8_cut(b, 100) == 5 && strcmp(b, "ab你") == 0);
+		snprintf(b, sizeof(b), "你好世界");
+		CHECK(utf8_cut(b, 7) == 6 && strcmp(b, "你好") == 0);
+		CHECK(utf8_cut(b, 0) == 0 && !*b);
+	}
+	/* mending: one U+FFFD per maximal ill-formed part, NULs too; cut to fit */
+	{
+		char b[64];
+		CHECK(utf8_mend(b, sizeof(b), "ok", 2) == 2 && strcmp(b, "ok") == 0);
+		CHECK(utf8_mend(b, sizeof(b), "a\xe4\xbd", 3) == 4 && strcmp(b, "a\xef\xbf\xbd") == 0);
+		CHECK(utf8_mend(b, sizeof(b), "\xe4\xbdx\xff", 4) == 7 &&
+		      strcmp(b, "\xef\xbf\xbdx\xef\xbf\xbd") == 0);
+		CHECK(utf8_mend(b, sizeof(b), "\xed\xa0\x80", 3) == 9); /* surrogate: 3 parts */
+		CHECK(utf8_mend(b, sizeof(b), "a\0b", 3) == 5 && strcmp(b, "a\xef\xbf\xbd" "b") == 0);
+		CHECK(utf8_mend(b, 5, "ab你", 5) == 2 && strcmp(b, "ab") == 0);
+		CHECK(utf8_mend(b, 6, "ab你", 5) == 5 && strcmp(b, "ab你") == 0);
+		CHECK(utf8_mended_len("a\xe4\xbd你\xff", 7) == 10);
+		CHECK(utf8_mend(b, sizeof(b), "a\xe4\xbd你\xff", 7) == 10 && utf8_valid(b, 10));
+	}
+
+	/* reals as people wrote them */
+	{
+		char b[256];
+		size_t n;
+		snprintf(b, sizeof(b), "{\"t\":0.69999999999999996,\"p\":0.10000000000000001,"
+			 "\"e\":1.0000000000000001e-05,\"x\":2.5,\"n\":100,\"o\":1.0,"
+			 "\"a\":[[0.69999999999999996,-1.0000000000000001e-05],[3.0000000000000004]],"
+			 "\"s\":\"0.69999999999999996 \\\" 0.69999999999999996\",\"big\":1e+300}");
+		n = num_shorten_json(b, strlen(b));
+		b[n] = '\0';
+		CHECK(strcmp(b, "{\"t\":0.7,\"p\":0.1,\"e\":1e-5,\"x\":2.5,\"n\":100,\"o\":1.0,"
+			     "\"a\":[[0.7,-1e-5],[3.0000000000000004]],"
+			     "\"s\":\"0.69999999999999996 \\\" 0.69999999999999996\",\"big\":1e300}") == 0);
+		snprintf(b, sizeof(b), "[-0.0,123456789012345678,0.30000000000000004,1e22,2.0]");
+		n = num_shorten_json(b, strlen(b));
+		b[n] = '\0';
+		CHECK(strcmp(b, "[-0.0,123456789012345678,0.30000000000000004,1e22,2.0]") == 0);
+	}
 
 	/* strict positive integers */
 	CHECK(parse_uint("20", 100, &v) == RC_OK && v == 20);
