@@ -350,12 +350,22 @@ serve(void)
 	return 0;
 }
 
+static const char usage_text[] =
+	"usage: aichatd [-c CONFIG] COMMAND\n"
+	"  serve                        run the FastCGI pool (migrates the database first)\n"
+	"  migrate                      apply the database migrations and exit\n"
+	"  env                          print the settings the scripts need, as shell lines\n"
+	"  token SUB [ROLE [TTL_S]]     mint an HS256 token (needs jwt_secret)\n"
+	"  version                      print the version number\n"
+	"  --version                    print the program's name and version\n"
+	"  --help, -h                   print this text\n"
+	"Settings: the file named by -c or AICHATD_CONFIG (it must exist when named), then\n"
+	"the AICHATD_<KEY> environment variables.\n";
+
 static void
 usage(void)
 {
-	fputs("usage: aichatd [-c CONFIG] serve | migrate | env | token SUB [ROLE [TTL_SECONDS]] "
-	      "| version\n",
-	      stderr);
+	fputs(usage_text, stderr);
 	exit(2);
 }
 
@@ -366,14 +376,25 @@ main(int argc, char **argv)
 	char err[ERR_LEN];
 	int i = 1;
 
+	if (conf && !*conf)
+		conf = NULL; /* set but empty: none named */
 	if (argc > 2 && strcmp(argv[1], "-c") == 0) {
 		conf = argv[2];
 		i = 3;
 	}
 	if (i >= argc)
 		usage();
+	/* before the settings: these touch no file at all */
+	if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+		fputs(usage_text, stdout);
+		return 0;
+	}
 	if (strcmp(argv[i], "version") == 0) {
 		puts(PACKAGE_VERSION);
+		return 0;
+	}
+	if (strcmp(argv[i], "--version") == 0) {
+		printf("aichatd %s\n", PACKAGE_VERSION);
 		return 0;
 	}
 	if (config_load(&cfg, conf, err) != RC_OK)

@@ -122,9 +122,8 @@ config_file(struct config *c, const char *path, char *err)
 	int lineno = 0, rc = RC_OK;
 
 	if (!f) {
-		if (errno == ENOENT)
-			return RC_OK;
-		snprintf(err, ERR_LEN, "%s: %s", path, strerror(errno));
+		/* a file that is named must be there: a typo must not run on the defaults */
+		snprintf(err, ERR_LEN, "settings file %.180s: %.50s", path, strerror(errno));
 		return RC_ERR;
 	}
 	while (rc == RC_OK && fgets(line, sizeof(line), f)) {
@@ -142,6 +141,11 @@ config_file(struct config *c, const char *path, char *err)
 		}
 		*eq = '\0';
 		rc = config_set(c, trim(s), trim(eq + 1), where, err);
+	}
+	if (rc == RC_OK && ferror(f)) {
+		/* a directory, or a read error */
+		snprintf(err, ERR_LEN, "settings file %.180s: %.50s", path, strerror(errno));
+		rc = RC_ERR;
 	}
 	fclose(f);
 	return rc;

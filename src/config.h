@@ -36,8 +36,9 @@ struct config {
 	char *push_http_socket; /* nginx's way to the push daemon (WebSocket, SSE) */
 };
 
-/* Load defaults, then the file at path (NULL or missing: skipped when not required),
- * then the environment. Returns 0, or -1 with a message in err (ERR_LEN bytes). */
+/* Load defaults, then the file at path (NULL: no file), then the environment. A path that
+ * is given must name a readable file: missing or unreadable, it is an error naming it.
+ * Returns 0, or -1 with a message in err (ERR_LEN bytes). */
 int config_load(struct config *c, const char *path, char *err);
 void config_free(struct config *c);
 /* Print the settings nginx and the scripts need as shell assignments (quoted). */
