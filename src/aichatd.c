@@ -288,6 +288,13 @@ serve(void)
 	time_t last_death = 0;
 
 	mkdirs();
+	{
+		/* one identity with the push daemon: never beside one that checks tokens
+		 * differently (see docs/ARCHITECTURE.md) */
+		char err[ERR_LEN];
+		if (config_identity_claim(&cfg, "pool", "push", err) != RC_OK)
+			die("%s", err);
+	}
 	prepare_store();
 	if (FCGX_Init() != 0)
 		die("%s", "FCGX_Init failed");
@@ -338,6 +345,7 @@ serve(void)
 		}
 	} while (alive && errno == EINTR);
 	unlink(cfg.fcgi_socket);
+	config_identity_withdraw(&cfg, "pool");
 	{
 		char err[ERR_LEN];
 		struct store *st = store_open(cfg.db_path, err);

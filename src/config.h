@@ -44,4 +44,22 @@ void config_free(struct config *c);
 /* Print the settings nginx and the scripts need as shell assignments (quoted). */
 void config_print_env(const struct config *c);
 
+/*
+ * One identity for the pool and the push daemon. Each writes its effective auth settings
+ * (the mode and a SHA-256 of the secret, never the secret; with its PID) to
+ * $DATA_DIR/run/<who>.auth (who: "pool" or "push"), and refuses to run beside a live
+ * process of the other kind whose settings differ.
+ */
+/* Check the other's file, write ours, check again: RC_OK, or RC_CONFLICT (or RC_ERR) with
+ * a message in err; on a conflict after writing, ours is removed again. */
+int config_identity_claim(const struct config *c, const char *who, const char *other,
+			  char *err);
+/* RC_OK when the other's file is absent, left by a process that is gone, or agrees;
+ * RC_CONFLICT with a message naming both settings when they differ. */
+int config_identity_check(const struct config *c, const char *other, char *err);
+/* Write our file (mode 0600, replaced atomically). RC_OK or RC_ERR. */
+int config_identity_publish(const struct config *c, const char *who, char *err);
+/* Remove our file, if it is still ours. */
+void config_identity_withdraw(const struct config *c, const char *who);
+
 #endif

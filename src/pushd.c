@@ -735,6 +735,12 @@ main(int argc, char **argv)
 		logf_("%s", err);
 		return 1;
 	}
+	/* one identity with the pool: a daemon that checks tokens differently from the pool
+	 * beside it would let WebSocket clients in on other terms (docs/ARCHITECTURE.md) */
+	if (config_identity_claim(&pushd_cfg, "push", "pool", err) != RC_OK) {
+		logf_("%s; not starting", err);
+		return 1;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	pushd_loop = uv_default_loop();
 	pushd_store = store_open(pushd_cfg.db_path, err);
@@ -777,6 +783,7 @@ main(int argc, char **argv)
 	poll_runs();
 	uv_run(pushd_loop, UV_RUN_DEFAULT);
 	unlink(path);
+	config_identity_withdraw(&pushd_cfg, "push");
 	uv_loop_close(pushd_loop);
 	store_close(pushd_store);
 	config_free(&pushd_cfg);
