@@ -85,8 +85,8 @@ def other_required_fields_stay_required(s):
 
 BAD_IDS = ("%FF%FE", "%C3", "%ED%A0%80", "%zz", "a%00b")
 PATH_ROUTES = [
-    ("A", "GET", "/api/message/{}"),
     ("B", "GET", "/api/chat/sessions/{}"),
+    ("A", "GET", "/api/message/{}"),
     ("B", "DELETE", "/api/chat/sessions/{}"),
     ("B", "PATCH", "/api/chat/sessions/{}"),
     ("B", "GET", "/api/chat/sessions/{}/messages"),
