@@ -293,6 +293,13 @@ serve(void)
 	time_t last_death = 0;
 
 	mkdirs();
+	{
+		/* one identity with the push daemon: never beside one that checks tokens
+		 * differently (see docs/ARCHITECTURE.md) */
+		char err[ERR_LEN];
+		if (config_identity_claim(&cfg, "pool", "push", err) != RC_OK)
+			die("%s", err);
+	}
 	prepare_store();
 	if (FCGX_Init() != 0)
 		die("%s", "FCGX_Init failed");
@@ -345,6 +352,7 @@ serve(void)
 		}
 	} while (alive && errno == EINTR);
 	unlink(cfg.fcgi_socket);
+	config_identity_withdraw(&cfg, "pool");
 	{
 		char err[ERR_LEN];
 		struct store *st = store_open(cfg.db_path, err);
@@ -357,12 +365,22 @@ serve(void)
 	return 0;
 }
 
+static const char usage_text[] =
+	"usage: aichatd [-c CONFIG] COMMAND\n"
+	"  serve                        run the FastCGI pool (migrates the database first)\n"
+	"  migrate                      apply the database migrations and exit\n"
+	"  env                          print the settings the scripts need, as shell lines\n"
+	"  token SUB [ROLE [TTL_S]]     mint an HS256 token (needs jwt_secret)\n"
+	"  version                      print the version number\n"
+	"  --version                    print the program's name and version\n"
+	"  --help, -h                   print this text\n"
+	"Settings: the file named by -c or AICHATD_CONFIG (it must exist when named), then\n"
+	"the AICHATD_<KEY> environment variables.\n";
+
 static void
 usage(void)
 {
-	fputs("usage: aichatd [-c CONFIG] serve | migrate | env | token SUB [ROLE [TTL_SECONDS]] "
-	      "| version\n",
-	      stderr);
+	fputs(usage_text, stderr);
 	exit(2);
 }
 
@@ -373,14 +391,25 @@ main(int argc, char **argv)
 	char err[ERR_LEN];
 	int i = 1;
 
+	if (conf && !*conf)
+		conf = NULL; /* set but empty: none named */
 	if (argc > 2 && strcmp(argv[1], "-c") == 0) {
 		conf = argv[2];
 		i = 3;
 	}
 	if (i >= argc)
 		usage();
+	/* before the settings: these touch no file at all */
+	if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+		fputs(usage_text, stdout);
+		return 0;
+	}
 	if (strcmp(argv[i], "version") == 0) {
 		puts(PACKAGE_VERSION);
+		return 0;
+	}
+	if (strcmp(argv[i], "--version") == 0) {
+		printf("aichatd %s\n", PACKAGE_VERSION);
 		return 0;
 	}
 	if (config_load(&cfg, conf, err) != RC_OK)

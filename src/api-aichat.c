@@ -89,7 +89,7 @@ aichat_session_create(struct req *r)
 
 	if (api_field(r, "user_id", &uid) || title_field(r, "title", DEFAULT_TITLE, &title))
 		return -1;
-	if (!(user = api_acting_user(r, uid)))
+	if (!(user = api_required_user(r, uid)))
 		return -1;
 	rc = store_conv_create(r->store, r->pool, NULL, user, title, NULL, &c, err);
 	if (rc != RC_OK)
@@ -165,12 +165,9 @@ aichat_sessions_list(struct req *r)
 	if (api_field(r, "user_id", &uid) ||
 	    api_page_json(r, "page", "page_size", "pageSize", 20, &page, &size, &pg))
 		return -1;
-	if (uid && *uid) {
-		if (!api_acting_user(r, uid))
-			return -1;
-	} else {
-		uid = api_owner(r); /* auth on: the caller's own; off: everybody's */
-	}
+	/* required: with no token, a missing user_id would list every user's sessions */
+	if (!(uid = api_required_user(r, uid)))
+		return -1;
 	return list_sessions(r, uid, pg, page, size, 1, 0);
 }
 

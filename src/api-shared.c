@@ -144,6 +144,16 @@ api_acting_user(struct req *r, const char *given)
 	return given && *given ? given : DEFAULT_USER;
 }
 
+const char *
+api_required_user(struct req *r, const char *given)
+{
+	if ((!given || !*given) && !r->user) {
+		req_fail(r, 400, 0, r->dialect == D_C ? "user_id is required" : "用户ID不能为空");
+		return NULL;
+	}
+	return api_acting_user(r, given);
+}
+
 json_t *
 api_stored(const char *s)
 {

@@ -50,7 +50,7 @@ v1_session_create(struct req *r)
 
 	if (api_field(r, "user_id", &uid) || api_field(r, "model_config_id", &cfgid))
 		return -1;
-	if (!(user = api_acting_user(r, uid)))
+	if (!(user = api_required_user(r, uid)))
 		return -1;
 	if (cfgid && *cfgid) {
 		rc = store_mcfg_get(r->store, r->pool, cfgid, &m, err);

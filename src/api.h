@@ -87,6 +87,9 @@ int api_content_ok(struct req *r, const char *s);
  * on, a different id is a 403 (returns NULL after writing it); with auth off, the given id
  * or DEFAULT_USER. */
 const char *api_acting_user(struct req *r, const char *given);
+/* The same for a user id the route requires: absent (or empty) with no token, it is a 400
+ * (returns NULL after writing it); with a token, absent means the token's subject. */
+const char *api_required_user(struct req *r, const char *given);
 /* The visibility filter for the store: the token's user, or NULL with auth off. */
 #define api_owner(r) ((r)->user)
 

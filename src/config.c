@@ -3,9 +3,12 @@
 #include <stdio.h>
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
+#include <signal.h>
 #include <unistd.h>
 #include <sys/stat.h>
+#include <openssl/evp.h>
 
 #include "rc.h"
 #include "util.h"
@@ -130,9 +133,8 @@ config_file(struct config *c, const char *path, char *err)
 	int lineno = 0, rc = RC_OK;
 
 	if (!f) {
-		if (errno == ENOENT)
-			return RC_OK;
-		snprintf(err, ERR_LEN, "%s: %s", path, strerror(errno));
+		/* a file that is named must be there: a typo must not run on the defaults */
+		snprintf(err, ERR_LEN, "settings file %.180s: %.50s", path, strerror(errno));
 		return RC_ERR;
 	}
 	while (rc == RC_OK && fgets(line, sizeof(line), f)) {
@@ -150,6 +152,11 @@ config_file(struct config *c, const char *path, char *err)
 		}
 		*eq = '\0';
 		rc = config_set(c, trim(s), trim(eq + 1), where, err);
+	}
+	if (rc == RC_OK && ferror(f)) {
+		/* a directory, or a read error */
+		snprintf(err, ERR_LEN, "settings file %.180s: %.50s", path, strerror(errno));
+		rc = RC_ERR;
 	}
 	fclose(f);
 	return rc;
@@ -337,4 +344,139 @@ config_share_socket(const struct config *c, const char *path, char *err)
 		return RC_ERR;
 	}
 	return RC_OK;
+}
+
+/* ---- one identity for the pool and the daemon ---- */
+
+#define STAMP_LEN 160
+
+static void
+stamp_path(const struct config *c, const char *who, char *out, size_t n)
+{
+	snprintf(out, n, "%s/run/%s.auth", c->data_dir, who);
+}
+
+/* "auth=off", or "auth=jwt secret_sha256=<hex>": what must agree, never the secret. */
+static void
+stamp_text(const struct config *c, char *out, size_t n)
+{
+	static const char tag[] = "aichatd auth stamp\n";
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0, i;
+	EVP_MD_CTX *ctx;
+	size_t o;
+
+	if (c->auth != AUTH_JWT) {
+		snprintf(out, n, "auth=off");
+		return;
+	}
+	ctx = EVP_MD_CTX_new();
+	if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1 ||
+	    EVP_DigestUpdate(ctx, tag, sizeof(tag) - 1) != 1 ||
+	    EVP_DigestUpdate(ctx, c->jwt_secret, strlen(c->jwt_secret)) != 1 ||
+	    EVP_DigestFinal_ex(ctx, md, &mdlen) != 1)
+		mdlen = 0; /* then "jwt" with no hash: it agrees with no one's */
+	EVP_MD_CTX_free(ctx);
+	o = (size_t)snprintf(out, n, "auth=jwt secret_sha256=");
+	for (i = 0; i < mdlen && o + 3 <= n; i++)
+		o += (size_t)snprintf(out + o, n - o, "%02x", md[i]);
+}
+
+/* Read a stamp file: 1 with pid and the stamp, 0 when absent or not well formed. */
+static int
+stamp_read(const char *path, long *pid, char *stamp, size_t n)
+{
+	char buf[STAMP_LEN + 64], *nl;
+	FILE *f = fopen(path, "r");
+	size_t len;
+
+	if (!f)
+		return 0;
+	len = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[len] = '\0';
+	if (sscanf(buf, "pid=%ld", pid) != 1 || *pid <= 0)
+		return 0;
+	nl = strchr(buf, '\n');
+	if (!nl)
+		return 0;
+	snprintf(stamp, n, "%s", nl + 1);
+	stamp[strcspn(stamp, "\n")] = '\0';
+	return 1;
+}
+
+int
+config_identity_check(const struct config *c, const char *other, char *err)
+{
+	char path[4096], theirs[STAMP_LEN], mine[STAMP_LEN];
+	long pid;
+
+	stamp_path(c, other, path, sizeof(path));
+	if (!stamp_read(path, &pid, theirs, sizeof(theirs)))
+		return RC_OK;
+	if (pid == (long)getpid() || (kill((pid_t)pid, 0) != 0 && errno == ESRCH))
+		return RC_OK; /* left by a process that is gone */
+	stamp_text(c, mine, sizeof(mine));
+	if (strcmp(mine, theirs) == 0)
+		return RC_OK;
+	snprintf(err, ERR_LEN,
+		 "the %s (pid %ld) runs with auth = %s, this one with auth = %s%s: "
+		 "start both with the same settings",
+		 strcmp(other, "pool") == 0 ? "FastCGI pool" : "push daemon", pid,
+		 strncmp(theirs, "auth=jwt", 8) == 0 ? "jwt" : "off",
+		 c->auth == AUTH_JWT ? "jwt" : "off",
+		 strncmp(theirs, mine, 8) == 0 ? " (another jwt_secret)" : "");
+	return RC_CONFLICT;
+}
+
+int
+config_identity_publish(const struct config *c, const char *who, char *err)
+{
+	char path[4096], tmp[4200], stamp[STAMP_LEN], text[STAMP_LEN + 64];
+	int fd, n;
+	ssize_t w;
+
+	stamp_path(c, who, path, sizeof(path));
+	snprintf(tmp, sizeof(tmp), "%s.%ld.tmp", path, (long)getpid());
+	stamp_text(c, stamp, sizeof(stamp));
+	n = snprintf(text, sizeof(text), "pid=%ld\n%s\n", (long)getpid(), stamp);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		snprintf(err, ERR_LEN, "cannot write %.200s: %.40s", tmp, strerror(errno));
+		return RC_ERR;
+	}
+	w = write(fd, text, (size_t)n);
+	if (close(fd) != 0 || w != n || rename(tmp, path) != 0) {
+		snprintf(err, ERR_LEN, "cannot write %.200s: %.40s", path, strerror(errno));
+		unlink(tmp);
+		return RC_ERR;
+	}
+	return RC_OK;
+}
+
+void
+config_identity_withdraw(const struct config *c, const char *who)
+{
+	char path[4096], stamp[STAMP_LEN];
+	long pid;
+
+	stamp_path(c, who, path, sizeof(path));
+	if (stamp_read(path, &pid, stamp, sizeof(stamp)) && pid == (long)getpid())
+		unlink(path);
+}
+
+int
+config_identity_claim(const struct config *c, const char *who, const char *other, char *err)
+{
+	int rc;
+
+	/* look before writing, so that a refused program leaves the other's file alone; and
+	 * again after, so that of two programs starting at once, one sees the other */
+	if ((rc = config_identity_check(c, other, err)) != RC_OK)
+		return rc;
+	if ((rc = config_identity_publish(c, who, err)) != RC_OK)
+		return rc;
+	if ((rc = config_identity_check(c, other, err)) != RC_OK)
+		config_identity_withdraw(c, who);
+	return rc;
 }

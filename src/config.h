@@ -43,8 +43,9 @@ struct config {
 	char *socket_group;   /* the group given the sockets nginx reaches (NULL or "": none) */
 };
 
-/* Load defaults, then the file at path (NULL or missing: skipped when not required),
- * then the environment. Returns 0, or -1 with a message in err (ERR_LEN bytes). */
+/* Load defaults, then the file at path (NULL: no file), then the environment. A path that
+ * is given must name a readable file: missing or unreadable, it is an error naming it.
+ * Returns 0, or -1 with a message in err (ERR_LEN bytes). */
 int config_load(struct config *c, const char *path, char *err);
 void config_free(struct config *c);
 /* Print the settings nginx and the scripts need as shell assignments (quoted). */
@@ -59,5 +60,22 @@ int config_private_files(const struct config *c, char *err);
 /* A socket nginx connects to (the FastCGI socket, push-http.sock): mode 0660, and group
  * socket_group when one is set. RC_OK, or RC_ERR with err. */
 int config_share_socket(const struct config *c, const char *path, char *err);
+/*
+ * One identity for the pool and the push daemon. Each writes its effective auth settings
+ * (the mode and a SHA-256 of the secret, never the secret; with its PID) to
+ * $DATA_DIR/run/<who>.auth (who: "pool" or "push"), and refuses to run beside a live
+ * process of the other kind whose settings differ.
+ */
+/* Check the other's file, write ours, check again: RC_OK, or RC_CONFLICT (or RC_ERR) with
+ * a message in err; on a conflict after writing, ours is removed again. */
+int config_identity_claim(const struct config *c, const char *who, const char *other,
+			  char *err);
+/* RC_OK when the other's file is absent, left by a process that is gone, or agrees;
+ * RC_CONFLICT with a message naming both settings when they differ. */
+int config_identity_check(const struct config *c, const char *other, char *err);
+/* Write our file (mode 0600, replaced atomically). RC_OK or RC_ERR. */
+int config_identity_publish(const struct config *c, const char *who, char *err);
+/* Remove our file, if it is still ours. */
+void config_identity_withdraw(const struct config *c, const char *who);
 
 #endif

@@ -708,18 +708,47 @@ on_signal(uv_signal_t *s, int sig)
 	uv_walk(pushd_loop, close_walk, NULL);
 }
 
+static const char pushd_usage[] =
+	"usage: aichatd-push [-c CONFIG] [--help | --version]\n"
+	"Runs the push daemon: WebSockets, SSE streams and AI runs, on the sockets in\n"
+	"$AICHATD_DATA_DIR/run/. Settings: the file named by -c or AICHATD_CONFIG (it must\n"
+	"exist when named), then the AICHATD_<KEY> environment variables.\n";
+
 int
 main(int argc, char **argv)
 {
 	const char *conf = getenv("AICHATD_CONFIG");
 	char err[ERR_LEN], path[4096];
 	struct rlimit rl;
-	int rc;
+	int rc, i = 1;
 
-	if (argc > 2 && strcmp(argv[1], "-c") == 0)
+	if (conf && !*conf)
+		conf = NULL; /* set but empty: none named */
+	if (argc > 2 && strcmp(argv[1], "-c") == 0) {
 		conf = argv[2];
+		i = 3;
+	}
+	/* before the settings: these touch no file at all */
+	if (i < argc && (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)) {
+		fputs(pushd_usage, stdout);
+		return 0;
+	}
+	if (i < argc && strcmp(argv[i], "--version") == 0) {
+		printf("aichatd-push %s\n", PACKAGE_VERSION);
+		return 0;
+	}
+	if (i < argc) {
+		fputs(pushd_usage, stderr);
+		return 2;
+	}
 	if (config_load(&pushd_cfg, conf, err) != RC_OK) {
 		logf_("%s", err);
+		return 1;
+	}
+	/* one identity with the pool: a daemon that checks tokens differently from the pool
+	 * beside it would let WebSocket clients in on other terms (docs/ARCHITECTURE.md) */
+	if (config_identity_claim(&pushd_cfg, "push", "pool", err) != RC_OK) {
+		logf_("%s; not starting", err);
 		return 1;
 	}
 	signal(SIGPIPE, SIG_IGN);
@@ -776,6 +805,7 @@ main(int argc, char **argv)
 	poll_runs();
 	uv_run(pushd_loop, UV_RUN_DEFAULT);
 	unlink(path);
+	config_identity_withdraw(&pushd_cfg, "push");
 	uv_loop_close(pushd_loop);
 	store_close(pushd_store);
 	config_free(&pushd_cfg);

@@ -80,11 +80,13 @@ router_dialect(const char *path)
 	return D_B;
 }
 
-/* Match one pattern; captured segments are decoded into params. 1 on a match. */
+/* Match one pattern; captured segments are decoded into params. 1 on a match; -1 when the
+ * path has the pattern's shape but a captured segment does not decode (bad escape, NUL or
+ * invalid UTF-8). */
 static int
 match(const char *pat, const char *path, struct pool *p, char **params)
 {
-	int np = 0;
+	int np = 0, bad = 0;
 
 	while (*pat && *path) {
 		const char *pe, *se;
@@ -105,7 +107,7 @@ match(const char *pat, const char *path, struct pool *p, char **params)
 			if (params) {
 				params[np] = req_unescape(p, path, (size_t)(se - path), 0);
 				if (!params[np])
-					return 0;
+					bad = 1;
 			}
 			np++;
 		} else if ((size_t)(pe - pat) != (size_t)(se - path) ||
@@ -115,7 +117,9 @@ match(const char *pat, const char *path, struct pool *p, char **params)
 		pat = pe;
 		path = se;
 	}
-	return *pat == '\0' && *path == '\0';
+	if (*pat != '\0' || *path != '\0')
+		return 0;
+	return bad ? -1 : 1;
 }
 
 const struct route *
@@ -123,6 +127,7 @@ router_match(const char *method, const char *path, struct pool *p, char **params
 	     char *allow, size_t allow_len)
 {
 	size_t i, used = 0;
+	int m;
 
 	*status = 404;
 	allow[0] = '\0';
@@ -130,8 +135,14 @@ router_match(const char *method, const char *path, struct pool *p, char **params
 		const struct route *rt = &routes[i];
 
 		if (strcmp(rt->method, method) == 0) {
-			if (match(rt->pattern, path, p, params))
+			m = match(rt->pattern, path, p, params);
+			if (m > 0)
 				return rt;
+			if (m < 0) {
+				/* the route, but an id no row can have: not a method problem */
+				*status = 400;
+				return NULL;
+			}
 		} else if (match(rt->pattern, path, p, NULL)) {
 			*status = 405;
 			if (!strstr(allow, rt->method) && used + strlen(rt->method) + 3 < allow_len)
@@ -223,7 +234,10 @@ router_dispatch(struct req *r)
 	if (!rt) {
 		if (status == 405)
 			req_header(r, "Allow: %s", allow);
-		req_fail(r, status, 0, NULL);
+		req_fail(r, status, 0,
+			 status != 400 ? NULL :
+			 r->dialect == D_C ? "path parameter is not valid UTF-8" :
+					     "路径参数不是合法的 UTF-8");
 		goto out;
 	}
 	r->route = rt;

@@ -23,7 +23,8 @@ struct route {
 };
 
 /* Match method and path against the table. Returns the row, or NULL with *status 404 (no
- * path matched) or 405 (the path matched for other methods, listed in allow). */
+ * path matched), 405 (the path matched for other methods, listed in allow) or 400 (the
+ * method's route matched but a path parameter is not a decodable UTF-8 string). */
 const struct route *router_match(const char *method, const char *path, struct pool *p,
 				 char **params, int *status, char *allow, size_t allow_len);
 /* The dialect that owns a path, by prefix (for 404s and nginx's own errors). */

@@ -592,6 +592,8 @@ E_ITEM_KEYS = ("id", "sessionId", "userId", "userMessage", "aiResponse", "timest
 
 def b_session(c, user_id=None, title=None):
     body = {}
+    if user_id is None and "Authorization" not in c.default_headers:
+        user_id = "default_user"  # required with no token (the token's subject otherwise)
     if user_id is not None:
         body["user_id"] = user_id
     if title is not None:

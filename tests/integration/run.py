@@ -25,12 +25,13 @@ sys.dont_write_bytecode = True
 
 import harness  # noqa: E402
 
-OFF_MODULES = ["test_a", "test_b", "test_c", "test_d", "test_e", "test_cross", "test_hostile"]
-JWT_MODULES = ["test_auth"]
+OFF_MODULES = ["test_a", "test_b", "test_c", "test_d", "test_e", "test_cross", "test_hostile",
+               "test_fields"]
+JWT_MODULES = ["test_auth", "test_fields_jwt"]
 # modules that start (and stop) their own stacks: their tests get no shared stack, and
 # each module's teardown() stops what it started and returns its crash-report checks
 SELF_MODULES = ["test_ai", "test_crash", "test_live", "test_ws", "test_ws_jwt", "test_ws_limits",
-                "test_secure"]
+                "test_secure", "test_config"]
 
 
 def select(modules, wanted, pattern):

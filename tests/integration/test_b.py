@@ -54,10 +54,12 @@ def create_session_shape(s):
 
 @test
 def create_session_defaults(s):
-    sess = b_session(s.c)
+    u = uniq("bu")
+    sess = b_session(s.c, user_id=u)
     check_session(sess)
-    assert sess["user_id"] == "default_user", "owner %r" % sess["user_id"]
+    assert sess["user_id"] == u, "owner %r" % sess["user_id"]
     assert sess["title"] == "新会话", "default title %r" % sess["title"]
+    err_env(s.c.post("/api/chat/session", json={}), 400)  # user_id is required
     assert get_session(s.c, sess["session_id"]) == sess
 
 
@@ -327,16 +329,17 @@ def session_list_pagination(s):
 
 
 @test
-def session_list_all_users_when_auth_off(s):
-    a = b_session(s.c, user_id=uniq("ua"))["session_id"]
-    b = b_session(s.c, user_id=uniq("ub"))["session_id"]
-    lst = list_sessions(s.c, page_size=100)
+def session_list_is_one_users_newest_first(s):
+    u = uniq("ua")
+    a = b_session(s.c, user_id=u)["session_id"]
+    b = b_session(s.c, user_id=u)["session_id"]
+    other = b_session(s.c, user_id=uniq("ub"))["session_id"]
+    lst = list_sessions(s.c, user_id=u, page_size=100)
     ids = [x["session_id"] for x in lst]
-    assert a in ids and b in ids, "auth off: list without user_id must show every user's"
-    assert ids.index(b) < ids.index(a), "newer session b not before a"
+    assert ids == [b, a], "one user's sessions, newest first: %r (other %s)" % (ids, other)
     ups = [x["updated_at"] for x in lst]
     assert ups == sorted(ups, reverse=True), "not newest-updated first: %r" % ups[:10]
-    assert len(list_sessions(s.c)) <= 20
+    err_env(s.c.post("/api/chat/sessions", json={"page_size": 100}), 400)  # user_id required
 
 
 @test
@@ -388,7 +391,7 @@ def aichat_twins(s):
         "标题更新成功"
     assert get_session(s.c, sid)["title"] == "新标题"
     err_env(s.c.patch("/aichat/sessions/" + sid, json={"new_title": ""}), 400)
-    err_env(s.c.post("/aichat/createsession", json={"title": "x" * 201}), 400)
+    err_env(s.c.post("/aichat/createsession", json={"user_id": u, "title": "x" * 201}), 400)
     assert ok_env(s.c.delete("/aichat/deletesession/" + sid)) == "会话删除成功"
     err_env(s.c.get("/aichat/sessions/" + sid), 404, "会话不存在")
     err_env(s.c.delete("/aichat/deletesession/" + sid), 404)

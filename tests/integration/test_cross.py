@@ -157,7 +157,8 @@ def soft_deleted_conversation_is_gone_everywhere(s):
     assert sid not in [r["conversationId"] for r in c_records(s.c)]
     err_env(s.c.get("/api/v1/sessions/%s/messages" % sid), 404)
     err_env(s.c.get("/api/chat/history?sessionId=" + sid), 404)
-    lst = ok_env(s.c.post("/api/chat/sessions", json={"page_size": 100}))
+    lst = ok_env(s.c.post("/api/chat/sessions", json={"user_id": "default_user",
+                                                        "page_size": 100}))
     assert sid not in [x["session_id"] for x in lst]
 
 

@@ -57,16 +57,18 @@ def create_session(s):
 
 @test
 def create_session_defaults_and_validation(s):
-    data = ok_env(s.c.post("/api/v1/sessions", json={}))
+    u = uniq("du")
+    data = ok_env(s.c.post("/api/v1/sessions", json={"user_id": u}))
     check_uuid4(data.get("session_id"))
-    assert ok_env(s.c.get("/api/chat/sessions/" + data["session_id"]))["user_id"] == \
-        "default_user"
+    assert ok_env(s.c.get("/api/chat/sessions/" + data["session_id"]))["user_id"] == u
+    err_env(s.c.post("/api/v1/sessions", json={}), 400)  # user_id is required
     err_env(s.c.post("/api/v1/sessions", json={"user_id": 5}), 400)
-    err_env(s.c.post("/api/v1/sessions", json={"model_config_id": uniq("nocfg")}), 404)
+    err_env(s.c.post("/api/v1/sessions", json={"user_id": u, "model_config_id": uniq("nocfg")}),
+            404)
     err_env(s.c.post("/api/v1/sessions", json=[]), 400)
     err_env(s.c.post("/api/v1/sessions", body=b"{nope"), 400)
     cfg = configs(s.c)[0]["config_id"]
-    data = ok_env(s.c.post("/api/v1/sessions", json={"model_config_id": cfg}))
+    data = ok_env(s.c.post("/api/v1/sessions", json={"user_id": u, "model_config_id": cfg}))
     check_uuid4(data.get("session_id"))
 
 

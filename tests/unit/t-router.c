@@ -31,9 +31,12 @@ t_router(void)
 	rt = router_match("GET", "/api/message/", p, params, &status, allow, sizeof(allow));
 	CHECK(!rt && status == 404); /* an empty segment is no id */
 	rt = router_match("GET", "/api/message/%zz", p, params, &status, allow, sizeof(allow));
-	CHECK(!rt); /* a bad escape matches nothing */
+	CHECK(!rt && status == 400); /* a bad escape matches nothing */
 	rt = router_match("GET", "/api/message/%ff", p, params, &status, allow, sizeof(allow));
-	CHECK(!rt); /* nor does invalid UTF-8 */
+	CHECK(!rt && status == 400); /* nor does invalid UTF-8: a 400, not a 405 */
+	rt = router_match("GET", "/api/chat/sessions/%FF%FE", p, params, &status, allow,
+			  sizeof(allow));
+	CHECK(!rt && status == 400); /* though DELETE and PATCH have the same pattern */
 	rt = router_match("PUT", "/api/v1/model-configs/x", p, params, &status, allow,
 			  sizeof(allow));
 	CHECK(rt && (rt->flags & R_ADMIN) && (rt->flags & R_JSON));
