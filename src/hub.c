@@ -1359,6 +1359,13 @@ on_beat(uv_timer_t *t)
 		last_beat = now;
 	for (c = all; c; c = next) {
 		next = c->next;
+		if (c->queued > pushd_cfg.client_buffer) {
+			/* still over its buffer a beat after its last message (the end of a
+			 * stream, say, that nothing follows): it does not read */
+			n_dropped++;
+			hc_close(c);
+			continue;
+		}
 		if (c->kind == K_SSE) {
 			if (beat_sse)
 				hc_writes(c, ": ping\n\n");
