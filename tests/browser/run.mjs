@@ -371,6 +371,7 @@ async function nodeEventSourceChecks(api, report) {
     es.onerror = () => { errors++; };
     for (const type of ['init', 'chunk', 'done', 'error']) {
       es.addEventListener(type, (ev) => {
+        if (typeof ev.data !== 'string') return; // the connection's own error, not an event
         events.push({ type, id: ev.lastEventId, data: JSON.parse(ev.data) });
         if ((type === 'done' || type === 'error') && events.filter((e) => e.type === type).length === 1) {
           clearTimeout(timer);
