@@ -618,7 +618,8 @@ def sse_done_is_stored_when_announced(_):
 
 @test
 def sse_client_between_end_and_write_gets_its_end(_):
-    # many streams opened while replies end: each gets exactly one end, with what is stored
+    # a second stream opened the moment the first one's done arrives: one end, and by
+    # then the reply is stored (before, the end went out while it waited to be written)
     st = stack("main")
     for i in range(ROUNDS):
         j = c_chat(st.c, "第 %d 轮" % i)
@@ -628,6 +629,8 @@ def sse_client_between_end_and_write_gets_its_end(_):
             evs = s.all_events()
         assert [e["event"] for e in evs] == ["init", "done"] and \
             evs[1]["data"]["content"] == evs0[-1]["data"]["content"], evs
+        check_stored(st.c, j["conversationId"], j["msgId"], evs[1]["data"]["content"],
+                     "round %d, on the second stream's done" % i)
 
 
 @test
