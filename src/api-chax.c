@@ -157,13 +157,40 @@ chax_chat(struct req *r)
 	return req_json(r, 200, j);
 }
 
+/* The Last-Event-ID given as ?last_event_id=, for the daemon's query: percent-encoded,
+ * NULL when absent or longer than any id the daemon gives (it starts over then). */
+static const char *
+last_id_query(struct req *r)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const char *last = req_query(r, "last_event_id");
+	char *out, *o;
+
+	if (!last || !*last || strlen(last) > 150)
+		return NULL;
+	if (!(out = o = pool_alloc(r->pool, 3 * strlen(last) + 1)))
+		return NULL;
+	for (; *last; last++) {
+		unsigned char ch = (unsigned char)*last;
+		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+		    ch == '_' || ch == '-' || ch == '.' || ch == ':') {
+			*o++ = (char)ch;
+		} else {
+			*o++ = '%';
+			*o++ = hex[ch >> 4];
+			*o++ = hex[ch & 15];
+		}
+	}
+	*o = '\0';
+	return out;
+}
+
 int
 chax_stream(struct req *r)
 {
-	const char *last = req_query(r, "last_event_id");
+	const char *last = last_id_query(r);
 	struct msg m;
 	char err[ERR_LEN];
-	int64_t v;
 	int rc;
 
 	rc = store_msg_get_by_msgid(r->store, r->pool, r->params[0], api_owner(r), &m, err);
@@ -172,8 +199,8 @@ chax_stream(struct req *r)
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
 	/* EventSource cannot send Last-Event-ID on its first connect: the query says it then;
-	 * the header, when present, reaches the daemon by itself */
-	if (last && (strcmp(last, "0") == 0 || parse_uint(last, INT64_MAX, &v) == RC_OK))
+	 * the header, when present, reaches the daemon by itself (and wins) */
+	if (last)
 		return api_hand_over(r, pool_printf(r->pool, "sse/%s?last_event_id=%s", m.msg_id, last));
 	return api_hand_over(r, pool_printf(r->pool, "sse/%s", m.msg_id));
 }

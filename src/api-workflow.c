@@ -46,17 +46,19 @@ wf_history(struct req *r)
 					  (json_int_t)total, "messages", a));
 }
 
-/* Validate E's send body, store the user message and start the run: 0, or -1 after an
- * error was written. */
+/* Validate E's send and stream body into in: sessionId, userId and chatInput are required
+ * (with auth = jwt a missing userId is the token's user). 0, or -1 after an error was
+ * written. The strings stay the request's. */
 static int
-wf_post(struct req *r, struct store_posted *out)
+wf_body(struct req *r, struct store_post *in)
 {
 	const char *sid, *uid, *input, *user;
-	struct store_post in;
 
 	if (api_field(r, "sessionId", &sid) || api_field(r, "userId", &uid) ||
 	    api_field(r, "chatInput", &input))
 		return -1;
+	if (!r->user && (!uid || !*uid))
+		return req_fail(r, 400, 0, "用户ID不能为空");
 	if (!(user = api_acting_user(r, uid)))
 		return -1;
 	if (api_content_ok(r, input))
@@ -65,19 +67,29 @@ wf_post(struct req *r, struct store_posted *out)
 		return req_fail(r, 400, 0, "会话ID不能为空");
 	if (utf8_count(sid) > SESSION_ID_MAX)
 		return req_fail(r, 400, 0, "会话ID长度不能超过48个字符");
-	memset(&in, 0, sizeof(in));
-	in.conv_id = sid;
-	in.owner = api_owner(r);
-	in.create = 1;
-	in.conv_user = user;
-	in.title = sid;
+	memset(in, 0, sizeof(*in));
+	in->conv_id = sid;
+	in->owner = api_owner(r);
+	in->create = 1;
+	in->conv_user = user;
+	in->title = sid;
 	/* E talks to its workflow whenever one is set up; else to the default provider */
-	in.model_config = in.run_config = *r->cfg->n8n_webhook_url ? "n8n" : NULL;
-	in.sender = user;
-	in.role = "user";
-	in.content = input;
-	in.run = 1;
-	if (api_post(r, &in, out, "会话不存在"))
+	in->model_config = in->run_config = *r->cfg->n8n_webhook_url ? "n8n" : NULL;
+	in->sender = user;
+	in->role = "user";
+	in->content = input;
+	in->run = 1;
+	return 0;
+}
+
+/* Validate E's send body, store the user message and start the run: 0, or -1 after an
+ * error was written. */
+static int
+wf_post(struct req *r, struct store_posted *out)
+{
+	struct store_post in;
+
+	if (wf_body(r, &in) || api_post(r, &in, out, "会话不存在"))
 		return -1;
 	return 0;
 }
@@ -105,19 +117,39 @@ wf_send(struct req *r)
 					  "travelPlan", plan ? plan : json_null()));
 }
 
+/* Why the provider E's stream would use cannot be used at all, or NULL: n8n when a
+ * webhook is set, else the default provider; openai needs a base URL, and a key when that
+ * URL is OpenAI's own. */
+static const char *
+wf_unusable(const struct config *cfg)
+{
+	if (*cfg->n8n_webhook_url || strcmp(cfg->provider, "openai") != 0)
+		return NULL; /* n8n with its webhook, or builtin: always there */
+	if (!*cfg->openai_base_url)
+		return "no openai_base_url is configured";
+	if (!*cfg->openai_api_key && strstr(cfg->openai_base_url, "://api.openai.com"))
+		return "no openai_api_key is configured for api.openai.com";
+	return NULL;
+}
+
 int
 wf_stream(struct req *r)
 {
+	struct store_post in;
 	struct store_posted out;
+	const char *why;
 
-	if (!*r->cfg->n8n_webhook_url) {
+	if (wf_body(r, &in))
+		return -1;
+	if ((why = wf_unusable(r->cfg))) {
 		/* the seed's answer: plain text, not the JSON envelope */
 		r->status = 503;
 		r->ctype = "text/plain; charset=utf-8";
-		buf_adds(&r->out, "n8n 工作流未启用或配置错误 (no n8n_webhook_url is configured)\n");
+		buf_printf(&r->out, "AI 工作流未启用或配置错误 (%s)\n", why);
 		return 0;
 	}
-	if (wf_post(r, &out))
+	in.run = 2; /* the daemon passes the upstream's bytes on as they come */
+	if (api_post(r, &in, &out, "会话不存在"))
 		return -1;
 	return api_hand_over(r, pool_printf(r->pool, "estream/%lld", (long long)out.run_id));
 }

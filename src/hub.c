@@ -47,6 +47,7 @@
 #define WS_MSG_COST 16384
 /* connections over max_connections still read for a refusal; past these, closed unread */
 #define REFUSE_SLACK 64
+#define SSE_ID_MAX 160 /* a Last-Event-ID: longer than any id this daemon gives */
 
 enum hkind { K_HTTP, K_WS, K_SSE, K_STREAM };
 enum hfield { H_NONE, H_UPGRADE, H_KEY, H_VERSION, H_AUTH, H_LASTID, H_REALIP };
@@ -63,7 +64,7 @@ struct hreq {
 	char key[64];
 	char version[8];
 	char auth[4200];
-	char last_id[32];
+	char last_id[SSE_ID_MAX];
 	char real_ip[64];
 };
 
@@ -286,7 +287,8 @@ on_written(uv_write_t *w, int status)
 	free(r);
 }
 
-/* Queue bytes for the client; a client over its buffer is dropped. 0 or -1. */
+/* Queue bytes for the client; a client whose backlog is over its buffer is dropped. 0 or
+ * -1 (the connection is closed then). */
 static int
 hc_write(struct hconn *c, const char *s, size_t n)
 {
@@ -305,9 +307,11 @@ hc_write(struct hconn *c, const char *s, size_t n)
 		if (done < 0)
 			done = 0;
 	}
-	/* the bound is on the backlog: one message larger than the buffer may still go out
-	 * to a client that has read everything before it */
-	if (c->queued && c->queued + (n - (size_t)done) > pushd_cfg.client_buffer) {
+	/* the bound is on the backlog a message finds: a client that has not read what was
+	 * queued before, past client_buffer, is dropped; one that reads takes every message,
+	 * however large (the end of a reply carries its whole text, up to LLM_REPLY_MAX), so
+	 * a connection holds at most client_buffer and one message */
+	if (c->queued > pushd_cfg.client_buffer) {
 		n_dropped++;
 		hc_close(c);
 		return -1;
@@ -449,69 +453,142 @@ hc_respond(struct hconn *c, int status, const char *reason, const char *ctype, c
 
 /* ---- SSE ---- */
 
+/*
+ * Event ids (docs/API.md): "<msgId>:<n>" for init and chunk, where n is the byte length of
+ * the reply up to and including the event (always at the end of a whole UTF-8 character),
+ * and "<msgId>:<n>:end" for done and error, n the length of the final content. So every
+ * event has its own id, a finished message's init and done differ, and a Last-Event-ID
+ * says which message it is of and whether its stream had ended.
+ */
+/* one stream's opening (init and done of a reply of LLM_REPLY_MAX, JSON-escaped) */
+#define SSE_TEXT_MAX ((size_t)16 << 20)
+
+/* Append one event to b. 0, or -1 (no memory, or content that is not UTF-8). */
 static int
-sse_event(struct hconn *c, const char *type, size_t id, const char *content, size_t len)
+sse_put(struct buf *b, const char *type, const char *msg_id, size_t id, int end,
+	const char *content, size_t len)
 {
 	json_t *j = json_pack("{s:s,s:s%}", "type", type, "content", content, len);
-	char head[96], *data;
+	char *data;
 	int rc;
 
 	if (!j)
-		return hc_close(c), -1;
+		return -1;
 	data = req_json_text(j, JSON_COMPACT);
 	json_decref(j);
 	if (!data)
-		return hc_close(c), -1;
-	snprintf(head, sizeof(head), "id: %zu\nevent: %s\ndata: ", id, type);
-	rc = hc_writes(c, head);
-	if (rc == 0)
-		rc = hc_writes(c, data);
-	if (rc == 0)
-		rc = hc_writes(c, "\n\n");
+		return -1;
+	rc = buf_printf(b, "id: %s:%zu%s\nevent: %s\ndata: ", msg_id, id, end ? ":end" : "",
+			type) != RC_OK ||
+	     buf_adds(b, data) != RC_OK || buf_adds(b, "\n\n") != RC_OK;
 	free(data);
-	return rc;
+	return rc ? -1 : 0;
+}
+
+/* The last event of a stream: error (with its message) when error is set, else done (with
+ * the whole reply). */
+static int
+sse_put_end(struct buf *b, const char *msg_id, const char *content, size_t len,
+	    const char *error)
+{
+	if (error)
+		return sse_put(b, "error", msg_id, len, 1, error, strlen(error));
+	return sse_put(b, "done", msg_id, len, 1, content, len);
 }
 
 static const char sse_head[] = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
 			       "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n"
 			       "Connection: close\r\n\r\nretry: 2000\n\n";
 
-/* The last event of a stream: error (with its message) when error is set, else done
- * (with the whole reply); then the stream ends. */
-static void
-sse_end(struct hconn *c, const char *content, size_t len, const char *error)
-{
-	if (error)
-		sse_event(c, "error", len, error, strlen(error));
-	else
-		sse_event(c, "done", len, content, len);
-	hc_end(c);
-}
+enum resume { RESUME_START, RESUME_AT, RESUME_END };
 
-/* Where a client resumes: Last-Event-ID (or ?last_event_id=), a byte offset; -1 if none. */
-static long long
-resume_offset(const char *s, size_t len)
+/* Where a client resumes, from its Last-Event-ID (or ?last_event_id=): at *at (an offset
+ * this stream gave), at the end (the id of the stream's done or error), or from the start:
+ * no id, a malformed one, another message's, one past the end or inside a character. */
+static enum resume
+resume_point(const char *last, const char *msg_id, const char *content, size_t len, int ended,
+	     size_t *at)
 {
+	size_t n = strlen(msg_id), k;
+	const char *s, *colon;
+	char num[24];
 	int64_t v;
+	int end = 0;
 
-	if (!s || !*s)
-		return -1;
-	if (strcmp(s, "0") == 0)
-		return 0;
-	if (parse_uint(s, (int64_t)len, &v) != RC_OK)
-		return -1; /* an offset this reply never had: start over */
-	return v;
+	if (!last || !*msg_id || strncmp(last, msg_id, n) != 0 || last[n] != ':')
+		return RESUME_START;
+	s = last + n + 1;
+	colon = strchr(s, ':');
+	if (colon) {
+		if (strcmp(colon, ":end") != 0)
+			return RESUME_START;
+		end = 1;
+	}
+	k = colon ? (size_t)(colon - s) : strlen(s);
+	if (!k || k >= sizeof(num))
+		return RESUME_START;
+	memcpy(num, s, k);
+	num[k] = '\0';
+	if (strcmp(num, "0") == 0)
+		v = 0;
+	else if (parse_uint(num, (int64_t)len, &v) != RC_OK)
+		return RESUME_START; /* past the end, or not a number */
+	if (end)
+		return ended && (size_t)v == len ? RESUME_END : RESUME_START;
+	if ((size_t)v < len && ((unsigned char)content[v] & 0xc0) == 0x80)
+		return RESUME_START; /* inside a character */
+	*at = (size_t)v;
+	return RESUME_AT;
 }
 
-/* Send what the client lacks of content[0..len): all of it as init, or the rest as chunk. */
-static int
-sse_catch_up(struct hconn *c, long long from, const char *content, size_t len)
+/* A stream that has ended stays ended: 204 tells EventSource not to reconnect. */
+static void
+sse_no_content(struct hconn *c)
 {
-	if (from < 0)
-		return sse_event(c, "init", len, content, len);
-	if ((size_t)from < len)
-		return sse_event(c, "chunk", len, content + from, len - (size_t)from);
-	return 0;
+	if (hc_writes(c, "HTTP/1.1 204 No Content\r\nCache-Control: no-store\r\n"
+			 "Connection: close\r\n\r\n") == 0)
+		hc_end(c);
+}
+
+/* Open a stream of the reply msg_id: what the client lacks of content[0..len) (all of it
+ * as init, or the rest as chunk), and with ended its end, in one write (a reply near the
+ * limit is then one message for the client buffer, whatever its size). */
+static void
+sse_start(struct hconn *c, const char *msg_id, const char *last_id, const char *content,
+	  size_t len, int ended, const char *error)
+{
+	struct buf b;
+	size_t at = 0;
+	enum resume point = resume_point(last_id, msg_id, content, len, ended, &at);
+	int rc;
+
+	if (point == RESUME_END) {
+		sse_no_content(c);
+		return;
+	}
+	c->kind = K_SSE;
+	n_sse++;
+	buf_init(&b, SSE_TEXT_MAX);
+	rc = buf_adds(&b, sse_head) != RC_OK;
+	if (!rc && point == RESUME_START)
+		rc = sse_put(&b, "init", msg_id, len, 0, content, len);
+	else if (!rc && at < len)
+		rc = sse_put(&b, "chunk", msg_id, len, 0, content + at, len - at);
+	if (!rc && ended)
+		rc = sse_put_end(&b, msg_id, content, len, error);
+	if (rc) {
+		buf_free(&b);
+		hc_close(c);
+		return;
+	}
+	rc = hc_write(c, b.s, b.len);
+	buf_free(&b);
+	if (rc)
+		return;
+	if (ended)
+		hc_end(c);
+	else
+		subscribe(c, "m:", msg_id); /* its events follow, its end once written */
 }
 
 static void
@@ -520,39 +597,23 @@ sse_open(struct hconn *c, const char *msg_id, const char *last_id, struct pool *
 	struct job_run *r = runs_find_msg(msg_id);
 	struct msg m;
 	char err[ERR_LEN];
-	long long from;
-	int rc;
+	size_t len;
 
+	if (last_id && strlen(last_id) >= SSE_ID_MAX - 1)
+		last_id = NULL; /* cut by the header's bound: no id of ours */
 	if (r) {
-		c->kind = K_SSE;
-		n_sse++;
-		from = resume_offset(last_id, r->content.len);
-		if (hc_writes(c, sse_head) || sse_catch_up(c, from, r->content.s, r->content.len))
-			return;
-		if (!r->ended) {
-			subscribe(c, "m:", msg_id);
-			return;
-		}
-		/* ended, its end not yet written: the end is known all the same */
-		sse_end(c, r->content.s, r->content.len, r->end.status == 2 ? r->end.error : NULL);
+		/* what was fanned out; an end decided and not yet written is sent once written */
+		len = r->sent < r->content.len ? r->sent : r->content.len;
+		sse_start(c, msg_id, last_id, r->content.s, len, 0, NULL);
 		return;
 	}
-	rc = store_msg_get_by_msgid(pushd_store, p, msg_id, NULL, &m, err);
-	if (rc != RC_OK) {
+	if (store_msg_get_by_msgid(pushd_store, p, msg_id, NULL, &m, err) != RC_OK) {
 		hc_respond(c, 404, "Not Found", "application/json", "{\"error\":\"Message not found\"}");
 		return;
 	}
-	c->kind = K_SSE;
-	n_sse++;
-	from = resume_offset(last_id, strlen(m.content));
-	if (hc_writes(c, sse_head) || sse_catch_up(c, from, m.content, strlen(m.content)))
-		return;
-	if (m.unfinished) {
-		/* queued, or between daemons: its events follow once the run starts */
-		subscribe(c, "m:", msg_id);
-		return;
-	}
-	sse_end(c, m.content, strlen(m.content), m.error && *m.error ? m.error : NULL);
+	/* unfinished here: queued, or between daemons; its events follow once the run starts */
+	sse_start(c, msg_id, last_id, m.content, strlen(m.content), !m.unfinished,
+		  m.error && *m.error ? m.error : NULL);
 }
 
 /* ---- E's stream ---- */
@@ -585,7 +646,7 @@ stream_open(struct hconn *c, int64_t run_id, struct pool *p)
 			return;
 		}
 		if (res.status == 0) {
-			runs_start(run_id);
+			runs_start_streamed(run_id);
 			r = runs_find(run_id);
 		}
 		if (!r) {
@@ -598,19 +659,11 @@ stream_open(struct hconn *c, int64_t run_id, struct pool *p)
 			return;
 		}
 	}
-	if (r->ended) {
-		if (r->end.status == 2 && !r->raw.len)
-			hc_respond(c, 500, "Internal Server Error", "text/plain; charset=utf-8",
-				   pool_printf(p, "发送消息失败: %s", r->end.error));
-		else if (r->raw.len && stream_head(c, r->raw_type) == 0 &&
-			 hc_write(c, r->raw.s, r->raw.len) == 0)
-			hc_end(c);
-		else if (!r->raw.len)
-			hc_respond(c, 200, "OK", "text/plain; charset=utf-8", r->content.s);
-		return;
-	}
+	/* a run started without it (its post did not say so) keeps its bytes from now on */
+	r->raw_wanted = 1;
 	if (r->raw.len && (stream_head(c, r->raw_type) || hc_write(c, r->raw.s, r->raw.len)))
 		return;
+	/* the rest as it comes; the end (even one decided already) once it is written */
 	subscribe(c, "r:", pool_printf(p, "%lld", (long long)run_id));
 }
 
@@ -1554,22 +1607,61 @@ on_connection(uv_stream_t *srv, int status)
 
 /* ---- fan-out ---- */
 
+/* Bytes of s[0..len) up to the last whole UTF-8 character (a piece may end inside one). */
+static size_t
+whole_chars(const char *s, size_t len)
+{
+	size_t i = len, back = 0, need;
+	unsigned char lead;
+
+	while (i > 0 && back < 4 && ((unsigned char)s[i - 1] & 0xc0) == 0x80) {
+		i--;
+		back++;
+	}
+	if (i == 0)
+		return len;
+	lead = (unsigned char)s[i - 1];
+	need = lead >= 0xf0 ? 4 : lead >= 0xe0 ? 3 : lead >= 0xc0 ? 2 : 1;
+	return need > back + 1 ? i - 1 : len;
+}
+
+/* Write the same bytes to every subscriber of t (hc_write copies what it cannot send). */
+static void
+fan_out(struct topic *t, const char *s, size_t n, int end)
+{
+	struct hconn *c, *next;
+
+	for (c = t->subs; c; c = next) {
+		next = c->sub_next;
+		if (hc_write(c, s, n) == 0 && end)
+			hc_end(c);
+	}
+}
+
 void
 hub_chunk(struct job_run *r, const char *s, size_t n)
 {
 	struct topic *t;
 	struct hconn *c, *next;
 	char key[256];
+	size_t upto = whole_chars(r->content.s, r->content.len), from = r->sent;
+	struct buf b;
 	json_t *j = NULL;
 
+	if (upto <= from)
+		return; /* the piece ended inside a character: it goes out with the next */
+	r->sent = upto;
 	if (!ntopics)
 		return;
+	s = r->content.s + from;
+	n = upto - from;
 	snprintf(key, sizeof(key), "m:%s", r->job.ai_msg_id);
-	if ((t = topic_get(key, 0))) {
-		for (c = t->subs; c; c = next) {
-			next = c->sub_next;
-			sse_event(c, "chunk", r->content.len, s, n);
-		}
+	if ((t = topic_get(key, 0)) && t->subs) {
+		/* one event's bytes for every subscriber: they all have the same id */
+		buf_init(&b, SSE_TEXT_MAX);
+		if (sse_put(&b, "chunk", r->job.ai_msg_id, upto, 0, s, n) == 0)
+			fan_out(t, b.s, b.len, 0);
+		buf_free(&b);
 	}
 	snprintf(key, sizeof(key), "c:%s", r->job.conv_id);
 	if ((t = topic_get(key, 0)) && t->subs) {
@@ -1617,17 +1709,24 @@ hub_done(struct job_run *r, int status, const char *error)
 	struct topic *t;
 	struct hconn *c, *next;
 	char key[256];
+	struct buf b;
 	json_t *j;
 
 	if (!ntopics)
 		return;
 	snprintf(key, sizeof(key), "m:%s", r->job.ai_msg_id);
-	if ((t = topic_get(key, 0))) {
-		for (c = t->subs; c; c = next) {
-			next = c->sub_next;
-			sse_end(c, r->content.s, r->content.len,
-				status == 2 ? (error ? error : "") : NULL);
+	if ((t = topic_get(key, 0)) && t->subs) {
+		buf_init(&b, SSE_TEXT_MAX);
+		if (sse_put_end(&b, r->job.ai_msg_id, r->content.s, r->content.len,
+				status == 2 ? (error ? error : "") : NULL) == 0) {
+			fan_out(t, b.s, b.len, 1);
+		} else {
+			for (c = t->subs; c; c = next) {
+				next = c->sub_next;
+				hc_close(c);
+			}
 		}
+		buf_free(&b);
 	}
 	snprintf(key, sizeof(key), "c:%s", r->job.conv_id);
 	if ((t = topic_get(key, 0)) && t->subs) {
@@ -1692,6 +1791,13 @@ on_beat(uv_timer_t *t)
 		last_beat = now;
 	for (c = all; c; c = next) {
 		next = c->next;
+		if (c->queued > pushd_cfg.client_buffer) {
+			/* still over its buffer a beat after its last message (the end of a
+			 * stream, say, that nothing follows): it does not read */
+			n_dropped++;
+			hc_close(c);
+			continue;
+		}
 		if (c->kind == K_SSE) {
 			if (beat_sse)
 				hc_writes(c, ": ping\n\n");

@@ -4,6 +4,7 @@
 #include <stdio.h>
 
 #include "rc.h"
+#include "req.h"
 #include "util.h"
 #include "llm-int.h"
 
@@ -97,6 +98,25 @@ delay_of(const struct llm_call *c)
 	return c->cfg->builtin_delay_ms > 0 ? (uint64_t)c->cfg->builtin_delay_ms : 1;
 }
 
+/* The upstream bytes of a piece for E's stream, as a server-sent event
+ * `data: {"content":"<piece>"}`; `data: [DONE]` after the last (docs/API.md). */
+static void
+raw_piece(struct llm_call *c, const char *s, size_t n)
+{
+	static const char ctype[] = "text/event-stream; charset=utf-8";
+	json_t *j = json_pack("{s:s%}", "content", s, n);
+	char *data = j ? req_json_text(j, JSON_COMPACT) : NULL, *ev = NULL;
+	int len;
+
+	json_decref(j);
+	if (data && (len = asprintf(&ev, "data: %s\n\n", data)) > 0)
+		c->cb->raw(c->ctx, ctype, ev, (size_t)len);
+	free(ev);
+	free(data);
+	if (!c->ended && c->pos + n >= c->builtin_len)
+		c->cb->raw(c->ctx, ctype, "data: [DONE]\n\n", 14);
+}
+
 /* The next piece of c; the end after the last. */
 static void
 piece(struct llm_call *c)
@@ -105,7 +125,7 @@ piece(struct llm_call *c)
 
 	n = utf8_prefix(c->reply + c->pos, PIECE);
 	if (c->cb->raw)
-		c->cb->raw(c->ctx, "text/plain; charset=utf-8", c->reply + c->pos, n);
+		raw_piece(c, c->reply + c->pos, n);
 	if (c->ended)
 		return;
 	llm_emit(c, c->reply + c->pos, n);

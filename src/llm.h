@@ -27,7 +27,8 @@ struct llm_cb {
 	/* a piece of the reply, UTF-8 (a piece may end inside a character) */
 	void (*chunk)(void *ctx, const char *s, size_t n);
 	/* the upstream's bytes as they arrive, with its content type, before any parsing
-	 * (the builtin provider passes its pieces as text/plain): for E's stream */
+	 * (the builtin provider makes them: a text/event-stream of `data: {"content":...}`
+	 * events, one a piece, and `data: [DONE]`): for E's stream */
 	void (*raw)(void *ctx, const char *ctype, const char *s, size_t n);
 	/* the end: code 0 on success, else LLM_E_FAILED or LLM_E_TIMEOUT with a message;
 	 * travel_plan is a JSON object's text when the workflow sent one (else NULL). On a

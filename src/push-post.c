@@ -244,6 +244,7 @@ int
 push_post_decode(const char *data, size_t len, struct pool *p, struct store_post *in)
 {
 	struct rd r = {data, data + len, p, 0};
+	int64_t v;
 
 	memset(in, 0, sizeof(*in));
 	in->conv_id = get_str(&r);
@@ -256,7 +257,8 @@ push_post_decode(const char *data, size_t len, struct pool *p, struct store_post
 	in->role = get_str(&r);
 	in->content = get_str(&r);
 	in->metadata = get_str(&r);
-	in->run = get_int(&r) != 0;
+	v = get_int(&r);
+	in->run = v == 2 ? 2 : v != 0; /* 2: a run of E's stream (store.h) */
 	in->run_config = get_str(&r);
 	/* sender, role and content are always set */
 	if (r.bad || r.p != r.end || !in->sender || !in->role || !in->content)

@@ -268,10 +268,13 @@ utf8_whole(const char *s, size_t len)
 	return len;
 }
 
-/* A run's end, written: tell its waiters, and let it go. */
+/* A run's end, written: announce it to the subscribers (only now: a client that reads
+ * what an event announced the moment it arrives finds it stored), tell its waiters, and
+ * let it go. */
 static void
 end_written(struct job_run *r)
 {
+	hub_done(r, r->end.status, r->end.error);
 	notify(r->id, r->end.status);
 	run_free(r);
 }
@@ -301,8 +304,9 @@ run_end(struct job_run *r, int code, const char *error, const char *travel_plan)
 	e->duration_ms = (int64_t)(uv_now(pushd_loop) - r->started);
 	e->travel_plan = pool_strdup(r->pool, travel_plan);
 	/* the metadata (provider, model) is made by the writer */
+	/* the subscribers are told once it is written (end_written); the ones that come
+	 * meanwhile wait for it too */
 	r->ended = 1;
-	hub_done(r, e->status, e->error);
 	/* written by the writer, with whatever else ended meanwhile */
 	if (!(it = witem_new(W_END))) {
 		logf_("run %lld: out of memory for its end", (long long)r->id);
@@ -353,7 +357,7 @@ static const struct llm_cb run_cb_noraw = {run_on_chunk, NULL, run_on_done};
 /* Make the reply of run id. With pool, its job was loaded by the writer into *job and
  * pool, which the run takes over; without, it is loaded here. */
 static void
-run_begin(int64_t id, struct pool *pool, const struct run_job *job)
+run_begin(int64_t id, struct pool *pool, const struct run_job *job, int streamed)
 {
 	struct job_run *r;
 	char err[ERR_LEN];
@@ -406,7 +410,7 @@ run_begin(int64_t id, struct pool *pool, const struct run_job *job)
 		run_end(r, LLM_E_TIMEOUT, "AI 回复超时: interrupted by a restart", NULL);
 		return;
 	}
-	r->raw_wanted = strcmp(r->job.cfg.provider, "n8n") == 0;
+	r->raw_wanted = streamed || strcmp(r->job.cfg.provider, "n8n") == 0;
 	r->call = llm_start(pushd_loop, &pushd_cfg, &r->job, r->raw_wanted ? &run_cb : &run_cb_noraw,
 			    r, err);
 	if (!r->call)
@@ -416,7 +420,13 @@ run_begin(int64_t id, struct pool *pool, const struct run_job *job)
 void
 runs_start(int64_t id)
 {
-	run_begin(id, NULL, NULL);
+	run_begin(id, NULL, NULL, 0);
+}
+
+void
+runs_start_streamed(int64_t id)
+{
+	run_begin(id, NULL, NULL, 1);
 }
 
 void
@@ -529,11 +539,13 @@ post_written(struct witem *it)
 		return;
 	if (p->out.run_id == max_seen + 1)
 		max_seen = p->out.run_id; /* what the next poll need not look at again */
+	/* run 2: a post of E's stream, whose upstream bytes are passed on */
 	if (p->job_rc == RC_OK) {
-		run_begin(p->out.run_id, p->pool, &p->job);
+		run_begin(p->out.run_id, p->pool, &p->job, p->in.run == 2);
 		p->pool = NULL; /* the run's now */
 	} else {
-		runs_start(p->out.run_id); /* loaded here then, or by a later poll */
+		/* loaded here then, or by a later poll */
+		run_begin(p->out.run_id, NULL, NULL, p->in.run == 2);
 	}
 }
 

@@ -25,10 +25,13 @@ struct job_run {
 	struct buf content;       /* the reply so far */
 	struct buf raw;           /* the upstream's bytes as received (E's stream) */
 	char raw_type[128];       /* the upstream's content type */
-	int raw_wanted;           /* the upstream's bytes are kept and streamed (n8n) */
+	int raw_wanted;           /* the upstream's bytes are kept and streamed (n8n, and the
+	                           * runs of E's stream) */
+	size_t sent;              /* bytes of content fanned out (whole UTF-8 characters) */
 	uint64_t started;         /* uv_now() */
 	struct llm_call *call;
-	int ended;                /* its end is decided and waits to be written */
+	int ended;                /* its end is decided and waits to be written; it is fanned
+	                           * out (hub_done) once written */
 	struct run_end end;       /* that end (strings in pool or content) */
 	char *error_detail;       /* a failure as the operation log tells it (in pool), or NULL */
 };
@@ -44,6 +47,8 @@ struct job_run *runs_find(int64_t id);
 struct job_run *runs_find_msg(const char *msg_id);
 /* Take a run from the database now (no-op when it is running or has ended). */
 void runs_start(int64_t id);
+/* The same, for E's stream: the upstream's bytes are kept and passed on (hub_raw). */
+void runs_start_streamed(int64_t id);
 /* End a run as stopped: the upstream transfer is closed, the partial reply is kept. */
 void runs_stop(struct job_run *r);
 /* Stop run id, running or still queued. Returns its final status (RUN_STOPPED, or 1 or 2
@@ -92,10 +97,12 @@ void witem_free(struct witem *it);
 
 /* hub.c: the connections from nginx */
 int hub_listen(const char *path, char *err);
-/* Fan-out of a run's events to its subscribers. */
+/* Fan-out of a run's events to its subscribers. hub_chunk sends what r->content holds
+ * past r->sent in whole UTF-8 characters (the piece s, n was just appended to it). */
 void hub_chunk(struct job_run *r, const char *s, size_t n);
 /* n new bytes of the upstream's reply, already appended to r->raw (when it had room) */
 void hub_raw(struct job_run *r, const char *s, size_t n);
+/* The end, once the writer has committed it (end_written): what it announces is durable. */
 void hub_done(struct job_run *r, int status, const char *error);
 /* A WebSocket's post (writer_post), back from the writer: answer its client. */
 void hub_posted(struct witem *it);

@@ -148,7 +148,9 @@ struct store_post {
 	const char *role;
 	const char *content;
 	const char *metadata;  /* JSON text or NULL */
-	int run;               /* start an AI run: the unfinished reply message and its run */
+	int run;               /* start an AI run: the unfinished reply message and its run
+	                        * (2: the same, for E's stream, whose daemon passes the
+	                        * upstream's bytes on) */
 	const char *run_config; /* the run's model config, ahead of the conversation's */
 };
 struct store_posted {

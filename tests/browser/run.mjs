@@ -202,14 +202,15 @@ const J = (v) => {
 };
 const bytes = (s) => Buffer.byteLength(s, 'utf8');
 
-// Every SSE event's id is the byte length of the reply up to and including that event.
-function checkIds(events, before, label) {
+// Every SSE event's id is "<msgId>:<n>", n the byte length of the reply up to and including
+// that event; done's and error's end in ":end".
+function checkIds(events, before, label, msgId) {
   let text = before;
   for (const e of events) {
     if (e.type === 'init' || e.type === 'chunk') text += e.data.content;
     if (e.type === 'done') text = e.data.content;
-    assert(e.id === String(bytes(text)),
-      `${label}: ${e.type} has id ${J(e.id)}, expected ${bytes(text)} (bytes so far)`);
+    const want = `${msgId}:${bytes(text)}${e.type === 'done' || e.type === 'error' ? ':end' : ''}`;
+    assert(e.id === want, `${label}: ${e.type} has id ${J(e.id)}, expected ${J(want)}`);
   }
 }
 
@@ -234,7 +235,7 @@ const checks = {
     assert(stored && stored.content === done && stored.error === '',
       `GET /ai/message/content ${J(stored)} != done ${J(done)}`);
     assert(done.length > 0, 'empty reply');
-    checkIds(events, '', 'stream');
+    checkIds(events, '', 'stream', r.msgId);
     checkNoBrowserReconnect(events, 'stream');
     return `${middle.length} chunks, ${bytes(done)} bytes`;
   },
@@ -246,7 +247,7 @@ const checks = {
     assert(J(t1) === J(['init', 'chunk', 'chunk']),
       `first stream ${J(t1)}, expected init, chunk, chunk (closed after the 2nd chunk)`);
     const text1 = first.map((e) => e.data.content).join('');
-    assert(lastId === String(bytes(text1)), `last event id ${J(lastId)} != ${bytes(text1)} bytes seen`);
+    assert(lastId === `${r.msgId}:${bytes(text1)}`, `last event id ${J(lastId)} != ${bytes(text1)} bytes seen`);
     const t2 = second.map((e) => e.type);
     assert(t2[0] === 'chunk', `resumed stream starts with ${J(t2[0])}, expected the missed chunk`);
     assert(second[0].data.content.length > 0, 'resumed stream: the catch-up chunk is empty');
@@ -257,8 +258,8 @@ const checks = {
     assert(text1 + text2 === done,
       `first ${J(text1)} + resumed ${J(text2)} != done ${J(done)} (lost or repeated text)`);
     assert(stored && stored.content === done, `stored ${J(stored)} != done ${J(done)}`);
-    checkIds(first, '', 'first stream');
-    checkIds(second, text1, 'resumed stream');
+    checkIds(first, '', 'first stream', r.msgId);
+    checkIds(second, text1, 'resumed stream', r.msgId);
     checkNoBrowserReconnect(first, 'first stream');
     checkNoBrowserReconnect(second, 'resumed stream');
     return `resumed at byte ${lastId} of ${bytes(done)}`;
@@ -323,11 +324,101 @@ const checks = {
     assert(J(ft) === J(['init', 'done']), `fresh stream of the finished reply: ${J(ft)}`);
     assert(fresh[0].data.content === reply.content && fresh[1].data.content === reply.content,
       `fresh stream ${J(fresh)} != stored ${J(reply.content)}`);
+    assert(fresh[0].id !== fresh[1].id, `init and done of the finished reply share the id ${J(fresh[0].id)}`);
     return `${later.length} ai_chunks after reconnecting, ${bytes(reply.content)} bytes stored`;
+  },
+
+  // (e) an EventSource never closed: done once, then the 204 of its reconnect ends it
+  sse_never_closed(r) {
+    return checkNeverClosed(r, 'Chromium');
   },
 };
 
-const PAGE_FUNCS = { sse: 'checkSse', sse_resume: 'checkSseResume', ws: 'checkWs', ws_resume: 'checkWsResume' };
+// What a page or a client that never calls close() saw in the WAIT_AFTER_DONE_MS after done.
+function checkNeverClosed(r, who) {
+  const { events, readyState, opens, errors } = r;
+  const types = events.map((e) => e.type);
+  const dones = types.filter((t) => t === 'done').length;
+  assert(types[0] === 'init', `${who}: first event ${J(types[0])}`);
+  assert(dones === 1, `${who}: done ${dones} times in ${WAIT_AFTER_DONE_MS} ms after the first (events ${J(types)}, ${opens} opens)`);
+  assert(types.at(-1) === 'done', `${who}: events after done: ${J(types)}`);
+  assert(readyState === 2, `${who}: readyState ${readyState} after the reconnect, expected 2 (CLOSED: the 204 stopped it)`);
+  assert(opens === 1, `${who}: ${opens} opens: a reconnect after done was answered with a stream`);
+  assert(errors >= 1, `${who}: no error event: the stream never ended`);
+  const ids = events.map((e) => e.id);
+  assert(new Set(ids).size === ids.length, `${who}: repeated ids ${J(ids)}`);
+  return `${types.length} events, done once, closed by the 204`;
+}
+const WAIT_AFTER_DONE_MS = 10000;
+
+// The same with npm's eventsource (Node), and a Last-Event-ID it never gave: a whole stream.
+async function nodeEventSourceChecks(api, report) {
+  const { EventSource } = await import('eventsource');
+  const chat = async (content) => {
+    const res = await fetch(`${api}/ai/chat`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ content }),
+    });
+    assert(res.ok, `POST /ai/chat → ${res.status}`);
+    return res.json();
+  };
+  const watch = (url, stopAfterDoneMs) => new Promise((resolve, reject) => {
+    const es = new EventSource(url);
+    const events = [];
+    let opens = 0;
+    let errors = 0;
+    let timer = setTimeout(() => { es.close(); reject(new Error(`no done within 30 s: ${J(events)}`)); }, 30000);
+    es.onopen = () => { opens++; };
+    es.onerror = () => { errors++; };
+    for (const type of ['init', 'chunk', 'done', 'error']) {
+      es.addEventListener(type, (ev) => {
+        if (typeof ev.data !== 'string') return; // the connection's own error, not an event
+        events.push({ type, id: ev.lastEventId, data: JSON.parse(ev.data) });
+        if ((type === 'done' || type === 'error') && events.filter((e) => e.type === type).length === 1) {
+          clearTimeout(timer);
+          // never close(): whatever the client does by itself in the next seconds counts
+          timer = setTimeout(() => {
+            const readyState = es.readyState;
+            es.close();
+            resolve({ events, readyState, opens, errors });
+          }, stopAfterDoneMs);
+        }
+      });
+    }
+  });
+  for (const [name, fn] of Object.entries({
+    async node_eventsource_done_once() {
+      const c = await chat('npm eventsource 从不调用 close()');
+      const r = await watch(`${api}/ai/message/stream/${encodeURIComponent(c.msgId)}`, WAIT_AFTER_DONE_MS);
+      return checkNeverClosed(r, 'eventsource');
+    },
+    async node_eventsource_bad_last_event_id() {
+      const c = await chat('npm eventsource 带一个坏的 last_event_id');
+      const first = await watch(`${api}/ai/message/stream/${encodeURIComponent(c.msgId)}`, 100);
+      const full = first.events.at(-1).data.content;
+      const b = Buffer.from(full, 'utf8');
+      let inside = 1;
+      while ((b[inside] & 0xc0) !== 0x80) inside++;
+      for (const bad of ['garbage', `${c.msgId}:${inside}`, String(inside), `${c.msgId}:99999999`]) {
+        const r = await watch(`${api}/ai/message/stream/${encodeURIComponent(c.msgId)}?last_event_id=${encodeURIComponent(bad)}`, 100);
+        const got = r.events.map((e) => [e.type, e.data.content]);
+        assert(J(got) === J([['init', full], ['done', full]]), `last_event_id ${J(bad)}: ${J(got)}`);
+      }
+      return 'each started over';
+    },
+  })) {
+    let err = null;
+    let note = '';
+    try {
+      note = await withTimeout(fn(), CHECK_TIMEOUT_MS, name);
+    } catch (e) {
+      err = e;
+    }
+    report(name, err, note);
+  }
+}
+
+const PAGE_FUNCS = { sse: 'checkSse', sse_resume: 'checkSseResume', ws: 'checkWs', ws_resume: 'checkWsResume',
+  sse_never_closed: 'checkSseNeverClosed' };
 
 // ------------------------------------------------------------------------------------------
 
@@ -356,6 +447,9 @@ async function main() {
       throw new Error(`playwright-core is not installed (cd tests/browser && npm ci): ${e.message}`);
     }
     const stackPort = await startStack();
+    // npm's eventsource, in Node, while the browser starts
+    const nodeChecks = nodeEventSourceChecks(`http://127.0.0.1:${stackPort}`, report)
+      .catch((e) => report('node_eventsource', e));
     const pagePort = await startStaticServer();
     const profile = tempDir('aichatd-browser-profile-');
     owned.context = await chromium.launchPersistentContext(profile, {
@@ -394,6 +488,7 @@ async function main() {
       report(name, err, note);
     }
 
+    await nodeChecks;
     if (interrupted) return;
     fs.mkdirSync(path.join(HERE, 'out'), { recursive: true });
     await page.screenshot({ path: path.join(HERE, 'out', 'last.png'), fullPage: true });

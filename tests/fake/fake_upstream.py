@@ -191,6 +191,21 @@ OPENAI_CASES["telltale"] = {
     "reply": None, "error": "401"}
 
 
+def _big900_case():
+    """A reply of about 900 KB, mostly 3- and 4-byte characters, in 300 pieces of about
+    3 KB streamed 2 ms apart: under the reply limit (1 MiB), near it."""
+    unit = "长回复的一段中文文本，包含标点。🙂 and some ASCII; "  # 30 characters
+    pieces = []
+    for i in range(300):
+        pieces.append(("%03d:" % i) + unit * 44)
+    reply = "".join(pieces)
+    return {"status": 200, "ctype": "text/event-stream",
+            "steps": sse_stream(pieces, delay=0.002), "reply": reply, "error": None}
+
+
+OPENAI_CASES["big900"] = _big900_case()
+
+
 def _jl(obj):
     return json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n"
 

@@ -12,7 +12,7 @@ teardown():
   main  auth off, builtin provider (150 ms between pieces), WebSocket pings every 1 s,
         ws_max_message 1024, E's workflow = the fake's n8n webhook
   oa    auth off, openai provider against tests/fake/fake_upstream.py, SSE heartbeat 1 s,
-        client_buffer 4096, 4 workers x 1 thread, no workflow (E's stream answers 503)
+        client_buffer 4096, 4 workers x 1 thread, no workflow (E's stream uses openai)
   jwt   AICHATD_AUTH=jwt, builtin provider (150 ms between pieces)
 The fake's answers for these tests are cases added here (live_*), chosen by a marker
 "[case:NAME]" in the message.
@@ -739,9 +739,10 @@ def sse_init_chunks_done(_):
         keys_exact(e["data"], ("type", "content"), "%s data" % e["event"])
         if e["event"] != "done":
             sofar += e["data"]["content"].encode("utf-8")
-        assert e["id"] == str(len(sofar)), \
-            "%s event id %r, expected the reply's byte length so far %d" % (
-                e["event"], e["id"], len(sofar))
+        want = "%s:%d%s" % (mid, len(sofar), ":end" if e["event"] == "done" else "")
+        assert e["id"] == want, \
+            "%s event id %r, expected %r (the reply's byte length so far)" % (
+                e["event"], e["id"], want)
     built = text_of(evs)
     done = evs[-1]["data"]["content"]
     assert built == done, "init + chunks %r != done %r" % (built, done)
@@ -782,8 +783,8 @@ def _resume(query_param):
         "the reply ended before the first connection was cut: %r" % ev1
     last = ev1[-1]["id"]
     got1 = text_of(ev1)
-    assert str(len(got1.encode("utf-8"))) == last, "last id %r vs %d bytes received" % (
-        last, len(got1.encode("utf-8")))
+    assert "%s:%d" % (mid, len(got1.encode("utf-8"))) == last, \
+        "last id %r vs %d bytes received" % (last, len(got1.encode("utf-8")))
     if query_param:
         cu2 = sse(st, mid, query="?last_event_id=%s" % last)
     else:
@@ -801,8 +802,8 @@ def _resume(query_param):
     assert got1 + got2 == full, \
         "first connection %r + resumed %r != the full reply %r (lost or repeated text)" % (
             got1, got2, full)
-    assert int(ev2[0]["id"]) > int(last), "the resumed stream's first id %r <= %r" % (
-        ev2[0]["id"], last)
+    assert int(ev2[0]["id"].split(":")[1]) > int(last.split(":")[1]), \
+        "the resumed stream's first id %r <= %r" % (ev2[0]["id"], last)
     assert c_content(st.c, mid)["content"] == full
 
 
@@ -1275,14 +1276,14 @@ def ws_jwt_token_and_owner(_):
 
 
 @test
-def e_stream_503_without_workflow(_):
-    st = stack("oa")  # no AICHATD_N8N_WEBHOOK_URL
+def e_stream_without_workflow_uses_the_provider(_):
+    st = stack("oa")  # no AICHATD_N8N_WEBHOOK_URL: the openai provider answers
     r = st.c.post("/api/chat/stream", json={"sessionId": uniq("e"), "userId": "eu",
                                             "chatInput": "hi"})
-    expect(r, 503, "E stream without a workflow")
+    expect(r, 200, "E stream without a workflow")
     ct = (r.header("Content-Type") or "").lower()
-    assert ct.startswith("text/plain"), "Content-Type %r, expected text/plain" % ct
-    assert r.body.strip(), "empty 503 body"
+    assert ct.startswith("text/event-stream"), "Content-Type %r, expected the upstream's" % ct
+    assert b"data: [DONE]" in r.body, "not the upstream's stream: %r" % r.body[:300]
 
 
 @test
