@@ -39,6 +39,7 @@ static const struct key keys[] = {
 	{"ws_ping_s", K_INT, OFF(ws_ping_s), 1, 3600},
 	{"client_buffer", K_SIZE, OFF(client_buffer), 4096, 256L << 20},
 	{"ws_max_message", K_SIZE, OFF(ws_max_message), 1024, 16L << 20},
+	{"max_runs", K_INT, OFF(max_runs), 1, 100000},
 };
 
 static int
@@ -166,6 +167,7 @@ config_load(struct config *c, const char *path, char *err)
 	c->ws_ping_s = 30;
 	c->client_buffer = 1u << 20;
 	c->ws_max_message = 64u << 10;
+	c->max_runs = 256;
 	if (set_str(&c->listen, "127.0.0.1", err) || set_str(&c->data_dir, "./var", err) ||
 	    set_str(&c->provider, "builtin", err) || set_str(&c->jwt_secret, "", err) ||
 	    set_str(&c->openai_base_url, "https://api.openai.com/v1", err) ||

@@ -34,6 +34,7 @@ struct config {
 	char *db_path;
 	char *fcgi_socket;
 	char *push_http_socket; /* nginx's way to the push daemon (WebSocket, SSE) */
+	int max_runs;         /* AI runs streaming at once in the push daemon; the rest queue */
 };
 
 /* Load defaults, then the file at path (NULL or missing: skipped when not required),
