@@ -28,7 +28,7 @@ OFF_MODULES = ["test_a", "test_b", "test_c", "test_d", "test_e", "test_cross", "
 JWT_MODULES = ["test_auth"]
 # modules that start (and stop) their own stacks: their tests get no shared stack, and
 # each module's teardown() stops what it started and returns its crash-report checks
-SELF_MODULES = ["test_ai", "test_crash", "test_live"]
+SELF_MODULES = ["test_ai", "test_crash", "test_live", "test_sync"]
 
 
 def select(modules, wanted, pattern):
