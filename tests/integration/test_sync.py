@@ -213,6 +213,9 @@ def run_cap_restart_loses_no_queued_run(_):
     tok = uniq("rs")
     sids = burst(Client(s1.port), tok, 60, per_session=30)
     s1.stop(cleanup=False)  # most runs are still queued
+    # the stopped daemon closed its upstream requests; the fake sees it at its next write
+    poll(lambda: f.inflight == 0 or None, 5, "the fake seeing the old runs go")
+    f.reset_inflight()
     s2 = start(env, data_dir=s1.data_dir)
     c = Client(s2.port)
     all_done(c, sids, 30, 60)
