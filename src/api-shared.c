@@ -195,6 +195,8 @@ api_msg_so_far(struct req *r, struct msg *m)
 		*m = again;
 }
 
+static _Thread_local int posted_via; /* the last api_post()'s post went to the daemon */
+
 int
 api_post(struct req *r, const struct store_post *in, struct store_posted *out, const char *gone)
 {
@@ -202,6 +204,7 @@ api_post(struct req *r, const struct store_post *in, struct store_posted *out, c
 	/* through the daemon, which batches the writes of every worker and starts the run */
 	int rc = push_post(r->cfg, r->pool, in, out, err);
 
+	posted_via = rc != RC_UNAVAIL;
 	if (rc == RC_UNAVAIL) {
 		/* no daemon: write it here; the run waits in the database for the daemon */
 		rc = store_post(r->store, r->pool, in, out, err);
@@ -213,6 +216,12 @@ api_post(struct req *r, const struct store_post *in, struct store_posted *out, c
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
 	return 0;
+}
+
+int
+api_posted_via_daemon(void)
+{
+	return posted_via;
 }
 
 int
@@ -265,6 +274,43 @@ api_wait_run(struct req *r, int64_t run_id, struct run_result *out)
 			return 0;
 		}
 	}
+}
+
+int
+api_sync_hand_over(struct req *r, char kind, int64_t run_id)
+{
+	/* the query goes along, so that a token given as ?access_token= still authorises the
+	 * result route */
+	req_header(r, "X-Accel-Redirect: /_aichatd_sync/%c/%lld%s%s", kind, (long long)run_id,
+		   *r->query ? "?" : "", r->query);
+	r->status = 200;
+	r->ctype = "text/plain; charset=utf-8";
+	buf_reset(&r->out);
+	return 0;
+}
+
+int
+api_sync_result(struct req *r, struct run_result *out, const char *gone)
+{
+	char err[ERR_LEN];
+	int64_t run_id;
+	int rc;
+
+	if (parse_uint(r->params[0], INT64_MAX, &run_id) != RC_OK)
+		return req_fail(r, 404, 0, gone);
+	rc = store_run_result(r->store, r->pool, run_id, out, err);
+	if (rc == RC_NOTFOUND || (rc == RC_OK && r->user && strcmp(out->owner, r->user) != 0))
+		return req_fail(r, 404, 0, gone);
+	if (rc != RC_OK)
+		return api_store_fail(r, rc, err);
+	if (out->status != 0)
+		return 0;
+	if (strncmp(r->path, "/_aichatd_sync/", 15) == 0)
+		return api_wait_run(r, run_id, out); /* no daemon held it: wait here */
+	/* the daemon let it go unended: its time ran out, as api_wait_run() says it */
+	out->error_code = 2002;
+	out->error = "AI 回复超时";
+	return 0;
 }
 
 int

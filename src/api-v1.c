@@ -353,6 +353,23 @@ v1_logs(struct req *r)
 			       "page_num", (json_int_t)page, "page_size", (json_int_t)size));
 }
 
+/* D's answer to a send, once its run has ended (or its time ran out). */
+static int
+v1_send_answer(struct req *r, const struct run_result *res)
+{
+	if (res->status != 1) {
+		if (res->error_code == 2002)
+			return req_fail(r, 504, 0, res->error ? res->error : "AI 回复超时");
+		return req_fail(r, 502, 0, res->error ? res->error : "AI 服务调用失败");
+	}
+	return ok(r, json_pack("{s:{s:s,s:o},s:{s:s,s:s,s:o,s:o}}", "user_message", "message_id",
+			       res->user_msg_id, "created_time", api_time(D_D, res->user_msg_at),
+			       "ai_message", "message_id", res->reply.msg_id, "content",
+			       res->reply.content, "created_time",
+			       api_time(D_D, res->reply.created_at), "metadata",
+			       json_text(res->reply.metadata)));
+}
+
 int
 v1_send(struct req *r)
 {
@@ -385,17 +402,20 @@ v1_send(struct req *r)
 	in.run = 1;
 	if (api_post(r, &in, &out, "会话不存在"))
 		return -1;
+	if (api_posted_via_daemon())
+		return api_sync_hand_over(r, 'd', out.run_id); /* answered by v1_send_result */
+	/* the daemon could not take the post: wait here, as a send once always did */
 	if (api_wait_run(r, out.run_id, &res))
 		return -1;
-	if (res.status != 1) {
-		if (res.error_code == 2002)
-			return req_fail(r, 504, 0, res.error ? res.error : "AI 回复超时");
-		return req_fail(r, 502, 0, res.error ? res.error : "AI 服务调用失败");
-	}
-	return ok(r, json_pack("{s:{s:s,s:o},s:{s:s,s:s,s:o,s:o}}", "user_message", "message_id",
-			       out.msg.msg_id, "created_time", api_time(D_D, out.msg.created_at),
-			       "ai_message", "message_id", res.reply.msg_id, "content",
-			       res.reply.content, "created_time",
-			       api_time(D_D, res.reply.created_at), "metadata",
-			       json_text(res.reply.metadata)));
+	return v1_send_answer(r, &res);
+}
+
+int
+v1_send_result(struct req *r)
+{
+	struct run_result res;
+
+	if (api_sync_result(r, &res, "会话不存在"))
+		return -1;
+	return v1_send_answer(r, &res);
 }

@@ -94,27 +94,50 @@ wf_post(struct req *r, struct store_posted *out)
 	return 0;
 }
 
+/* E's answer to a send, once its run has ended (or its time ran out). */
+static int
+wf_send_answer(struct req *r, const struct run_result *res)
+{
+	json_t *plan = NULL;
+
+	if (res->status != 1)
+		return req_fail(r, 500, 0,
+				pool_printf(r->pool, "发送消息失败: %s",
+					    res->error ? res->error : "AI 回复超时"));
+	if (res->travel_plan)
+		plan = json_loads(res->travel_plan, 0, NULL);
+	return req_json(r, 200, json_pack("{s:i,s:s,s:{s:s,s:o,s:o}}", "code", 200, "message",
+					  "success", "data", "reply", res->reply.content,
+					  "travelPlanId",
+					  res->travel_plan_id ? json_integer(res->travel_plan_id) :
+								json_null(),
+					  "travelPlan", plan ? plan : json_null()));
+}
+
 int
 wf_send(struct req *r)
 {
 	struct store_posted out;
 	struct run_result res;
-	json_t *plan = NULL;
 
-	if (wf_post(r, &out) || api_wait_run(r, out.run_id, &res))
+	if (wf_post(r, &out))
 		return -1;
-	if (res.status != 1)
-		return req_fail(r, 500, 0,
-				pool_printf(r->pool, "发送消息失败: %s",
-					    res.error ? res.error : "AI 回复超时"));
-	if (res.travel_plan)
-		plan = json_loads(res.travel_plan, 0, NULL);
-	return req_json(r, 200, json_pack("{s:i,s:s,s:{s:s,s:o,s:o}}", "code", 200, "message",
-					  "success", "data", "reply", res.reply.content,
-					  "travelPlanId",
-					  res.travel_plan_id ? json_integer(res.travel_plan_id) :
-							       json_null(),
-					  "travelPlan", plan ? plan : json_null()));
+	if (api_posted_via_daemon())
+		return api_sync_hand_over(r, 'e', out.run_id); /* answered by wf_send_result */
+	/* the daemon could not take the post: wait here, as a send once always did */
+	if (api_wait_run(r, out.run_id, &res))
+		return -1;
+	return wf_send_answer(r, &res);
+}
+
+int
+wf_send_result(struct req *r)
+{
+	struct run_result res;
+
+	if (api_sync_result(r, &res, "会话不存在"))
+		return -1;
+	return wf_send_answer(r, &res);
 }
 
 /* Why the provider E's stream would use cannot be used at all, or NULL: n8n when a

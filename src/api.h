@@ -58,9 +58,11 @@ int v1_mcfg_list(struct req *r);
 int v1_mcfg_put(struct req *r);
 int v1_logs(struct req *r);
 int v1_send(struct req *r);
+int v1_send_result(struct req *r);
 /* dialect E */
 int wf_history(struct req *r);
 int wf_send(struct req *r);
+int wf_send_result(struct req *r);
 int wf_stream(struct req *r);
 
 /* ---- shared chrome (api-shared.c) ---- */
@@ -103,6 +105,19 @@ int api_wait_run(struct req *r, int64_t run_id, struct run_result *out);
 /* Hand the connection to the push daemon through nginx's internal location (target is
  * the daemon's path, e.g. "sse/<msgId>"): the worker is free as soon as it answers. */
 int api_hand_over(struct req *r, const char *target);
+/* D's and E's synchronous sends, which hold no worker while the reply is made. After the
+ * post, api_sync_hand_over() answers X-Accel-Redirect to nginx's /_aichatd_sync/<kind>/
+ * <run> (kind 'd' or 'e'), which the push daemon holds until the run's end is committed; it
+ * then redirects nginx to /_aichatd_result/<kind>/<run>, whose route (the same handler as
+ * the daemon-less fallback /_aichatd_sync/<kind>/<run>) reads the result with
+ * api_sync_result(). api_posted_via_daemon() says whether the thread's last api_post()
+ * went through the daemon: a send the daemon could not take waits in its worker as before. */
+int api_posted_via_daemon(void);
+int api_sync_hand_over(struct req *r, char kind, int64_t run_id);
+/* The ended run of the path's :run, the caller's (else a 404 with `gone`): 0 with out
+ * filled as api_wait_run() fills it (on /_aichatd_result/ it does not wait: a run still
+ * open has timed out), or -1 after an error was written. */
+int api_sync_result(struct req *r, struct run_result *out, const char *gone);
 /* A timestamp as the dialect renders it. New reference. */
 json_t *api_time(enum dialect d, int64_t ms);
 /* A string the store gave back, as a JSON string without checking its UTF-8 again (all

@@ -50,6 +50,7 @@ static const struct key keys[] = {
 	{"ws_fragment_timeout_s", K_INT, OFF(ws_fragment_timeout_s), 1, 3600},
 	{"ws_pending_max", K_SIZE, OFF(ws_pending_max), 65536, 1L << 32},
 	{"socket_group", K_STR, OFF(socket_group), 0, 0},
+	{"max_runs", K_INT, OFF(max_runs), 1, 100000},
 };
 
 static int
@@ -183,6 +184,7 @@ config_load(struct config *c, const char *path, char *err)
 	c->ws_max_message = 64u << 10;
 	c->ws_fragment_timeout_s = 30;
 	c->ws_pending_max = 32u << 20;
+	c->max_runs = 256;
 	if (set_str(&c->listen, "127.0.0.1", err) || set_str(&c->data_dir, "./var", err) ||
 	    set_str(&c->provider, "builtin", err) || set_str(&c->jwt_secret, "", err) ||
 	    set_str(&c->openai_base_url, "https://api.openai.com/v1", err) ||

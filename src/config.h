@@ -41,6 +41,7 @@ struct config {
 	int ws_fragment_timeout_s; /* an unfinished WebSocket message is closed after this */
 	size_t ws_pending_max;     /* bytes held for all unfinished WebSocket messages */
 	char *socket_group;   /* the group given the sockets nginx reaches (NULL or "": none) */
+	int max_runs;         /* AI runs streaming at once in the push daemon; the rest queue */
 };
 
 /* Load defaults, then the file at path (NULL: no file), then the environment. A path that

@@ -6,6 +6,8 @@
  *   GET /sse/{msgId}           dialect C's event stream, authorised by a worker that
  *                              answered X-Accel-Redirect to nginx's internal location
  *   GET /estream/{run}         dialect E's stream: the upstream's bytes passed through
+ *   GET /sync/{d|e}/{run}      D's or E's synchronous send: held until the run's end is
+ *                              committed, then sent on to the pool's result route
  * Requests are parsed with http-parser. Every connection's unsent output is bounded by
  * client_buffer: a client that does not read is dropped without slowing the others. One
  * timer sends SSE heartbeats and WebSocket pings, and closes clients that stopped answering
@@ -49,7 +51,7 @@
 #define REFUSE_SLACK 64
 #define SSE_ID_MAX 160 /* a Last-Event-ID: longer than any id this daemon gives */
 
-enum hkind { K_HTTP, K_WS, K_SSE, K_STREAM };
+enum hkind { K_HTTP, K_WS, K_SSE, K_STREAM, K_SYNC };
 enum hfield { H_NONE, H_UPGRADE, H_KEY, H_VERSION, H_AUTH, H_LASTID, H_REALIP };
 /* Whether a WebSocket's user owns its conversation (auth = jwt): a socket opened on an id
  * nobody has used yet learns it when the conversation exists (ws_owns). */
@@ -109,6 +111,10 @@ struct hconn {
 	int paused;                /* reading stopped until posts come back */
 	int handle_closed;         /* uv closed the pipe; freed once posts_pending is 0 */
 	struct addr *addr;         /* counted in its client address */
+	/* a sync send (K_SYNC): its run, dialect ('d' or 'e'), and when it is let go unended */
+	int64_t sync_run;
+	uint64_t sync_deadline;
+	char sync_kind;
 };
 
 /* Connections per client address (nginx's X-Real-IP). */
@@ -1348,6 +1354,109 @@ ws_open(struct hconn *c, const char *conv_id, const char *token, struct pool *p)
 				  "user_id", c->user ? json_string(c->user) : json_null()));
 }
 
+/* ---- D's and E's synchronous sends ---- */
+
+/*
+ * A worker that stored a sync send answers X-Accel-Redirect to nginx's /_aichatd_sync/,
+ * which proxies the connection here. It is held, costing the pool nothing, until the run's
+ * end is committed (hub_sync_end, from the end's write); then it is answered with an
+ * X-Accel-Redirect of its own, to /_aichatd_result/<kind>/<run>, which nginx sends to the
+ * pool as a GET with the client's headers: a worker renders the dialect's answer from the
+ * store, authorised as any route. Held connections subscribe to "s:<run>".
+ */
+static void
+sync_answer(struct hconn *c)
+{
+	char head[URL_MAX + 256];
+	const char *q = c->conv_id; /* the query to pass on (see sync_open), or NULL */
+
+	snprintf(head, sizeof(head),
+		 "HTTP/1.1 200 OK\r\nX-Accel-Redirect: /_aichatd_result/%c/%lld%s%s\r\n"
+		 "Content-Length: 0\r\nConnection: close\r\n\r\n",
+		 c->sync_kind, (long long)c->sync_run, q ? "?" : "", q ? q : "");
+	if (hc_writes(c, head) == 0)
+		hc_end(c);
+}
+
+static uint64_t
+sync_limit_ms(void)
+{
+	/* as a worker once waited: every run ends within connect + reply timeouts of its
+	 * begin; a little slack on top */
+	return ((uint64_t)pushd_cfg.connect_timeout_s + pushd_cfg.reply_timeout_s + 5) * 1000;
+}
+
+static void
+sync_open(struct hconn *c, char kind, int64_t run_id, const char *query)
+{
+	char err[ERR_LEN], key[32];
+	int status;
+
+	snprintf(key, sizeof(key), "%lld", (long long)run_id);
+	c->kind = K_SYNC;
+	c->sync_kind = kind;
+	c->sync_run = run_id;
+	c->sync_deadline = uv_now(pushd_loop) + sync_limit_ms();
+	/* the query (raw, from nginx's request line: no CR or LF) rides along to the result
+	 * route, so that ?access_token= authorises it too; kept in conv_id, unused otherwise */
+	if (query && *query && strlen(query) < URL_MAX && !(c->conv_id = strdup(query))) {
+		hc_close(c);
+		return;
+	}
+	if (!runs_find(run_id) &&
+	    (store_run_status(pushd_store, run_id, &status, err) != RC_OK || status != 0)) {
+		sync_answer(c); /* ended (and written) before it came, or no such run */
+		return;
+	}
+	if (subscribe(c, "s:", key) != 0)
+		hc_close(c);
+}
+
+void
+hub_sync_end(int64_t run_id)
+{
+	struct topic *t;
+	struct hconn *c, *next;
+	char key[64];
+
+	snprintf(key, sizeof(key), "s:%lld", (long long)run_id);
+	if (!ntopics || !(t = topic_get(key, 0)))
+		return;
+	for (c = t->subs; c; c = next) {
+		next = c->sub_next;
+		sync_answer(c);
+	}
+}
+
+void
+hub_sync_check(void)
+{
+	uint64_t now = uv_now(pushd_loop);
+	struct hconn *c, *next;
+	char err[ERR_LEN];
+	int status;
+
+	for (c = all; c; c = next) {
+		next = c->next;
+		if (c->kind != K_SYNC || c->closing || !c->topic)
+			continue;
+		if (runs_queued(c->sync_run)) {
+			/* waiting for a slot: its time counts from its begin */
+			c->sync_deadline = now + sync_limit_ms();
+			continue;
+		}
+		if (!runs_find(c->sync_run)) {
+			/* ended out of this daemon's sight (it never should) */
+			if (store_run_status(pushd_store, c->sync_run, &status, err) != RC_OK ||
+			    status != 0)
+				sync_answer(c);
+			continue;
+		}
+		if (now >= c->sync_deadline)
+			sync_answer(c); /* the result route answers that the time ran out */
+	}
+}
+
 /* ---- the request ---- */
 
 static int
@@ -1516,6 +1625,9 @@ handle(struct hconn *c, const char *rest, size_t rest_len)
 		   (seg = req_unescape(p, path + 5, strlen(path + 5), 0)) && !strchr(seg, '/')) {
 		last = q->last_id[0] ? q->last_id : query_param(p, query, "last_event_id");
 		sse_open(c, seg, last, p);
+	} else if (strncmp(path, "/sync/", 6) == 0 && (path[6] == 'd' || path[6] == 'e') &&
+		   path[7] == '/' && parse_uint(path + 8, INT64_MAX, &run_id) == RC_OK) {
+		sync_open(c, path[6], run_id, query);
 	} else if (strncmp(path, "/estream/", 9) == 0 &&
 		   parse_uint(path + 9, INT64_MAX, &run_id) == RC_OK) {
 		stream_open(c, run_id, p);

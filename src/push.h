@@ -4,7 +4,8 @@
  *   "wake\n"          runs were added to the database: look now (no answer)
  *   "wait <run>\n"    answer "done <run> <status>\n" once the run has ended
  *   "stop <run>\n"    end the run as stopped: "stopped <run> <final status>\n"
- *   "stats\n"         "runs N upstream N ws N sse N stream N dropped N\n"
+ *   "stats\n"         "runs N upstream N ws N sse N stream N dropped N active N backlog N\n"
+ *                     (active: runs begun, of max_runs; backlog 1: runs wait in the queue)
  * The database is the queue: a lost wake-up only delays a run until the daemon's next
  * poll, and a waiter that cannot reach the daemon falls back to polling the database.
  *

@@ -32,7 +32,7 @@
 
 #define POLL_MS 1000          /* the database is looked at this often without wake-ups */
 #define POLL_BATCH 256
-#define RUNS_MAX 10000        /* runs in flight at once; the rest wait in the database */
+/* Runs in flight at once: max_runs (AICHATD_MAX_RUNS); the rest wait in the database. */
 #define CONN_MAX 4096
 
 struct waiter;
@@ -57,7 +57,14 @@ static uv_idle_t poll_soon;
 static struct job_run *runs_by_id[1024];
 static struct job_run *runs_by_msg[1024];
 static int nruns, nconns;
+/* Every run with an id up to max_seen has begun or ended: the queue is the runs still
+ * open (status 0) past it, taken oldest first as slots free. nactive counts the runs that
+ * have begun and not yet been freed (their end written); backlog says runs may wait in
+ * the queue, so that a new one must take its turn behind them. */
 static int64_t max_seen;
+static int nactive, backlog;
+static int64_t started_ms; /* when this daemon started (time_now_ms) */
+static int load_failed;    /* the last run_load() could not read its run */
 static struct conn *waiting; /* connections waiting for a run's end */
 static int stopping;
 
@@ -200,6 +207,8 @@ notify(int64_t id, int status)
 {
 	struct conn **p = &waiting;
 
+	hub_sync_end(id); /* D's and E's sends held in the hub */
+
 	while (*p) {
 		struct conn *c = *p;
 		if (c->waiting == id) {
@@ -218,6 +227,8 @@ notify(int64_t id, int status)
 
 /* ---- runs ---- */
 
+static void on_poll_soon(uv_idle_t *h);
+
 static void
 run_free(struct job_run *r)
 {
@@ -235,6 +246,11 @@ run_free(struct job_run *r)
 	buf_free(&r->content);
 	buf_free(&r->raw);
 	pool_destroy(r->pool);
+	if (r->begun) {
+		nactive--;
+		if (backlog && !stopping)
+			uv_idle_start(&poll_soon, on_poll_soon); /* the next in the queue */
+	}
 	free(r);
 	nruns--;
 }
@@ -354,30 +370,32 @@ static const struct llm_cb run_cb = {run_on_chunk, run_on_raw, run_on_done};
 /* the same, for the runs whose upstream bytes nobody streams (all but n8n's) */
 static const struct llm_cb run_cb_noraw = {run_on_chunk, NULL, run_on_done};
 
-/* Make the reply of run id. With pool, its job was loaded by the writer into *job and
- * pool, which the run takes over; without, it is loaded here. */
-static void
-run_begin(int64_t id, struct pool *pool, const struct run_job *job, int streamed)
+/* Load run id into memory, not begun yet. With pool, its job was loaded by the writer into
+ * *job and pool, which the run takes over; without, it is loaded here. streamed: E's
+ * stream passes its upstream's bytes on. NULL when it is already in memory, has ended, or
+ * cannot be loaded (then the next poll tries again). */
+static struct job_run *
+run_load(int64_t id, struct pool *pool, const struct run_job *job, int streamed)
 {
 	struct job_run *r;
 	char err[ERR_LEN];
 	int rc = RC_OK;
-	int64_t age_limit = ((int64_t)pushd_cfg.reply_timeout_s + pushd_cfg.connect_timeout_s + 30) * 1000;
 
 	if (*run_slot(id)) {
 		pool_destroy(pool);
-		return; /* already being made */
+		return NULL; /* already being made */
 	}
 	r = calloc(1, sizeof(*r));
 	if (!r || !(r->pool = pool ? pool : pool_create())) {
 		free(r);
 		pool_destroy(pool);
-		return;
+		return NULL;
 	}
 	r->id = id;
+	r->raw_wanted = streamed;
 	buf_init(&r->content, LLM_REPLY_MAX + 16);
-	buf_reserve(&r->content, 1024); /* most replies, without a realloc per doubling */
 	buf_init(&r->raw, LLM_REPLY_MAX);
+	buf_reserve(&r->content, 1024); /* most replies, without a realloc per doubling */
 	r->started = uv_now(pushd_loop);
 	if (job) {
 		r->job = *job;
@@ -391,42 +409,101 @@ run_begin(int64_t id, struct pool *pool, const struct run_job *job, int streamed
 	nruns++;
 	if (rc == RC_NOTFOUND) {
 		run_free(r); /* ended meanwhile */
-		return;
+		return NULL;
 	}
 	if (rc != RC_OK) {
 		logf_("run %lld: cannot load: %s", (long long)id, err);
+		load_failed = 1;
 		run_free(r);
 		if (id <= max_seen)
 			max_seen = id - 1; /* the next poll tries it again */
-		return;
+		backlog = 1;
+		return NULL;
 	}
 	/* an earlier attempt (before a restart) saved parts of another reply: start clean */
 	if (r->job.restarted)
 		store_run_reset(pushd_store, r->job.ai_msg, err);
 	r->next_msg = runs_by_msg[msg_hash(r->job.ai_msg_id)];
 	runs_by_msg[msg_hash(r->job.ai_msg_id)] = r;
-	if (time_now_ms() - r->job.created_at > age_limit) {
-		/* left running by a daemon that died long ago: no reply could still be on time */
+	return r;
+}
+
+/* Begin a loaded run: it takes a slot, and its provider starts. */
+static void
+run_go(struct job_run *r)
+{
+	char err[ERR_LEN];
+	int64_t age_limit = ((int64_t)pushd_cfg.reply_timeout_s + pushd_cfg.connect_timeout_s + 30) * 1000;
+
+	r->begun = 1;
+	nactive++;
+	r->started = uv_now(pushd_loop); /* its duration counts from here, not from its wait */
+	if (r->job.created_at < started_ms && time_now_ms() - r->job.created_at > age_limit) {
+		/* left running by a daemon that died long ago: no reply could still be on time
+		 * (a run this daemon saw queued may wait longer: it is made all the same) */
 		run_end(r, LLM_E_TIMEOUT, "AI 回复超时: interrupted by a restart", NULL);
 		return;
 	}
-	r->raw_wanted = streamed || strcmp(r->job.cfg.provider, "n8n") == 0;
+	r->raw_wanted = r->raw_wanted || strcmp(r->job.cfg.provider, "n8n") == 0;
 	r->call = llm_start(pushd_loop, &pushd_cfg, &r->job, r->raw_wanted ? &run_cb : &run_cb_noraw,
 			    r, err);
 	if (!r->call)
 		run_end(r, LLM_E_FAILED, err, NULL);
 }
 
+/* A slot for a run that has just come, ahead of none: no queue, and room. */
+static int
+slot_free(void)
+{
+	return !backlog && nactive < pushd_cfg.max_runs;
+}
+
+/* Let the queue move: a poll at the loop's next turn, if a slot is free. */
+static void
+queue_moves(void)
+{
+	backlog = 1;
+	if (nactive < pushd_cfg.max_runs && !stopping)
+		uv_idle_start(&poll_soon, on_poll_soon);
+}
+
+/* A run someone is waiting on (a WebSocket send, E's stream, a stop): in memory now, so
+ * that its events and its end reach them; begun now if it is its turn, else when the
+ * queue reaches it. */
+static void
+run_start(int64_t id, int streamed)
+{
+	struct job_run *r = run_load(id, NULL, NULL, streamed);
+
+	if (!r)
+		return;
+	if (slot_free()) {
+		if (id == max_seen + 1)
+			max_seen = id;
+		run_go(r);
+	} else {
+		queue_moves();
+	}
+}
+
 void
 runs_start(int64_t id)
 {
-	run_begin(id, NULL, NULL, 0);
+	run_start(id, 0);
 }
 
 void
 runs_start_streamed(int64_t id)
 {
-	run_begin(id, NULL, NULL, 1);
+	run_start(id, 1);
+}
+
+int
+runs_queued(int64_t id)
+{
+	struct job_run *r = runs_find(id);
+
+	return r ? !r->begun && !r->ended : id > max_seen;
 }
 
 void
@@ -463,32 +540,57 @@ runs_stop_id(int64_t id)
 	return RUN_STOPPED;
 }
 
-/* Take new runs from the database. */
+/* Take runs from the queue (the database's open runs past max_seen), oldest first, while
+ * slots are free. */
 static void
 poll_runs(void)
 {
-	struct pool *p = pool_create();
-	int64_t *ids;
+	struct pool *p;
+	int64_t *ids, retry = 0;
 	char err[ERR_LEN];
-	int n = 0, i;
+	int n = 0, i, limit, full = 0;
 
-	if (!p)
+	if (nactive >= pushd_cfg.max_runs) {
+		backlog = 1; /* an end frees a slot and polls again */
+		return;
+	}
+	if (!(p = pool_create()))
 		return;
 	do {
-		if (nruns >= RUNS_MAX)
-			break;
-		if (store_runs_open(pushd_store, p, max_seen, POLL_BATCH, &ids, &n, err) != RC_OK) {
+		limit = pushd_cfg.max_runs - nactive;
+		if (limit > POLL_BATCH)
+			limit = POLL_BATCH;
+		if (limit < 16)
+			limit = 16; /* some listed may be running already */
+		if (store_runs_open(pushd_store, p, max_seen, limit, &ids, &n, err) != RC_OK) {
 			logf_("cannot list runs: %s", err);
+			full = 1;
 			break;
 		}
-		for (i = 0; i < n; i++) {
-			if (ids[i] > max_seen)
-				max_seen = ids[i];
-			runs_start(ids[i]);
+		for (i = 0; i < n && !stopping; i++) {
+			struct job_run *r = runs_find(ids[i]);
+
+			if (!r || (!r->begun && !r->ended)) {
+				if (nactive >= pushd_cfg.max_runs) {
+					full = 1;
+					break;
+				}
+				load_failed = 0;
+				if (!r && !(r = run_load(ids[i], NULL, NULL, 0))) {
+					if (load_failed && !retry)
+						retry = ids[i]; /* not loaded: again at the next poll */
+				} else {
+					run_go(r);
+				}
+			}
+			max_seen = ids[i];
 		}
 		pool_reset(p);
-	} while (n == POLL_BATCH && !stopping);
+	} while (!full && n == limit && !stopping);
 	pool_destroy(p);
+	if (retry && retry <= max_seen)
+		max_seen = retry - 1;
+	backlog = full || retry;
 }
 
 /* Answer waiters whose run ended outside this daemon's sight. */
@@ -524,6 +626,7 @@ on_poll_timer(uv_timer_t *t)
 	(void)t;
 	poll_runs();
 	check_waiters();
+	hub_sync_check();
 }
 
 /* ---- posts from the workers, and what the writer hands back ---- */
@@ -535,17 +638,31 @@ post_written(struct witem *it)
 {
 	struct wpost *p = it->post;
 
+	struct job_run *r;
+
 	if (p->op.rc != RC_OK || !p->in.run || stopping)
 		return;
+	if (!slot_free()) {
+		/* it waits its turn in the database; E's stream's in memory too, so that its
+		 * upstream's bytes are kept once it begins, whoever takes it first */
+		if (p->in.run == 2 && p->job_rc == RC_OK) {
+			run_load(p->out.run_id, p->pool, &p->job, 1);
+			p->pool = NULL; /* run_load's, whatever it made of it */
+		}
+		queue_moves();
+		return;
+	}
 	if (p->out.run_id == max_seen + 1)
 		max_seen = p->out.run_id; /* what the next poll need not look at again */
 	/* run 2: a post of E's stream, whose upstream bytes are passed on */
 	if (p->job_rc == RC_OK) {
-		run_begin(p->out.run_id, p->pool, &p->job, p->in.run == 2);
+		r = run_load(p->out.run_id, p->pool, &p->job, p->in.run == 2);
 		p->pool = NULL; /* the run's now */
+		if (r)
+			run_go(r);
 	} else {
 		/* loaded here then, or by a later poll */
-		run_begin(p->out.run_id, NULL, NULL, p->in.run == 2);
+		run_start(p->out.run_id, p->in.run == 2);
 	}
 }
 
@@ -627,7 +744,8 @@ conn_line(struct conn *c, char *line)
 	} else if (strcmp(line, "stats") == 0) {
 		char hub[256];
 		hub_stats(hub, sizeof(hub));
-		conn_say(c, "runs %d upstream %d %s\n", nruns, llm_active(), hub);
+		conn_say(c, "runs %d upstream %d %s active %d backlog %d\n", nruns, llm_active(), hub,
+			 nactive, backlog);
 	} else {
 		conn_close(c);
 	}
@@ -777,6 +895,7 @@ main(int argc, char **argv)
 		return 1;
 	}
 	pushd_loop = uv_default_loop();
+	started_ms = time_now_ms();
 	pushd_store = store_open(pushd_cfg.db_path, err);
 	if (!pushd_store || store_migrate(pushd_store, err) != RC_OK) {
 		logf_("%s", err);

@@ -34,6 +34,7 @@ struct job_run {
 	                           * out (hub_done) once written */
 	struct run_end end;       /* that end (strings in pool or content) */
 	char *error_detail;       /* a failure as the operation log tells it (in pool), or NULL */
+	int begun;                /* its reply is being made: it holds one of max_runs slots */
 };
 
 #define PUSHD_LOG_MAX 1200 /* bytes of a run's line in the operation log */
@@ -54,6 +55,9 @@ void runs_stop(struct job_run *r);
 /* Stop run id, running or still queued. Returns its final status (RUN_STOPPED, or 1 or 2
  * when it had ended), or -1 when there is no such run. */
 int runs_stop_id(int64_t id);
+/* 1 when run id is known not to have begun: loaded and waiting for a slot, or queued in the
+ * database behind the runs this daemon has taken. */
+int runs_queued(int64_t id);
 
 /* writer.c: the thread that makes the hot writes (see there) */
 enum witem_kind { W_POST, W_END };
@@ -109,5 +113,10 @@ void hub_posted(struct witem *it);
 /* "ws N sse N stream N dropped N" */
 void hub_stats(char *out, size_t len);
 void hub_close_all(void);
+/* D's and E's synchronous sends held here (hub.c, "sync"): run id's end is committed, so
+ * answer its waiters; and, once a second, answer those whose run ended out of sight or
+ * whose time is up. */
+void hub_sync_end(int64_t run_id);
+void hub_sync_check(void);
 
 #endif

@@ -54,6 +54,13 @@ static const struct route routes[] = {
 	{"GET", "/api/chat/history", wf_history, D_E, 0},
 	{"POST", "/api/chat/send", wf_send, D_E, R_JSON},
 	{"POST", "/api/chat/stream", wf_stream, D_E, R_JSON},
+	/* internal (nginx's internal locations only, never reachable from outside): D's and
+	 * E's sync sends answered once the push daemon saw their run's end committed, and the
+	 * fallback that waits here when the daemon could not hold them */
+	{"GET", "/_aichatd_result/d/:run", v1_send_result, D_D, 0},
+	{"GET", "/_aichatd_result/e/:run", wf_send_result, D_E, 0},
+	{"GET", "/_aichatd_sync/d/:run", v1_send_result, D_D, 0},
+	{"GET", "/_aichatd_sync/e/:run", wf_send_result, D_E, 0},
 };
 
 static int

@@ -186,8 +186,10 @@ static const char *const stmt_sql[S__COUNT] = {
 			  "VALUES (?1, ?2, ?3, ?4)",
 	[S_RUN_RESULT] = "SELECT r.status, r.error_code, r.error_message, " MSG_COLS ", "
 			 "(SELECT tp.id FROM travel_plans tp WHERE tp.message = m.id), "
-			 "(SELECT tp.plan FROM travel_plans tp WHERE tp.message = m.id) "
+			 "(SELECT tp.plan FROM travel_plans tp WHERE tp.message = m.id), "
+			 "um.msg_id, um.created_at, c.user_id "
 			 "FROM runs r JOIN messages m ON m.id = r.ai_msg "
+			 "JOIN messages um ON um.id = r.user_msg "
 			 "JOIN conversations c ON c.seq = r.conv_seq WHERE r.id = ?1",
 };
 
@@ -1903,5 +1905,8 @@ store_run_result(struct store *st, struct pool *p, int64_t run_id, struct run_re
 		out->reply.updated_at = sqlite3_column_int64(s, 14);
 		out->travel_plan_id = sqlite3_column_int64(s, 15);
 		out->travel_plan = col_text(p, s, 16);
+		out->user_msg_id = col_text(p, s, 17);
+		out->user_msg_at = sqlite3_column_int64(s, 18);
+		out->owner = col_text(p, s, 19);
 	});
 }

@@ -276,6 +276,9 @@ struct run_result {
 	char *error;
 	int64_t travel_plan_id; /* 0 when none */
 	char *travel_plan;      /* JSON text or NULL */
+	char *user_msg_id;      /* the user message that asked: its msg_id and time */
+	int64_t user_msg_at;
+	char *owner;            /* the conversation's owner */
 };
 int store_run_result(struct store *st, struct pool *p, int64_t run_id, struct run_result *out,
 		     char *err);

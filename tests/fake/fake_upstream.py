@@ -161,6 +161,13 @@ OPENAI_CASES = {
             [("raw", b'40\r\ndata: {"choices":[{"delta":{"con'), ("sleep", 0.05), ("cut",)],
             "reply": None, "error": None},
     "hang": {"hang": True, "reply": None, "error": None, "timeout": True},
+    # a slow upstream for the run cap and the sync sends: its answer takes ~0.3 s or ~4 s
+    "pace": {"status": 200, "ctype": "text/event-stream",
+             "steps": [("sleep", 0.3)] + sse_stream(["慢", "一点"], delay=0.01),
+             "reply": "慢一点", "error": None},
+    "hold": {"status": 200, "ctype": "text/event-stream",
+             "steps": [("sleep", 4.0)] + sse_stream(["等", "了很久"], delay=0.01),
+             "reply": "等了很久", "error": None},
 }
 
 # Failures in long Chinese text, for the cuts on character boundaries: the message is long
@@ -329,7 +336,19 @@ class _Handler(BaseHTTPRequestHandler):
         if name is None:
             return self._plain(400, b'{"error":{"message":"fake: unknown case"}}')
         case = (OPENAI_CASES if kind == "openai" else N8N_CASES)[name]
-        self._play(case, rec)
+        self.server.fake.enter()
+        self._left = False
+        try:
+            self._play(case, rec)
+        finally:
+            self._leave()
+
+    def _leave(self):
+        # once the last bytes are on their way: the client may end its request as soon as
+        # it reads them, before this thread gets to run again
+        if not getattr(self, "_left", True):
+            self._left = True
+            self.server.fake.leave()
 
     def _plain(self, status, body, ctype="application/json"):
         self.close_connection = True
@@ -359,8 +378,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.end_headers()
         try:
-            for step in case["steps"]:
+            for k, step in enumerate(case["steps"]):
                 op = step[0]
+                if k == len(case["steps"]) - 1:
+                    self._leave()
                 if op == "chunk":
                     self.wfile.write(b"%x\r\n" % len(step[1]) + step[1] + b"\r\n")
                     self.wfile.flush()
@@ -444,6 +465,23 @@ class FakeUpstream:
     def requests(self, kind=None):
         with self._lock:
             return [r for r in self._reqs if kind is None or r["kind"] == kind]
+
+    # requests being answered at once, and the most seen (the run cap's tests)
+    inflight = 0
+    max_inflight = 0
+
+    def enter(self):
+        with self._lock:
+            self.inflight += 1
+            self.max_inflight = max(self.max_inflight, self.inflight)
+
+    def leave(self):
+        with self._lock:
+            self.inflight -= 1
+
+    def reset_inflight(self):
+        with self._lock:
+            self.max_inflight = self.inflight
 
     def find(self, text, kind=None):
         """Recorded requests whose user text (last user message or chatInput) contains
