@@ -382,7 +382,8 @@ v1_send(struct req *r)
 
 	if (api_field(r, "user_id", &uid) || api_field(r, "message", &message))
 		return -1;
-	if (!(user = api_acting_user(r, uid)))
+	/* the seed's body names the sender: required, or the token's subject */
+	if (!(user = api_required_user(r, uid)))
 		return -1;
 	if (api_content_ok(r, message))
 		return -1;

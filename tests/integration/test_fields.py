@@ -67,6 +67,22 @@ def d_session_create_needs_user_id(s):
 
 
 @test
+def d_send_needs_user_id(s):
+    # the send's body names its sender (user_id, as the session's): without it, a 400 and
+    # nothing is stored or answered
+    sid = ok_env(s.c.post("/api/v1/sessions", json={"user_id": uniq("fs")}))["session_id"]
+    path = "/api/v1/sessions/%s/messages" % sid
+    for body in ({"message": "hi"}, {"user_id": "", "message": "hi"}, {"user_id": None, "message": "hi"}):
+        err_env(s.c.post(path, json=body), 400, "用户ID不能为空")
+    assert ok_env(s.c.get(path))["total"] == 0
+    u = uniq("fs")
+    d = ok_env(s.c.post(path, json={"user_id": u, "message": "hi"}))
+    assert d["ai_message"]["content"], d
+    a = s.c.get("/api/message/list?session_id=" + sid).json["messages"]
+    assert a[0]["from_user_id"] == u, a
+
+
+@test
 def other_required_fields_stay_required(s):
     # A: content and session_id; B: session_id and content; C: content; B's edits
     err_a(s.c.post("/api/message/send", json={"content": "x"}), 400, 1003)

@@ -2,7 +2,7 @@
 one is a 403. Path ids that are not UTF-8 and nginx's own errors get the dialect's body
 with a token too. Run against a stack started with AICHATD_AUTH=jwt."""
 
-from harness import err_env, make_jwt, ok_env, test, uniq
+from harness import err_env, make_jwt, ok_env, ok_json, test, uniq
 from test_fields import nginx_error_checks, path_id_checks
 import time
 
@@ -30,6 +30,13 @@ def missing_user_id_is_token_subject(s):
     sid = ok_env(c.post("/api/v1/sessions", json={}))["session_id"]
     assert ok_env(c.get("/api/chat/sessions/" + sid))["user_id"] == u
     err_env(c.post("/api/v1/sessions", json={"user_id": other}), 403)
+    # D's send: a missing user_id is the token's subject too
+    d = ok_env(c.post("/api/v1/sessions/%s/messages" % sid, json={"message": "hi"}))
+    assert d["ai_message"]["content"], d
+    a = ok_json(c.get("/api/message/list?session_id=" + sid))["messages"]
+    assert a[0]["from_user_id"] == u, a
+    err_env(c.post("/api/v1/sessions/%s/messages" % sid,
+                   json={"user_id": other, "message": "hi"}), 403)
     # no token at all is still a 401, not a 400 for the missing field
     err_env(s.c.post("/api/chat/session", json={}), 401)
 
