@@ -81,12 +81,18 @@ t_json(void)
 	json_decref(t);
 
 	/* 5000 characters, not bytes: 5000 Chinese characters pass, 5001 do not */
-	CHECK(api_content_check(s5000) == 0);
-	CHECK(api_content_check(s5001) == 2);
-	CHECK(api_content_check("") == 1);
-	CHECK(api_content_check(" \n\t") == 1);
-	CHECK(api_content_check(NULL) == 1);
-	CHECK(api_content_check("x") == 0);
+	CHECK(limit_content(s5000) == CONTENT_OK);
+	CHECK(limit_content(s5001) == CONTENT_LONG);
+	CHECK(limit_content("") == CONTENT_EMPTY);
+	CHECK(limit_content(" \n\t") == CONTENT_EMPTY);
+	CHECK(limit_content(NULL) == CONTENT_EMPTY);
+	CHECK(limit_content("x") == CONTENT_OK);
+	/* session ids: 1 to 48 characters, not bytes */
+	CHECK(limit_session_id("a") == 1);
+	CHECK(limit_session_id("") == 0);
+	CHECK(limit_session_id(NULL) == 0);
+	CHECK(limit_session_id("中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中") == 1);
+	CHECK(limit_session_id("中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中中") == 0);
 
 	/* the response body keeps UTF-8 as is and escapes what JSON needs */
 	CHECK(req_json(&r, 200, json_pack("{s:s}", "k", "中\"\n")) == 0);

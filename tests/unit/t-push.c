@@ -6,7 +6,7 @@
 #include "rc.h"
 #include "buf.h"
 #include "pool.h"
-#include "push.h"
+#include "push-proto.h"
 #include "store.h"
 
 /* The fields of a frame in b: its header checked, *len set. */

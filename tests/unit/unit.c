@@ -10,7 +10,7 @@ static const struct {
 	void (*fn)(void);
 } tests[] = {
 	{"util", t_util},     {"buf", t_buf},   {"router", t_router},
-	{"json", t_json},     {"auth", t_auth}, {"store", t_store},
+	{"json", t_json},     {"token", t_token}, {"store", t_store},
 	{"push", t_push},
 };
 

@@ -33,7 +33,7 @@ void t_util(void);
 void t_buf(void);
 void t_router(void);
 void t_json(void);
-void t_auth(void);
+void t_token(void);
 void t_store(void);
 void t_push(void);
 

@@ -1,0 +1,137 @@
+/*
+ * api: the handlers, one file per dialect, and the shared chrome they use.
+ *   api-im.c       dialect A (seed 000): /api/message, /api/ai, /health
+ *   api-aichat.c   dialect B (seed 001): /api/chat/session*, /api/chat/message*, /aichat
+ *   api-chax.c     dialect C (seed 002): /ai
+ *   api-v1.c       dialect D (seed 003): /api/v1
+ *   api-workflow.c dialect E (seed 004): /api/chat/send, /history, /stream
+ *   api-shared.c   pagination, body fields, identity, times
+ * A handler returns 0 after req_json(), or the -1 of req_fail().
+ */
+#ifndef AICHATD_API_H
+#define AICHATD_API_H
+
+#include <jansson.h>
+
+#include "limits.h"
+#include "request.h"
+#include "store.h"
+
+#define TITLE_MAX 200
+#define PAGE_MAX 2147483647LL
+#define PAGE_SIZE_MAX 100
+#define DEFAULT_USER "default_user"
+
+/* dialect A */
+int im_send(struct req *r);
+int im_get(struct req *r);
+int im_list(struct req *r);
+int im_records(struct req *r);
+int im_health(struct req *r);
+/* dialect B */
+int aichat_session_create(struct req *r);
+int aichat_session_get(struct req *r);
+int aichat_sessions_list(struct req *r);
+int aichat_session_delete(struct req *r);
+int aichat_session_rename(struct req *r);
+int aichat_message_post(struct req *r);
+int aichat_message_get(struct req *r);
+int aichat_messages_list(struct req *r);
+int aichat_message_delete(struct req *r);
+int aichat_message_edit(struct req *r);
+int aichat_view_list(struct req *r);
+int aichat_view_listshow(struct req *r);
+int aichat_view_session(struct req *r);
+/* dialect C */
+int chax_record_list(struct req *r);
+int chax_message_list(struct req *r);
+int chax_message_content(struct req *r);
+int chax_chat(struct req *r);
+int chax_stream(struct req *r);
+int chax_stop(struct req *r);
+/* dialect D */
+int v1_session_create(struct req *r);
+int v1_messages_list(struct req *r);
+int v1_mcfg_list(struct req *r);
+int v1_mcfg_put(struct req *r);
+int v1_logs(struct req *r);
+int v1_send(struct req *r);
+int v1_send_result(struct req *r);
+/* dialect E */
+int wf_history(struct req *r);
+int wf_send(struct req *r);
+int wf_send_result(struct req *r);
+int wf_stream(struct req *r);
+
+/* ---- shared chrome (api-shared.c) ---- */
+
+/* Pagination from the query string: page parameter `pname`, size parameter `sname` (and
+ * its alias `alias`, may be NULL), default size `def`. On a bad value writes the 400 and
+ * returns -1. */
+int api_page_query(struct req *r, const char *pname, const char *sname, const char *alias,
+		   int64_t def, int64_t *page, int64_t *size, struct page *pg);
+/* The same from the JSON body (integers, or strings holding them). */
+int api_page_json(struct req *r, const char *pname, const char *sname, const char *alias,
+		  int64_t def, int64_t *page, int64_t *size, struct page *pg);
+
+/* A string field of r->json: *out is NULL when absent or null. A present field of another
+ * type writes a 400 (`msg`, or a generic one) and returns -1. */
+int api_field(struct req *r, const char *name, const char **out);
+/* limit_content(), writing the dialect's 400 (A's codes 1001 and 1002, C's English) when the
+ * content breaks them: 0 ok, -1 after the error. */
+int api_content_ok(struct req *r, const char *s);
+
+/* The user a request acts for, given an optional user id from the body or path: with auth
+ * on, a different id is a 403 (returns NULL after writing it); with auth off, the given id
+ * or DEFAULT_USER. */
+const char *api_acting_user(struct req *r, const char *given);
+/* The same for a user id the route requires: absent (or empty) with no token, it is a 400
+ * (returns NULL after writing it); with a token, absent means the token's subject. */
+const char *api_required_user(struct req *r, const char *given);
+/* The visibility filter for the store: the token's user, or NULL with auth off. */
+#define api_owner(r) ((r)->user)
+
+/* A conversation named by a client (A's session_id, E's sessionId): found (*have = 1), or
+ * never used (*have = 0: lists as empty); -1 after writing a 404 with `gone` when it is
+ * deleted or someone else's. */
+int api_named_conv(struct req *r, const char *id, struct conv *c, int *have, const char *gone);
+/* Wait for a run to end (sync sends). 0 with out filled (out->status 1 done, 2 failed, or
+ * still 0 with error_code 2002 when the time ran out); -1 after writing a 500. */
+int api_wait_run(struct req *r, int64_t run_id, struct run_result *out);
+/* Hand the connection to the push daemon through nginx's internal location (target is
+ * the daemon's path, e.g. "sse/<msgId>"): the worker is free as soon as it answers. */
+int api_hand_over(struct req *r, const char *target);
+/* D's and E's synchronous sends, which hold no worker while the reply is made. After the
+ * post, api_sync_hand_over() answers X-Accel-Redirect to nginx's /_aichatd_sync/<kind>/
+ * <run> (kind 'd' or 'e'), which the push daemon holds until the run's end is committed; it
+ * then redirects nginx to /_aichatd_result/<kind>/<run>, whose route (the same handler as
+ * the daemon-less fallback /_aichatd_sync/<kind>/<run>) reads the result with
+ * api_sync_result(). api_posted_via_daemon() says whether the thread's last api_post()
+ * went through the daemon: a send the daemon could not take waits in its worker as before. */
+int api_posted_via_daemon(void);
+int api_sync_hand_over(struct req *r, char kind, int64_t run_id);
+/* The ended run of the path's :run, the caller's (else a 404 with `gone`): 0 with out
+ * filled as api_wait_run() fills it (on /_aichatd_result/ it does not wait: a run still
+ * open has timed out), or -1 after an error was written. */
+int api_sync_result(struct req *r, struct run_result *out, const char *gone);
+/* A timestamp as the dialect renders it. New reference. */
+json_t *api_time(enum dialect d, int64_t ms);
+/* A string the store gave back, as a JSON string without checking its UTF-8 again (all
+ * that is stored was checked on the way in: request bodies by jansson, replies by the
+ * daemon); NULL gives null. */
+json_t *api_stored(const char *s);
+/* json_string() of possibly NULL text: null for NULL. New reference. */
+json_t *api_str_or_null(const char *s);
+/* Post a message (store_post) and wake the push daemon for its run: 0, or -1 after
+ * writing 404 `gone` (no such conversation for this caller) or a 500. */
+int api_post(struct req *r, const struct store_post *in, struct store_posted *out,
+	     const char *gone);
+/* A message read from the store: when it is an unfinished reply, its content becomes what
+ * the push daemon holds of it so far (the database keeps a reply only once it ends). When
+ * the daemon no longer runs it, it has ended meanwhile and m is read again; when the daemon
+ * cannot be reached, m stays as read. */
+void api_msg_so_far(struct req *r, struct msg *m);
+/* A store failure that is not "not found": log it and write a 500. Returns -1. */
+int api_store_fail(struct req *r, int rc, const char *err);
+
+#endif

@@ -1,0 +1,444 @@
+/*
+ * aichatd: the FastCGI program. `aichatd serve` is a master that applies migrations, opens
+ * the FastCGI socket and keeps a pool of worker processes on it, each running several
+ * accept loops (threads) with their own SQLite connection. nginx talks to the socket.
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <stdio.h>
+#include <stdarg.h>
+#include <errno.h>
+#include <signal.h>
+#include <unistd.h>
+#include <pthread.h>
+#include <time.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <fcgiapp.h>
+
+#include "config.h"
+#include "rc.h"
+#include "buf.h"
+#include "pool.h"
+#include "util.h"
+#include "auth.h"
+#include "store.h"
+#include "router.h"
+#include "token.h"
+#include "jsonpool.h"
+
+#define RESPONSE_CAP (16u << 20)
+#define DRAIN_MAX (64u << 20)
+
+static struct config cfg;
+static int fcgi_sock = -1;
+static pthread_mutex_t accept_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+static void
+die(const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "aichatd: ");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(1);
+}
+
+static char *
+param(struct pool *p, FCGX_Request *fr, const char *name)
+{
+	return pool_strdup(p, FCGX_GetParam(name, fr->envp));
+}
+
+/* Phases 1 and 2: copy what the request needs out of libfcgi, then read the body. */
+static void
+req_load(struct req *r, FCGX_Request *fr)
+{
+	char *uri, *q, *cl;
+	size_t cap = r->cfg->body_limit, total = 0;
+	char chunk[16384];
+	int n;
+
+	r->method = param(r->pool, fr, "REQUEST_METHOD");
+	if (!r->method)
+		r->method = "GET";
+	uri = param(r->pool, fr, "REQUEST_URI");
+	if (!uri)
+		uri = pool_strdup(r->pool, "/");
+	q = uri ? strchr(uri, '?') : NULL;
+	if (q)
+		*q++ = '\0';
+	r->path = uri;
+	r->query = q ? q : "";
+	r->content_type = param(r->pool, fr, "CONTENT_TYPE");
+	r->authorization = param(r->pool, fr, "HTTP_AUTHORIZATION");
+	cl = FCGX_GetParam("CONTENT_LENGTH", fr->envp);
+	r->content_length = -1;
+	if (cl && *cl) {
+		int64_t v;
+		if (strcmp(cl, "0") == 0)
+			r->content_length = 0;
+		else if (parse_uint(cl, INT64_MAX, &v) == RC_OK)
+			r->content_length = v;
+	}
+	if (r->content_length > (int64_t)cap) {
+		r->body_too_big = 1;
+	} else if (r->content_length != 0) {
+		struct buf b;
+		buf_init(&b, cap);
+		while ((n = FCGX_GetStr(chunk, sizeof(chunk), fr->in)) > 0) {
+			if (buf_add(&b, chunk, (size_t)n) != RC_OK) {
+				r->body_too_big = 1;
+				break;
+			}
+		}
+		if (!r->body_too_big && b.len) {
+			r->body = pool_strndup(r->pool, b.s, b.len);
+			r->body_len = b.len;
+		}
+		buf_free(&b);
+	}
+	if (r->body_too_big) {
+		/* read the rest so the peer's write does not fail before it reads our 413 */
+		while (total < DRAIN_MAX && (n = FCGX_GetStr(chunk, sizeof(chunk), fr->in)) > 0)
+			total += (size_t)n;
+	}
+}
+
+static const char *
+status_text(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 201: return "Created";
+	case 204: return "No Content";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 413: return "Payload Too Large";
+	case 500: return "Internal Server Error";
+	case 502: return "Bad Gateway";
+	case 503: return "Service Unavailable";
+	case 504: return "Gateway Timeout";
+	default: return "Unknown";
+	}
+}
+
+static void
+req_send(struct req *r, FCGX_Request *fr)
+{
+	FCGX_FPrintF(fr->out, "Status: %d %s\r\nContent-Type: %s\r\nContent-Length: %lu\r\n%s",
+		     r->status, status_text(r->status),
+		     r->ctype ? r->ctype : "application/json; charset=utf-8",
+		     (unsigned long)r->out.len,
+		     /* API answers are never cached; a hand-over's headers come from the daemon */
+		     r->ctype ? "" : "Cache-Control: no-store\r\n");
+	if (r->headers.len)
+		FCGX_PutStr(r->headers.s, (int)r->headers.len, fr->out);
+	FCGX_PutStr("\r\n", 2, fr->out);
+	FCGX_PutStr(r->out.s, (int)r->out.len, fr->out);
+}
+
+/* Reset everything per-request; the store, config, pool and buffers' memory stay. */
+static void
+req_reset(struct req *r)
+{
+	struct pool *pool = r->pool;
+	struct store *st = r->store;
+	struct buf out = r->out, headers = r->headers;
+
+	if (r->json)
+		json_decref(r->json);
+	pool_reset(pool);
+	json_pool_use(pool);
+	memset(r, 0, sizeof(*r));
+	r->pool = pool;
+	r->store = st;
+	r->cfg = &cfg;
+	r->out = out;
+	r->headers = headers;
+	buf_reset(&r->out);
+	buf_reset(&r->headers);
+	r->status = 200;
+}
+
+static void *
+accept_loop(void *arg)
+{
+	struct req r;
+	FCGX_Request fr;
+	char err[ERR_LEN];
+	int rc;
+
+	(void)arg;
+	memset(&r, 0, sizeof(r));
+	r.pool = pool_create();
+	r.store = store_open(cfg.db_path, err);
+	if (!r.pool || !r.store)
+		die("worker: %s", r.store ? "out of memory" : err);
+	buf_init(&r.out, RESPONSE_CAP);
+	buf_init(&r.headers, 64 * 1024);
+	FCGX_InitRequest(&fr, fcgi_sock, 0);
+	for (;;) {
+		req_reset(&r);
+		pthread_mutex_lock(&accept_lock);
+		rc = FCGX_Accept_r(&fr);
+		pthread_mutex_unlock(&accept_lock);
+		if (rc < 0) {
+			if (rc == -EINTR || errno == EINTR)
+				continue;
+			break;
+		}
+		req_load(&r, &fr);
+		router_dispatch(&r);
+		req_send(&r, &fr);
+		FCGX_Finish_r(&fr);
+	}
+	return NULL;
+}
+
+static void
+worker_main(void)
+{
+	pthread_t *t = calloc((size_t)cfg.threads, sizeof(*t));
+	int i;
+
+	signal(SIGTERM, SIG_DFL);
+	signal(SIGINT, SIG_IGN); /* Ctrl-C reaches the master, which stops us in order */
+	signal(SIGPIPE, SIG_IGN);
+	if (!t)
+		die("%s", "out of memory");
+	json_pool_install();
+	for (i = 1; i < cfg.threads; i++)
+		if (pthread_create(&t[i], NULL, accept_loop, NULL) != 0)
+			die("%s", "cannot start a thread");
+	accept_loop(NULL);
+	_exit(1);
+}
+
+static volatile sig_atomic_t stopping;
+
+static void
+on_stop(int sig)
+{
+	(void)sig;
+	stopping = 1;
+}
+
+/* The data directory and run/, for their owner only (see config_private_files()). */
+static void
+mkdirs(void)
+{
+	char path[4096], err[ERR_LEN];
+
+	umask(077);
+	snprintf(path, sizeof(path), "%s", cfg.data_dir);
+	if (mkdir(path, 0700) != 0 && errno != EEXIST)
+		die("cannot create %s", path);
+	snprintf(path, sizeof(path), "%s/run", cfg.data_dir);
+	if (mkdir(path, 0700) != 0 && errno != EEXIST)
+		die("cannot create %s", path);
+	if (config_private_files(&cfg, err) != RC_OK)
+		die("%s", err);
+}
+
+/* Migrations, the model configs the operator's settings name, and a start entry. */
+static void
+prepare_store(void)
+{
+	char err[ERR_LEN], msg[256];
+	struct store *st = store_open(cfg.db_path, err);
+	struct mcfg m[3] = {
+		{"builtin", "builtin", "builtin", "1", "{\"temperature\":0}", "", 0},
+		{"openai", "openai", cfg.openai_model, "", "{\"temperature\":0.7}", "", 0},
+		{"n8n", "n8n", "n8n-workflow", "", "{}", "", 0},
+	};
+	int i;
+
+	if (!st)
+		die("%s", err);
+	if (store_migrate(st, err) != RC_OK)
+		die("%s", err);
+	for (i = 0; i < 3; i++)
+		if (store_mcfg_ensure(st, &m[i], err) != RC_OK)
+			die("%s", err);
+	snprintf(msg, sizeof(msg), "aichatd %s started: %d workers x %d threads, auth %s",
+		 PACKAGE_VERSION, cfg.workers, cfg.threads, cfg.auth == AUTH_JWT ? "jwt" : "off");
+	store_log(st, "info", msg);
+	store_close(st);
+}
+
+static pid_t
+spawn_worker(void)
+{
+	pid_t pid = fork();
+
+	if (pid == 0)
+		worker_main();
+	return pid;
+}
+
+static int
+serve(void)
+{
+	pid_t *pids;
+	struct sigaction sa;
+	char why[ERR_LEN];
+	int i, alive;
+	time_t last_death = 0;
+
+	mkdirs();
+	{
+		/* one identity with the push daemon: never beside one that checks tokens
+		 * differently (see docs/ARCHITECTURE.md) */
+		char err[ERR_LEN];
+		if (config_identity_claim(&cfg, "pool", "push", err) != RC_OK)
+			die("%s", err);
+	}
+	prepare_store();
+	if (FCGX_Init() != 0)
+		die("%s", "FCGX_Init failed");
+	unlink(cfg.fcgi_socket);
+	fcgi_sock = FCGX_OpenSocket(cfg.fcgi_socket, 1024);
+	if (fcgi_sock < 0)
+		die("cannot listen on %s", cfg.fcgi_socket);
+	/* nginx's user reaches it through socket_group (as php-fpm's listen.group) */
+	if (config_share_socket(&cfg, cfg.fcgi_socket, why) != RC_OK)
+		die("%s", why);
+	pids = calloc((size_t)cfg.workers, sizeof(*pids));
+	if (!pids)
+		die("%s", "out of memory");
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	for (i = 0; i < cfg.workers; i++)
+		pids[i] = spawn_worker();
+	fprintf(stderr, "aichatd: %d workers on %s\n", cfg.workers, cfg.fcgi_socket);
+	while (!stopping) {
+		int status;
+		pid_t pid = waitpid(-1, &status, 0);
+
+		if (pid < 0)
+			continue; /* EINTR: a stop signal, looked at above */
+		for (i = 0; i < cfg.workers; i++) {
+			if (pids[i] != pid)
+				continue;
+			fprintf(stderr, "aichatd: worker %d exited (status %d), restarting\n",
+				(int)pid, status);
+			/* a worker that keeps dying must not spin the machine */
+			if (time(NULL) == last_death)
+				sleep(1);
+			last_death = time(NULL);
+			if (!stopping)
+				pids[i] = spawn_worker();
+		}
+	}
+	for (i = 0; i < cfg.workers; i++)
+		if (pids[i] > 0)
+			kill(pids[i], SIGTERM);
+	do {
+		alive = 0;
+		for (i = 0; i < cfg.workers; i++) {
+			if (pids[i] > 0 && waitpid(pids[i], NULL, 0) == pids[i])
+				pids[i] = 0;
+			alive |= pids[i] > 0;
+		}
+	} while (alive && errno == EINTR);
+	unlink(cfg.fcgi_socket);
+	config_identity_withdraw(&cfg, "pool");
+	{
+		char err[ERR_LEN];
+		struct store *st = store_open(cfg.db_path, err);
+		if (st) {
+			store_log(st, "info", "aichatd stopped");
+			store_close(st);
+		}
+	}
+	free(pids);
+	return 0;
+}
+
+static const char usage_text[] =
+	"usage: aichatd [-c CONFIG] COMMAND\n"
+	"  serve                        run the FastCGI pool (migrates the database first)\n"
+	"  migrate                      apply the database migrations and exit\n"
+	"  env                          print the settings the scripts need, as shell lines\n"
+	"  token SUB [ROLE [TTL_S]]     mint an HS256 token (needs jwt_secret)\n"
+	"  version                      print the version number\n"
+	"  --version                    print the program's name and version\n"
+	"  --help, -h                   print this text\n"
+	"Settings: the file named by -c or AICHATD_CONFIG (it must exist when named), then\n"
+	"the AICHATD_<KEY> environment variables.\n";
+
+static void
+usage(void)
+{
+	fputs(usage_text, stderr);
+	exit(2);
+}
+
+int
+main(int argc, char **argv)
+{
+	const char *conf = getenv("AICHATD_CONFIG");
+	char err[ERR_LEN];
+	int i = 1;
+
+	if (conf && !*conf)
+		conf = NULL; /* set but empty: none named */
+	if (argc > 2 && strcmp(argv[1], "-c") == 0) {
+		conf = argv[2];
+		i = 3;
+	}
+	if (i >= argc)
+		usage();
+	/* before the settings: these touch no file at all */
+	if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+		fputs(usage_text, stdout);
+		return 0;
+	}
+	if (strcmp(argv[i], "version") == 0) {
+		puts(PACKAGE_VERSION);
+		return 0;
+	}
+	if (strcmp(argv[i], "--version") == 0) {
+		printf("aichatd %s\n", PACKAGE_VERSION);
+		return 0;
+	}
+	if (config_load(&cfg, conf, err) != RC_OK)
+		die("%s", err);
+	if (strcmp(argv[i], "serve") == 0)
+		return serve();
+	if (strcmp(argv[i], "env") == 0) {
+		config_print_env(&cfg);
+		return 0;
+	}
+	if (strcmp(argv[i], "migrate") == 0) {
+		mkdirs();
+		prepare_store();
+		return 0;
+	}
+	if (strcmp(argv[i], "token") == 0 && i + 1 < argc) {
+		char *tok;
+		if (!*cfg.jwt_secret)
+			die("%s", "no jwt_secret is configured");
+		tok = token_mint(cfg.jwt_secret, argv[i + 1], i + 2 < argc ? argv[i + 2] : NULL,
+				i + 3 < argc ? atol(argv[i + 3]) : 86400);
+		if (!tok)
+			die("%s", "cannot sign a token");
+		puts(tok);
+		free(tok);
+		return 0;
+	}
+	usage();
+	return 2;
+}
