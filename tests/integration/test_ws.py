@@ -430,9 +430,9 @@ def ws_message_sent_is_stored(_):
                 assert m.get("type") in ("ai_chunk", "ai_reply"), "answer %r" % (m,)
             # no sleep: the post is committed before it is announced
             lst = ok_json(st.c.get("/api/message/list" + qs(session_id=conv, page_size=100)),
-                          "A's list")
+                          "im's list")
             ids = [x["message_id"] for x in lst["messages"]]
-            assert m["message_id"] in ids, "message_sent %s is not in A's list read right " \
+            assert m["message_id"] in ids, "message_sent %s is not in im's list read right " \
                 "after it (%d messages)" % (m["message_id"], len(ids))
     finally:
         r.close()
@@ -506,6 +506,6 @@ def ws_send_burst_does_not_stall_the_loop(_):
           "max %.1f ms" % (n, took, len(ok), ok[len(ok) // 2] * 1000, p99 * 1000, worst * 1000))
     assert p99 < 0.15, "ping round trip p99 %.0f ms (max %.0f ms) during a burst of %d sends" \
         % (p99 * 1000, worst * 1000, n)
-    lst = ok_json(st.c.get("/api/message/list" + qs(session_id=conv, page_size=1)), "A's list")
-    assert lst["total"] == n, "A's list holds %r messages after %d message_sent" % (
+    lst = ok_json(st.c.get("/api/message/list" + qs(session_id=conv, page_size=1)), "im's list")
+    assert lst["total"] == n, "im's list holds %r messages after %d message_sent" % (
         lst["total"], n)
