@@ -690,7 +690,7 @@ def n8n_travel_plan_through_e(_):
     assert data["reply"] == fu.N8N_CASES["travel"]["reply"], "reply %r" % (data["reply"],)
     assert is_int(data["travelPlanId"]) and data["travelPlanId"] > 0, \
         "travelPlanId %r" % (data["travelPlanId"],)
-    assert data["travelPlan"] == fu.TRAVEL_PLAN, "travelPlan %r" % (data["travelPlan"],)
+    assert data["travelPlan"] == fu.N8N_CASES["travel"]["travelPlan"], "travelPlan %r" % (data["travelPlan"],)
     check_n8n_req(upstream(text, "n8n")[0], sid, user, text)
     data2 = ok_env(workflow_send(st.c, sid, user, text + " again"), "workflow send again")
     assert is_int(data2["travelPlanId"]) and data2["travelPlanId"] != data["travelPlanId"], \

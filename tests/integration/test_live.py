@@ -46,53 +46,8 @@ WS_MAX = 1024
 SECRET = "live-secret-" + uuid.uuid4().hex
 API_KEY = "sk-live-" + uuid.uuid4().hex
 
-# --------------------------------------------------------------------------------------
-# The fake's cases for this module
-
-
-def _silent_case():
-    steps = [("chunk", fu._sse(fu._delta("", role=True))), ("sleep", 2.6),
-             ("chunk", fu._sse(fu._delta("沉默之后"))), ("chunk", fu._sse(fu._delta("的回复"))),
-             ("chunk", fu._sse(fu._FINISH)), ("chunk", fu._DONE)]
-    return {"status": 200, "ctype": "text/event-stream", "steps": steps,
-            "reply": "沉默之后的回复", "error": None}
-
-
-LONG_PIECES = ["第%02d段。" % i for i in range(40)]
-BIG_PIECE = 1000  # each ai_chunk well under client_buffer (4096)
-BIG_N = 400  # 400,000 bytes: more than a client that reads nothing can hold in buffers
-WORKFLOW_PIECES = ["慢慢", "流过来的", "工作流回复 ✓"]
-
-
-def _big_case():
-    steps = [("chunk", fu._sse(fu._delta("", role=True)))]
-    for i in range(BIG_N):
-        steps.append(("chunk", fu._sse(fu._delta(chr(ord("a") + i % 26) * BIG_PIECE))))
-        steps.append(("sleep", 0.002))
-    steps += [("chunk", fu._sse(fu._FINISH)), ("chunk", fu._DONE)]
-    reply = "".join(chr(ord("a") + i % 26) * BIG_PIECE for i in range(BIG_N))
-    return {"status": 200, "ctype": "text/event-stream", "steps": steps, "reply": reply,
-            "error": None}
-
-
-def _e_case():
-    steps = [("chunk", fu._jl({"type": "begin", "metadata": fu._n8n_meta()}))]
-    for i, p in enumerate(WORKFLOW_PIECES):
-        steps.append(("sleep", 0.5))
-        steps.append(("chunk", fu._jl({"type": "item", "content": p,
-                                       "metadata": fu._n8n_meta(i + 1)})))
-    steps.append(("chunk", fu._jl({"type": "end", "metadata": fu._n8n_meta(9)})))
-    return {"status": 200, "ctype": "application/json; charset=utf-8", "steps": steps,
-            "reply": "".join(WORKFLOW_PIECES), "error": None}
-
-
-fu.OPENAI_CASES.setdefault("live_long", {
-    "status": 200, "ctype": "text/event-stream",
-    "steps": fu.sse_stream(LONG_PIECES, delay=0.25), "reply": "".join(LONG_PIECES),
-    "error": None})
-fu.OPENAI_CASES.setdefault("live_silent", _silent_case())
-fu.OPENAI_CASES.setdefault("live_big", _big_case())
-fu.N8N_CASES.setdefault("live_estream", _e_case())
+# The fake's cases for this module are tests/data/openai-live_*.case and
+# tests/data/n8n-live_estream.case.
 WORKFLOW_WIRE = b"".join(s[1] for s in fu.N8N_CASES["live_estream"]["steps"] if s[0] == "chunk")
 
 # --------------------------------------------------------------------------------------
