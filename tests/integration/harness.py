@@ -4,6 +4,7 @@
   GET /health 200, stops it with SIGTERM to its PID (never by name).
 - Client: a small HTTP helper that sends raw bytes with any method and returns a Resp
   (status, headers, body bytes, parsed JSON or None).
+- StackCache: the stacks a module starts itself, by kind, and their teardown.
 - A tiny test registry (@test) and runner printing `ok - name` / `FAIL - name: reason`
   and a final `N passed, N failed`.
 - Shared assertion helpers for the five dialects' formats.
@@ -167,6 +168,86 @@ class Stack:
     def __exit__(self, *exc):
         self.stop()
         return False
+
+
+class StackCache:
+    """The stacks a test module starts lazily, by kind, kept until its teardown(), and what
+    goes with them: client processes (killed by PID in teardown at the latest), servers
+    started once such as the fake upstream (resource()), fixtures made once (memo).
+
+    get(kind, start) returns the fixture start() made the first time (an object whose
+    .stack is the Stack); a start that raised StackError is an AssertionError then and on
+    every later get. teardown() stops the stacks in the order they started and returns the
+    crash-report checks run.py expects, ("<prefix>.no_crash_reports_<kind>", lines)."""
+
+    def __init__(self, prefix):
+        self.prefix = prefix
+        self.stacks = {}  # kind -> fixture, or the StackError its start gave
+        self.order = []
+        self.procs = []
+        self.memo = {}
+        self._resources = []  # (name, object, stop)
+
+    def __contains__(self, kind):
+        return kind in self.stacks
+
+    def get(self, kind, start):
+        got = self.stacks.get(kind)
+        if got is None:
+            try:
+                got = start()
+            except StackError as e:
+                got = e
+            self.stacks[kind] = got
+            self.order.append(kind)
+        if isinstance(got, StackError):
+            raise AssertionError("the %s stack did not start: %s" % (kind, got))
+        return got
+
+    def add(self, kind, fixture):
+        """Keep a fixture (or a bare Stack) started elsewhere, for teardown."""
+        self.stacks[kind] = fixture
+        self.order.append(kind)
+        return fixture
+
+    def resource(self, name, start, stop):
+        """The object start() made the first time; stop(object) runs after the stacks stop."""
+        for n, obj, _ in self._resources:
+            if n == name:
+                return obj
+        obj = start()
+        self._resources.append((name, obj, stop))
+        return obj
+
+    def kill_procs(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        del self.procs[:]
+
+    def teardown(self, prefix=None):
+        self.kill_procs()
+        checks = []
+        for kind in self.order:
+            st = self.stacks.get(kind)
+            if st is None or isinstance(st, StackError):
+                continue
+            s = getattr(st, "stack", st)
+            s.stop(cleanup=False)
+            checks.append(("%s.no_crash_reports_%s" % (prefix or self.prefix, kind),
+                           s.crash_reports()))
+            s.cleanup()
+        self.stacks.clear()
+        del self.order[:]
+        self.memo.clear()
+        while self._resources:
+            _, obj, stop = self._resources.pop(0)
+            stop(obj)
+        return checks
 
 
 # --------------------------------------------------------------------------------------

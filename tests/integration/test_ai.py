@@ -16,7 +16,7 @@ import threading
 import time
 import uuid
 
-from harness import (CHAX_MSG_KEYS, poll, REPO, Client, Stack, StackError, im_send, aichat_msg,
+from harness import (CHAX_MSG_KEYS, poll, REPO, Client, Stack, StackCache, im_send, aichat_msg,
                      aichat_session, check_msgid, err_env, free_port, is_int, keys_exact, ok_env,
                      ok_json, q, test, uniq)
 
@@ -28,16 +28,11 @@ REPLY_TIMEOUT_S = 2
 NORMAL = fu.OPENAI_CASES["normal"]["reply"]
 N8N_OUTPUT = fu.N8N_CASES["output"]["reply"]
 
-_fake = None
-_stacks = {}  # kind -> Stack, or the StackError it gave
-_order = []
+_stacks = StackCache("test_ai")
 
 
 def fake():
-    global _fake
-    if _fake is None:
-        _fake = fu.FakeUpstream().start()
-    return _fake
+    return _stacks.resource("fake", lambda: fu.FakeUpstream().start(), lambda f: f.stop())
 
 
 def _env(kind):
@@ -66,39 +61,19 @@ class St:
         self.c = Client(stack.port)
 
 
+def _start(kind):
+    env = _env(kind)
+    s = Stack(extra_env=env)
+    s.start()
+    return St(s, env)
+
+
 def stack(kind):
-    got = _stacks.get(kind)
-    if got is None:
-        env = _env(kind)
-        s = Stack(extra_env=env)
-        try:
-            s.start()
-            got = St(s, env)
-        except StackError as e:
-            got = e
-        _stacks[kind] = got
-        _order.append(kind)
-    if isinstance(got, StackError):
-        raise AssertionError("the %s stack did not start: %s" % (kind, got))
-    return got
+    return _stacks.get(kind, lambda: _start(kind))
 
 
 def teardown():
-    checks = []
-    for kind in _order:
-        st = _stacks.get(kind)
-        if not isinstance(st, St):
-            continue
-        st.stack.stop(cleanup=False)
-        checks.append(("test_ai.no_crash_reports_%s" % kind, st.stack.crash_reports()))
-        st.stack.cleanup()
-    _stacks.clear()
-    del _order[:]
-    global _fake
-    if _fake is not None:
-        _fake.stop()
-        _fake = None
-    return checks
+    return _stacks.teardown()
 
 
 # --------------------------------------------------------------------------------------

@@ -30,9 +30,9 @@ import threading
 import time
 import uuid
 
-from harness import (REPO, poll, Client, Stack, StackError, im_send, aichat_msg, aichat_session,
-                     check_msgid, err_chax, expect, keys_exact, make_jwt, ok_env, ok_json, q, test,
-                     uniq)
+from harness import (REPO, poll, Client, Stack, StackCache, StackError, im_send, aichat_msg,
+                     aichat_session, check_msgid, err_chax, expect, keys_exact, make_jwt, ok_env,
+                     ok_json, q, test, uniq)
 
 sys.path.insert(0, os.path.join(REPO, "tests", "fake"))
 import fake_upstream as fu  # noqa: E402
@@ -53,18 +53,15 @@ WORKFLOW_WIRE = b"".join(s[1] for s in fu.N8N_CASES["live_estream"]["steps"] if 
 # --------------------------------------------------------------------------------------
 # Stacks and processes
 
-_fake = None
-_stacks = {}
-_order = []
-_cache = {}
-_procs = []  # every client process started here, killed by PID in teardown at the latest
+# the stacks, and every client process started here (_procs: killed by PID in teardown at the
+# latest), and the fixtures made once (_cache)
+_stacks = StackCache("test_live")
+_procs = _stacks.procs
+_cache = _stacks.memo
 
 
 def fake():
-    global _fake
-    if _fake is None:
-        _fake = fu.FakeUpstream().start()
-    return _fake
+    return _stacks.resource("fake", lambda: fu.FakeUpstream().start(), lambda f: f.stop())
 
 
 def _env(kind):
@@ -98,57 +95,29 @@ class St:
         return j["push"]
 
 
-def stack(kind):
-    got = _stacks.get(kind)
-    if got is None:
-        env = _env(kind)
-        if kind == "jwt":
-            s = Stack(auth="jwt", secret=SECRET, extra_env=env)
-        else:
-            s = Stack(extra_env=env, workers=4 if kind == "oa" else None)
-        try:
-            s.start()
-            got = St(s, "jwt" if kind == "jwt" else "off")
-        except StackError as e:
-            got = e
-        if isinstance(got, St):
-            # /health answers before the push daemon listens: wait for it too
-            try:
-                poll(lambda: got.push().get("status") == "ok", 10, "the push daemon answering",
-                     every=0.05)
-            except AssertionError as e:
-                got = StackError(str(e))
-        _stacks[kind] = got
-        _order.append(kind)
-    if isinstance(got, StackError):
-        raise AssertionError("the %s stack did not start: %s" % (kind, got))
+def _start(kind):
+    env = _env(kind)
+    if kind == "jwt":
+        s = Stack(auth="jwt", secret=SECRET, extra_env=env)
+    else:
+        s = Stack(extra_env=env, workers=4 if kind == "oa" else None)
+    s.start()
+    got = St(s, "jwt" if kind == "jwt" else "off")
+    # /health answers before the push daemon listens: wait for it too
+    try:
+        poll(lambda: got.push().get("status") == "ok", 10, "the push daemon answering",
+             every=0.05)
+    except AssertionError as e:
+        raise StackError(str(e))
     return got
 
 
+def stack(kind):
+    return _stacks.get(kind, lambda: _start(kind))
+
+
 def teardown():
-    for p in _procs:
-        if p.poll() is None:
-            p.kill()
-        try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-    del _procs[:]
-    checks = []
-    for kind in _order:
-        st = _stacks.get(kind)
-        if not isinstance(st, St):
-            continue
-        st.stack.stop(cleanup=False)
-        checks.append(("test_live.no_crash_reports_%s" % kind, st.stack.crash_reports()))
-        st.stack.cleanup()
-    _stacks.clear()
-    del _order[:]
-    global _fake
-    if _fake is not None:
-        _fake.stop()
-        _fake = None
-    return checks
+    return _stacks.teardown()
 
 
 def token(sub, **extra):

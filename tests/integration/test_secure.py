@@ -35,8 +35,9 @@ import sys
 import time
 import uuid
 
-from harness import (REPO, Client, Stack, StackError, im_send, aichat_msg, aichat_session, err_env,
-                     free_port, make_jwt, ok_env, ok_json, poll, q, request, test, uniq)
+from harness import (REPO, Client, Stack, StackCache, StackError, im_send, aichat_msg,
+                     aichat_session, err_env, free_port, make_jwt, ok_env, ok_json, poll, q,
+                     request, test, uniq)
 
 sys.path.insert(0, os.path.join(REPO, "tests", "fake"))
 import fake_upstream as fu  # noqa: E402
@@ -51,18 +52,13 @@ SECRET = "secure-secret-" + uuid.uuid4().hex
 FFFD = "\ufffd"
 CLOSED_PORT = free_port()  # nothing listens there
 
-_fake = None
-_stacks = {}
-_order = []
-_procs = []  # client processes started here, killed by PID in teardown at the latest
-_cache = {}
+_stacks = StackCache("test_secure")
+_procs = _stacks.procs  # client processes started here, killed by PID in teardown at the latest
+_cache = _stacks.memo
 
 
 def fake():
-    global _fake
-    if _fake is None:
-        _fake = fu.FakeUpstream().start()
-    return _fake
+    return _stacks.resource("fake", lambda: fu.FakeUpstream().start(), lambda f: f.stop())
 
 
 def socket_group():
@@ -116,44 +112,11 @@ def _start(kind, data_dir=None):
 
 
 def stack(kind):
-    got = _stacks.get(kind)
-    if got is None:
-        try:
-            got = _start(kind)
-        except StackError as e:
-            got = e
-        _stacks[kind] = got
-        _order.append(kind)
-    if isinstance(got, StackError):
-        raise AssertionError("the %s stack did not start: %s" % (kind, got))
-    return got
+    return _stacks.get(kind, lambda: _start(kind))
 
 
 def teardown():
-    for p in _procs:
-        if p.poll() is None:
-            p.kill()
-        try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-    del _procs[:]
-    checks = []
-    for kind in _order:
-        st = _stacks.get(kind)
-        if not isinstance(st, St):
-            continue
-        st.stack.stop(cleanup=False)
-        checks.append(("test_secure.no_crash_reports_%s" % kind, st.stack.crash_reports()))
-        st.stack.cleanup()
-    _stacks.clear()
-    del _order[:]
-    _cache.clear()
-    global _fake
-    if _fake is not None:
-        _fake.stop()
-        _fake = None
-    return checks
+    return _stacks.teardown()
 
 
 def token(sub, **extra):
@@ -528,7 +491,7 @@ UPDATE model_configs SET parameters =
                            stderr=subprocess.PIPE, timeout=30)
         assert p.returncode == 0, "sqlite3: %s" % p.stderr.decode("utf-8", "replace")
         st2 = _start("old", data_dir=data_dir)
-        _stacks["old"] = st2
+        _stacks.stacks["old"] = st2
         _cache["old"] = (st2, ids)
         return _cache["old"]
     except (AssertionError, StackError) as e:

@@ -21,8 +21,8 @@ import sys
 import time
 import uuid
 
-from harness import (REPO, Client, Stack, StackError, err_env, expect, free_port, make_jwt, ok_env,
-                     ok_json, poll, q, test, uniq)
+from harness import (REPO, Client, Stack, StackCache, StackError, err_env, expect, free_port,
+                     make_jwt, ok_env, ok_json, poll, q, test, uniq)
 
 sys.path.insert(0, os.path.join(REPO, "tests", "fake"))
 import fake_upstream as fu  # noqa: E402
@@ -32,16 +32,11 @@ DELAY_MS = 25
 ROUNDS = 20
 BIG = fu.OPENAI_CASES["big900"]["reply"]
 
-_fake = None
-_stacks = {}
-_order = []
+_stacks = StackCache("test_streams")
 
 
 def fake():
-    global _fake
-    if _fake is None:
-        _fake = fu.FakeUpstream().start()
-    return _fake
+    return _stacks.resource("fake", lambda: fu.FakeUpstream().start(), lambda f: f.stop())
 
 
 def _env(kind):
@@ -73,42 +68,26 @@ class St:
         return j["push"]
 
 
-def stack(kind):
-    got = _stacks.get(kind)
-    if got is None:
-        if kind == "jwt":
-            s = Stack(auth="jwt", secret=SECRET, extra_env=_env(kind))
-        else:
-            s = Stack(extra_env=_env(kind))
-        try:
-            s.start()
-            got = St(s, kind)
-            poll(lambda: got.push().get("status") == "ok", 10, "the push daemon answering")
-        except (StackError, AssertionError) as e:
-            got = StackError(str(e))
-        _stacks[kind] = got
-        _order.append(kind)
-    if isinstance(got, StackError):
-        raise AssertionError("the %s stack did not start: %s" % (kind, got))
+def _start(kind):
+    if kind == "jwt":
+        s = Stack(auth="jwt", secret=SECRET, extra_env=_env(kind))
+    else:
+        s = Stack(extra_env=_env(kind))
+    try:
+        s.start()
+        got = St(s, kind)
+        poll(lambda: got.push().get("status") == "ok", 10, "the push daemon answering")
+    except (StackError, AssertionError) as e:
+        raise StackError(str(e))
     return got
 
 
+def stack(kind):
+    return _stacks.get(kind, lambda: _start(kind))
+
+
 def teardown():
-    checks = []
-    for kind in _order:
-        st = _stacks.get(kind)
-        if not isinstance(st, St):
-            continue
-        st.stack.stop(cleanup=False)
-        checks.append(("test_streams.no_crash_reports_%s" % kind, st.stack.crash_reports()))
-        st.stack.cleanup()
-    _stacks.clear()
-    del _order[:]
-    global _fake
-    if _fake is not None:
-        _fake.stop()
-        _fake = None
-    return checks
+    return _stacks.teardown()
 
 
 def token(sub):

@@ -18,21 +18,17 @@ import sys
 import threading
 import time
 
-from harness import (REPO, Client, Stack, im_send, err_env, ok_env, ok_json, poll, q, test, uniq,
-                     request)
+from harness import (REPO, Client, Stack, StackCache, im_send, err_env, ok_env, ok_json, poll, q,
+                     test, uniq, request)
 
 sys.path.insert(0, os.path.join(REPO, "tests", "fake"))
 import fake_upstream as fu  # noqa: E402
 
-_fake = None
-_started = []  # every Stack started, for teardown
+_stacks = StackCache("test_sync")  # every Stack started, by number, for teardown
 
 
 def fake():
-    global _fake
-    if _fake is None:
-        _fake = fu.FakeUpstream().start()
-    return _fake
+    return _stacks.resource("fake", lambda: fu.FakeUpstream().start(), lambda f: f.stop())
 
 
 def start(env, data_dir=None, workers=None):
@@ -43,24 +39,13 @@ def start(env, data_dir=None, workers=None):
          "AICHATD_BUILTIN_DELAY_MS": "10"}
     e.update(env)
     s = Stack(extra_env=e, data_dir=data_dir, workers=workers)
-    _started.append(s)
+    _stacks.add(str(len(_stacks.order)), s)
     s.start()
     return s
 
 
 def teardown():
-    checks = []
-    for i, s in enumerate(_started):
-        s.stop(cleanup=False)
-        checks.append(("test_sync.no_crash_reports_%d" % i, s.crash_reports()))
-    for s in _started:
-        s.cleanup()
-    del _started[:]
-    global _fake
-    if _fake is not None:
-        _fake.stop()
-        _fake = None
-    return checks
+    return _stacks.teardown()
 
 
 def records(c, sid):

@@ -23,22 +23,17 @@ sys.path.insert(0, os.path.join(REPO, "tests", "fake"))
 import fake_upstream as fu  # noqa: E402
 
 SECRET = "wsjwt-secret-" + uuid.uuid4().hex
-_fake = []
 
 
 def stack():
-    if not _fake:
-        _fake.append(fu.FakeUpstream().start())
+    f = tw._stacks.resource("jwt-fake", lambda: fu.FakeUpstream().start(), lambda f: f.stop())
     env = {"AICHATD_PROVIDER": "builtin", "AICHATD_BUILTIN_DELAY_MS": "150",
-           "AICHATD_N8N_WEBHOOK_URL": _fake[0].webhook("output")}
+           "AICHATD_N8N_WEBHOOK_URL": f.webhook("output")}
     return tw.start_stack("jwt", env, auth="jwt", secret=SECRET)
 
 
 def teardown():
-    checks = tw.stop_stacks("test_ws_jwt")
-    while _fake:
-        _fake.pop().stop()
-    return checks
+    return tw.stop_stacks("test_ws_jwt")
 
 
 def token(sub):
