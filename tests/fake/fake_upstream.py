@@ -5,8 +5,10 @@ One threaded HTTP/1.1 server on a loopback port serving both
   POST /v1/chat/completions   an OpenAI-compatible endpoint (SSE when asked to stream)
   POST /webhook/<name>        an n8n webhook
 
-What it answers is data, not code: every answer is a case in OPENAI_CASES or N8N_CASES, a
-list of wire steps (write one chunk, sleep, cut the connection, hang) built once at import.
+What it answers is data, not code: every answer is a case, one file in tests/data/
+(openai-NAME.case or n8n-NAME.case, described in tests/data/README.md) saying what the
+upstream sends and what the client must see, loaded at import into OPENAI_CASES and
+N8N_CASES as a list of wire steps (write one chunk, sleep, cut the connection, hang).
 The case of a request is, in this order:
   1. a marker "[case:NAME]" in the user's text (the last user message, or chatInput);
   2. OpenAI: the model name "fake-NAME"; n8n: the webhook path /webhook/NAME;
@@ -20,6 +22,7 @@ client took to give up), so tests can check what the server sent upstream.
 """
 
 import json
+import os
 import re
 import select
 import socket
@@ -31,7 +34,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 MARK_RE = re.compile(r"\[case:([A-Za-z0-9_-]+)\]")
 
 # --------------------------------------------------------------------------------------
-# Cases. A case is a dict:
+# Cases. Each is a file tests/data/<kind>-<name>.case (the format: tests/data/README.md),
+# loaded at import into OPENAI_CASES and N8N_CASES as a dict:
 #   status   HTTP status
 #   ctype    Content-Type
 #   body     bytes: the whole answer, sent with Content-Length          (or)
@@ -40,9 +44,14 @@ MARK_RE = re.compile(r"\[case:([A-Za-z0-9_-]+)\]")
 #            alone; "raw" is bytes written as they are (to break the encoding); the answer
 #            ends with the terminating chunk unless a "cut" step closes the socket first
 #   hang     True: read the request, answer nothing, wait until the client goes away
+#   template True: {authorization} and {host} in the body are filled from the request
 #   reply    the full reply text the server should store (None when the run must fail)
 #   error    a piece of text the run's error message should contain (None: any message)
 #   timeout  True when the run should fail as a timeout (2002), not as a failure (2001)
+#   travelPlan  the travel plan the client must see (n8n only; absent otherwise)
+
+DATA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "data")
+REPEAT_RE = re.compile(r"%repeat\[(\d+) x (.*?)\]%")
 
 
 def _sse(obj):
@@ -62,25 +71,27 @@ _FINISH = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 
 _DONE = b"data: [DONE]\n\n"
 
 
-def sse_stream(pieces, delay=0.0, done=True, role_first=True):
-    """Steps of a normal OpenAI stream: an empty role chunk, one chunk per piece, the
-    finish chunk, [DONE]; `delay` seconds between pieces."""
-    steps = []
-    if role_first:
-        steps.append(("chunk", _sse(_delta("", role=True))))
-    for i, p in enumerate(pieces):
-        if delay and i:
-            steps.append(("sleep", delay))
-        steps.append(("chunk", _sse(_delta(p))))
-    if done:
-        steps.append(("chunk", _sse(_FINISH)))
-        steps.append(("chunk", _DONE))
-    return steps
+def _jl(obj):
+    return json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n"
 
 
-def split_writes(data, cuts, pause=0.05):
-    """One wire payload written in pieces (each its own chunk and TCP write) at the given
-    byte offsets, `pause` seconds apart: a line arrives in halves."""
+def _n8n_meta(i=0):
+    return {"nodeId": "agent-1", "nodeName": "AI Agent", "itemIndex": 0, "runIndex": 0,
+            "timestamp": 1700000000000 + i}
+
+
+class CaseError(Exception):
+    pass
+
+
+def _text(arg):
+    """A directive's argument: the rest of the line, or a JSON string when it is quoted."""
+    arg = REPEAT_RE.sub(lambda m: m.group(2) * int(m.group(1)), arg)
+    return json.loads(arg) if arg.startswith('"') else arg
+
+
+def _split(data, cuts, pause):
+    """One payload written as several chunks, cut at the given byte offsets."""
     steps, last = [], 0
     for c in list(cuts) + [len(data)]:
         if c > last:
@@ -91,182 +102,139 @@ def split_writes(data, cuts, pause=0.05):
     return steps
 
 
-def _split_case():
-    pieces = ["拆开的", "一行 ", "split line ✓"]
-    wire = b"".join(_sse(_delta(p)) for p in pieces)
-    # the cuts: inside "data:", inside the JSON, inside the 3-byte character 拆, and
-    # between the two newlines that end an event
-    first = _sse(_delta(pieces[0]))
-    k = first.index("拆".encode("utf-8")) + 1
-    cuts = [3, 20, k, len(first) - 1, len(first) + 30]
-    steps = [("chunk", _sse(_delta("", role=True)))] + split_writes(wire, cuts)
-    steps += [("chunk", _sse(_FINISH) + _DONE[:7]), ("sleep", 0.05), ("chunk", _DONE[7:])]
-    return {"status": 200, "ctype": "text/event-stream", "steps": steps,
-            "reply": "".join(pieces), "error": None}
+def _group(opts, inner):
+    """The steps of a join ... end group: its chunks joined into one payload."""
+    data = b"".join(s[1] for s in inner if s[0] == "chunk")
+    crlf, cuts, pause, words = False, [], 0.05, list(opts)
+    while words:
+        w = words.pop(0)
+        if w == "crlf":
+            crlf = True
+        elif w == "pause":
+            pause = float(words.pop(0))
+        elif w == "at":
+            while words and (words[0].isdigit() or words[0] == "half"):
+                v = words.pop(0)
+                cuts.append(len(data) // 2 if v == "half" else int(v))
+        else:
+            raise CaseError("join: unknown option %r" % w)
+    if crlf:
+        data = data.replace(b"\n", b"\r\n")
+    return _split(data, cuts, pause) if cuts else [("chunk", data)]
 
 
-def _crlf_case():
-    # SSE as some servers send it: CRLF line ends, comments, event and id lines
-    pieces = ["Windows ", "line ", "ends"]
-    steps = [("chunk", b": keep-alive\r\n\r\n")]
-    for i, p in enumerate(pieces):
-        steps.append(("chunk", b"id: %d\r\nevent: message\r\n" % i +
-                      _sse(_delta(p)).replace(b"\n", b"\r\n")))
-    steps.append(("chunk", _DONE.replace(b"\n", b"\r\n")))
-    return {"status": 200, "ctype": "text/event-stream; charset=utf-8", "steps": steps,
-            "reply": "".join(pieces), "error": None}
+def parse_case(text, where="case"):
+    """A case dict from the text of a .case file."""
+    case = {"status": 200, "reply": None, "error": None}
+    section, stack, pieces, items, join_opts = None, [[]], [], 0, []
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.rstrip("\r")
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line.strip() in ("[upstream]", "[client]"):
+            section = line.strip()
+            continue
+        word, _, arg = line.partition(" ")
+        steps = stack[-1]
+        try:
+            if section == "[client]":
+                if word == "reply":
+                    case["reply"] = "".join(pieces) if arg == "@pieces" else _text(arg)
+                elif word == "error":
+                    case["error"] = _text(arg)
+                elif word == "timeout":
+                    case["timeout"] = arg == "yes"
+                elif word == "travelPlan":
+                    case["travelPlan"] = json.loads(arg)
+                else:
+                    raise CaseError("unknown client line")
+            elif section != "[upstream]":
+                raise CaseError("a line outside [upstream] and [client]")
+            elif word == "status":
+                case["status"] = int(arg)
+            elif word == "content-type":
+                case["ctype"] = arg
+            elif word == "template":
+                case["template"] = arg == "yes"
+            elif word == "body":
+                case["body"] = _text(arg).encode("utf-8")
+            elif word == "hang":
+                case["hang"] = True
+            elif word == "sse-role":
+                steps.append(("chunk", _sse(_delta("", role=True))))
+            elif word == "sse":
+                pieces.append(_text(arg))
+                steps.append(("chunk", _sse(_delta(pieces[-1]))))
+            elif word == "sse-gen":
+                count, delay, tmpl = arg.split(" ", 2)
+                tmpl = _text(tmpl)
+                for i in range(int(count)):
+                    if float(delay) and i:
+                        steps.append(("sleep", float(delay)))
+                    pieces.append(tmpl.format(i=i, letter=chr(ord("a") + i % 26)))
+                    steps.append(("chunk", _sse(_delta(pieces[-1]))))
+            elif word == "sse-json":
+                steps.append(("chunk", _sse(json.loads(_text(arg)))))
+            elif word == "sse-finish":
+                steps.append(("chunk", _sse(_FINISH)))
+            elif word == "sse-done":
+                steps.append(("chunk", _DONE))
+            elif word == "n8n-begin":
+                steps.append(("chunk", _jl({"type": "begin", "metadata": _n8n_meta()})))
+            elif word == "n8n-item":
+                items += 1
+                pieces.append(_text(arg))
+                steps.append(("chunk", _jl({"type": "item", "content": pieces[-1],
+                                            "metadata": _n8n_meta(items)})))
+            elif word == "n8n-end":
+                steps.append(("chunk", _jl({"type": "end", "metadata": _n8n_meta(9)})))
+            elif word == "chunk":
+                steps.append(("chunk", _text(arg).encode("utf-8")))
+            elif word == "raw":
+                steps.append(("raw", _text(arg).encode("utf-8")))
+            elif word == "sleep":
+                steps.append(("sleep", float(arg)))
+            elif word == "cut":
+                steps.append(("cut",))
+            elif word == "join":
+                if len(stack) > 1:
+                    raise CaseError("a join inside a join")
+                stack.append([])
+                join_opts = arg.split()
+            elif word == "end":
+                if len(stack) == 1:
+                    raise CaseError("an end without its join")
+                inner = stack.pop()
+                stack[-1].extend(_group(join_opts, inner))
+            else:
+                raise CaseError("unknown upstream line")
+        except (ValueError, IndexError, KeyError, CaseError) as e:
+            raise CaseError("%s:%d: %s: %s" % (where, n, e, line)) from None
+    if len(stack) != 1:
+        raise CaseError("%s: a join without its end" % where)
+    if stack[0]:
+        case["steps"] = stack[0]
+    if case.get("hang"):
+        del case["status"]
+    return case
 
 
-NORMAL_PIECES = ["你好，", "这是假的", " OpenAI ", "回复。🙂"]
-SLOW_PIECES = ["慢", "慢", "地", "来", "了"]
-
-OPENAI_CASES = {
-    # normal, several pieces
-    "normal": {"status": 200, "ctype": "text/event-stream", "steps": sse_stream(NORMAL_PIECES),
-               "reply": "".join(NORMAL_PIECES), "error": None},
-    # lines split across TCP writes (inside data:, inside the JSON, inside a character)
-    "split": _split_case(),
-    # CRLF, comments, id/event lines
-    "crlf": _crlf_case(),
-    # pieces 200 ms apart
-    "slow": {"status": 200, "ctype": "text/event-stream",
-             "steps": sse_stream(SLOW_PIECES, delay=0.2), "reply": "".join(SLOW_PIECES),
-             "error": None},
-    # a server that ignores stream: true and answers one JSON document
-    "json": {"status": 200, "ctype": "application/json",
-             "body": json.dumps({"id": "chatcmpl-fake", "object": "chat.completion",
-                                 "model": "fake",
-                                 "choices": [{"index": 0, "finish_reason": "stop",
-                                              "message": {"role": "assistant",
-                                                          "content": "一次给完的回复"}}]},
-                                ensure_ascii=False).encode("utf-8"),
-             "reply": "一次给完的回复", "error": None},
-    # failures
-    "500": {"status": 500, "ctype": "application/json",
-            "body": b'{"error":{"message":"fake upstream exploded","type":"server_error"}}',
-            "reply": None, "error": "500"},
-    "malformed": {"status": 200, "ctype": "text/event-stream",
-                  "steps": sse_stream(["好的"], done=False) +
-                  [("chunk", b'data: {"choices":[{"delta":{"content":"x"}\n\n')] +
-                  sse_stream(["后来的"], role_first=False),
-                  "reply": None, "error": None},
-    "error": {"status": 200, "ctype": "text/event-stream",
-              "steps": sse_stream(["开始"], done=False) +
-              [("chunk", _sse({"error": {"message": "fake quota exceeded mid-stream",
-                                         "type": "insufficient_quota"}})),
-               ("chunk", _DONE)],
-              "reply": None, "error": "fake quota exceeded mid-stream"},
-    "cut": {"status": 200, "ctype": "text/event-stream",
-            "steps": sse_stream(["说到", "一半"], done=False) +
-            [("raw", b'40\r\ndata: {"choices":[{"delta":{"con'), ("sleep", 0.05), ("cut",)],
-            "reply": None, "error": None},
-    "hang": {"hang": True, "reply": None, "error": None, "timeout": True},
-    # a slow upstream for the run cap and the sync sends: its answer takes ~0.3 s or ~4 s
-    "pace": {"status": 200, "ctype": "text/event-stream",
-             "steps": [("sleep", 0.3)] + sse_stream(["慢", "一点"], delay=0.01),
-             "reply": "慢一点", "error": None},
-    "hold": {"status": 200, "ctype": "text/event-stream",
-             "steps": [("sleep", 4.0)] + sse_stream(["等", "了很久"], delay=0.01),
-             "reply": "等了很久", "error": None},
-}
-
-# Failures in long Chinese text, for the cuts on character boundaries: the message is long
-# enough that every byte limit an error passes falls inside a character (each character
-# here is 3 bytes; "AI 服务调用失败: " is 23 and the body's prefix 21).
-LONG_CN = "上游服务内部错误：模型推理集群暂时不可用，请稍后重试。" * 16
-LONG_CN_STEM = LONG_CN[:20]  # what any message telling of it shows
-OPENAI_CASES["long500"] = {
-    "status": 500, "ctype": "application/json",
-    "body": json.dumps({"error": {"message": LONG_CN, "type": "server_error"}},
-                       ensure_ascii=False, separators=(",", ":")).encode("utf-8"),
-    "reply": None, "error": LONG_CN_STEM}
-OPENAI_CASES["long500text"] = {
-    "status": 500, "ctype": "text/plain; charset=utf-8", "body": LONG_CN.encode("utf-8"),
-    "reply": None, "error": LONG_CN_STEM}
-OPENAI_CASES["longerror"] = {
-    "status": 200, "ctype": "text/event-stream",
-    "steps": sse_stream(["开始"], done=False) +
-    [("chunk", _sse({"error": {"message": LONG_CN, "type": "server_error"}})),
-     ("chunk", _DONE)],
-    "reply": None, "error": LONG_CN_STEM}
-# An upstream that tells its own address and the key it was given (as some proxies and
-# servers do in their error pages): {authorization} and {host} are filled from the request.
-OPENAI_CASES["telltale"] = {
-    "status": 401, "ctype": "application/json", "template": True,
-    "body": b'{"error":{"message":"Incorrect API key provided: {authorization} '
-            b'(server {host}, /v1/chat/completions)","type":"invalid_request_error"}}',
-    "reply": None, "error": "401"}
+def load_cases(data_dir=DATA_DIR):
+    """({name: case} for OpenAI, {name: case} for n8n) from data_dir's .case files."""
+    tables = {"openai": {}, "n8n": {}}
+    for fname in sorted(os.listdir(data_dir)):
+        if not fname.endswith(".case"):
+            continue
+        kind, _, name = fname[:-len(".case")].partition("-")
+        if kind not in tables or not name:
+            raise CaseError("%s: not named openai-NAME.case or n8n-NAME.case" % fname)
+        path = os.path.join(data_dir, fname)
+        with open(path, encoding="utf-8") as f:
+            tables[kind][name] = parse_case(f.read(), fname)
+    return tables["openai"], tables["n8n"]
 
 
-def _big900_case():
-    """A reply of about 900 KB, mostly 3- and 4-byte characters, in 300 pieces of about
-    3 KB streamed 2 ms apart: under the reply limit (1 MiB), near it."""
-    unit = "长回复的一段中文文本，包含标点。🙂 and some ASCII; "  # 30 characters
-    pieces = []
-    for i in range(300):
-        pieces.append(("%03d:" % i) + unit * 44)
-    reply = "".join(pieces)
-    return {"status": 200, "ctype": "text/event-stream",
-            "steps": sse_stream(pieces, delay=0.002), "reply": reply, "error": None}
-
-
-OPENAI_CASES["big900"] = _big900_case()
-
-
-def _jl(obj):
-    return json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n"
-
-
-def _n8n_meta(i=0):
-    return {"nodeId": "agent-1", "nodeName": "AI Agent", "itemIndex": 0, "runIndex": 0,
-            "timestamp": 1700000000000 + i}
-
-
-N8N_STREAM_PIECES = ["工作流", "流式", "回复 ✓"]
-
-
-def n8n_stream(pieces, ctype):
-    """n8n's streaming answer (responseMode "streaming"): JSON lines begin, item..., end.
-    The second item's line is split across two writes."""
-    steps = [("chunk", _jl({"type": "begin", "metadata": _n8n_meta()}))]
-    for i, p in enumerate(pieces):
-        line = _jl({"type": "item", "content": p, "metadata": _n8n_meta(i + 1)})
-        steps.append(("sleep", 0.03))
-        steps += split_writes(line, [len(line) // 2]) if i == 1 else [("chunk", line)]
-    steps.append(("chunk", _jl({"type": "end", "metadata": _n8n_meta(9)})))
-    return {"status": 200, "ctype": ctype, "steps": steps, "reply": "".join(pieces),
-            "error": None}
-
-
-TRAVEL_PLAN = {"destination": "上海", "days": 3,
-               "itinerary": [{"day": 1, "plan": "外滩"}, {"day": 2, "plan": "豫园"},
-                             {"day": 3, "plan": "迪士尼"}],
-               "budget": {"currency": "CNY", "total": 3000}}
-
-N8N_CASES = {
-    "output": {"status": 200, "ctype": "application/json; charset=utf-8",
-               "body": json.dumps({"output": "工作流的回答"}, ensure_ascii=False).encode(),
-               "reply": "工作流的回答", "error": None},
-    "travel": {"status": 200, "ctype": "application/json; charset=utf-8",
-               "body": json.dumps({"reply": "为你规划了上海三日游", "travelPlan": TRAVEL_PLAN},
-                                  ensure_ascii=False).encode(),
-               "reply": "为你规划了上海三日游", "error": None, "travelPlan": TRAVEL_PLAN},
-    "array": {"status": 200, "ctype": "application/json; charset=utf-8",
-              "body": json.dumps([{"output": "数组里的回答"}], ensure_ascii=False).encode(),
-              "reply": "数组里的回答", "error": None},
-    # exactly as n8n's Webhook node streams (it labels the JSON lines application/json)
-    "stream": n8n_stream(N8N_STREAM_PIECES, "application/json; charset=utf-8"),
-    # the same JSON lines labelled as NDJSON
-    "ndjson": n8n_stream(N8N_STREAM_PIECES, "application/x-ndjson"),
-    "500": {"status": 500, "ctype": "application/json; charset=utf-8",
-            "body": b'{"code":0,"message":"Error in workflow"}', "reply": None, "error": "500"},
-}
-
-N8N_CASES["long500"] = {
-    "status": 500, "ctype": "application/json; charset=utf-8",
-    "body": json.dumps({"code": 0, "message": LONG_CN}, ensure_ascii=False,
-                       separators=(",", ":")).encode("utf-8"),
-    "reply": None, "error": LONG_CN_STEM}
+OPENAI_CASES, N8N_CASES = load_cases()
 
 
 def pick_case(kind, path, body):

@@ -4,6 +4,7 @@
   GET /health 200, stops it with SIGTERM to its PID (never by name).
 - Client: a small HTTP helper that sends raw bytes with any method and returns a Resp
   (status, headers, body bytes, parsed JSON or None).
+- StackCache: the stacks a module starts itself, by kind, and their teardown.
 - A tiny test registry (@test) and runner printing `ok - name` / `FAIL - name: reason`
   and a final `N passed, N failed`.
 - Shared assertion helpers for the five dialects' formats.
@@ -167,6 +168,86 @@ class Stack:
     def __exit__(self, *exc):
         self.stop()
         return False
+
+
+class StackCache:
+    """The stacks a test module starts lazily, by kind, kept until its teardown(), and what
+    goes with them: client processes (killed by PID in teardown at the latest), servers
+    started once such as the fake upstream (resource()), fixtures made once (memo).
+
+    get(kind, start) returns the fixture start() made the first time (an object whose
+    .stack is the Stack); a start that raised StackError is an AssertionError then and on
+    every later get. teardown() stops the stacks in the order they started and returns the
+    crash-report checks run.py expects, ("<prefix>.no_crash_reports_<kind>", lines)."""
+
+    def __init__(self, prefix):
+        self.prefix = prefix
+        self.stacks = {}  # kind -> fixture, or the StackError its start gave
+        self.order = []
+        self.procs = []
+        self.memo = {}
+        self._resources = []  # (name, object, stop)
+
+    def __contains__(self, kind):
+        return kind in self.stacks
+
+    def get(self, kind, start):
+        got = self.stacks.get(kind)
+        if got is None:
+            try:
+                got = start()
+            except StackError as e:
+                got = e
+            self.stacks[kind] = got
+            self.order.append(kind)
+        if isinstance(got, StackError):
+            raise AssertionError("the %s stack did not start: %s" % (kind, got))
+        return got
+
+    def add(self, kind, fixture):
+        """Keep a fixture (or a bare Stack) started elsewhere, for teardown."""
+        self.stacks[kind] = fixture
+        self.order.append(kind)
+        return fixture
+
+    def resource(self, name, start, stop):
+        """The object start() made the first time; stop(object) runs after the stacks stop."""
+        for n, obj, _ in self._resources:
+            if n == name:
+                return obj
+        obj = start()
+        self._resources.append((name, obj, stop))
+        return obj
+
+    def kill_procs(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        del self.procs[:]
+
+    def teardown(self, prefix=None):
+        self.kill_procs()
+        checks = []
+        for kind in self.order:
+            st = self.stacks.get(kind)
+            if st is None or isinstance(st, StackError):
+                continue
+            s = getattr(st, "stack", st)
+            s.stop(cleanup=False)
+            checks.append(("%s.no_crash_reports_%s" % (prefix or self.prefix, kind),
+                           s.crash_reports()))
+            s.cleanup()
+        self.stacks.clear()
+        del self.order[:]
+        self.memo.clear()
+        while self._resources:
+            _, obj, stop = self._resources.pop(0)
+            stop(obj)
+        return checks
 
 
 # --------------------------------------------------------------------------------------
@@ -412,7 +493,7 @@ def fail_all(tests, reason, out=None):
 UUID4_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 MSGID_RE = re.compile(r"^msg_(\d{14})_[0-9a-f]{8}$")
 RECID_RE = re.compile(r"^record_(\d{14})_[0-9a-f]{8}$")
-A_TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$")
+IM_TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d$")
 Z_TIME_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 RECENT = 10  # seconds
 
@@ -441,7 +522,7 @@ def expect_json_ct(r):
         "Content-Type %r is not application/json (%s)" % (ct, snippet(r))
 
 
-def parse_a_time(s):
+def parse_im_time(s):
     return calendar.timegm(time.strptime(s, "%Y-%m-%dT%H:%M:%S"))
 
 
@@ -449,11 +530,11 @@ def parse_z_time(s):
     return calendar.timegm(time.strptime(s, "%Y-%m-%dT%H:%M:%SZ"))
 
 
-def check_a_time(s, recent=True, what="time"):
-    assert isinstance(s, str) and A_TIME_RE.match(s), \
+def check_im_time(s, recent=True, what="time"):
+    assert isinstance(s, str) and IM_TIME_RE.match(s), \
         "%s %r is not YYYY-MM-DDTHH:MM:SS (UTC, no offset)" % (what, s)
     if recent:
-        d = abs(parse_a_time(s) - time.time())
+        d = abs(parse_im_time(s) - time.time())
         assert d <= RECENT, "%s %r is %ds away from the current UTC time" % (what, s, d)
 
 
@@ -503,25 +584,26 @@ def keys_exact(obj, keys, what="object"):
         what, sorted(want - got), sorted(got - want))
 
 
-def err_a(r, status, code=None, message=None):
-    """Dialect A error: {"code": <business or HTTP code>, "message": "..."}."""
+def err_im(r, status, code=None, message=None):
+    """Dialect im error: {"code": <business or HTTP code>, "message": "..."}."""
     expect(r, status)
     j = r.json
-    assert isinstance(j, dict), "A error body is not a JSON object: %s" % snippet(r)
-    keys_exact(j, ("code", "message"), "A error body")
+    assert isinstance(j, dict), "im error body is not a JSON object: %s" % snippet(r)
+    keys_exact(j, ("code", "message"), "im error body")
     codes = code if isinstance(code, (set, tuple, list)) else {status if code is None else code}
-    assert j["code"] in codes and is_int(j["code"]), "A error code %r, expected %s (%s)" % (
+    assert j["code"] in codes and is_int(j["code"]), "im error code %r, expected %s (%s)" % (
         j["code"], sorted(codes), snippet(r))
-    assert isinstance(j["message"], str) and j["message"], "A error message empty: %s" % (
+    assert isinstance(j["message"], str) and j["message"], "im error message empty: %s" % (
         snippet(r))
     if message is not None:
-        assert j["message"] == message, "A error message %r, expected %r" % (j["message"], message)
+        assert j["message"] == message, "im error message %r, expected %r" % (j["message"], message)
     expect_json_ct(r)
     return j
 
 
 def err_env(r, status, message=None, what="envelope"):
-    """Dialects B, D, E error: {"code": <HTTP code>, "message": "...", "data": null}."""
+    """Dialects aichat, v1, workflow error: {"code": <HTTP code>, "message": "...",
+    "data": null}."""
     expect(r, status)
     j = r.json
     assert isinstance(j, dict), "%s error body is not a JSON object: %s" % (what, snippet(r))
@@ -537,21 +619,21 @@ def err_env(r, status, message=None, what="envelope"):
     return j
 
 
-def err_c(r, status, error=None):
-    """Dialect C error: {"error": "..."}."""
+def err_chax(r, status, error=None):
+    """Dialect chax error: {"error": "..."}."""
     expect(r, status)
     j = r.json
-    assert isinstance(j, dict), "C error body is not a JSON object: %s" % snippet(r)
-    keys_exact(j, ("error",), "C error body")
-    assert isinstance(j["error"], str) and j["error"], "C error empty: %s" % snippet(r)
+    assert isinstance(j, dict), "chax error body is not a JSON object: %s" % snippet(r)
+    keys_exact(j, ("error",), "chax error body")
+    assert isinstance(j["error"], str) and j["error"], "chax error empty: %s" % snippet(r)
     if error is not None:
-        assert j["error"] == error, "C error %r, expected %r" % (j["error"], error)
+        assert j["error"] == error, "chax error %r, expected %r" % (j["error"], error)
     expect_json_ct(r)
     return j
 
 
 def ok_env(r, what="response"):
-    """B, D, E success: {"code":200,"message":"success","data":...}; returns data."""
+    """aichat, v1, workflow success: {"code":200,"message":"success","data":...}; returns data."""
     expect(r, 200, what)
     j = r.json
     assert isinstance(j, dict), "%s body is not a JSON object: %s" % (what, snippet(r))
@@ -570,27 +652,27 @@ def ok_json(r, what="response"):
 
 
 # --------------------------------------------------------------------------------------
-# Shared fixtures (through dialect B: role assistant/system gives no AI reply)
+# Shared fixtures (through dialect aichat: role assistant/system gives no AI reply)
 
-A_MSG_KEYS = ("id", "message_id", "session_id", "from_user_id", "msg_type", "msg_content",
+IM_MSG_KEYS = ("id", "message_id", "session_id", "from_user_id", "msg_type", "msg_content",
               "created_at")
-A_REC_KEYS = ("id", "record_id", "session_id", "user_message_id", "ai_message_id", "status",
+IM_REC_KEYS = ("id", "record_id", "session_id", "user_message_id", "ai_message_id", "status",
               "duration_ms", "error_message", "created_at")
-B_SESSION_KEYS = ("session_id", "user_id", "title", "message_count", "created_at", "updated_at",
-                  "is_deleted")
-B_MSG_KEYS = ("message_id", "session_id", "role", "content", "created_at", "updated_at",
+AICHAT_SESSION_KEYS = ("session_id", "user_id", "title", "message_count", "created_at",
+                       "updated_at", "is_deleted")
+AICHAT_MSG_KEYS = ("message_id", "session_id", "role", "content", "created_at", "updated_at",
               "is_deleted")
-C_CONV_KEYS = ("conversationId", "title", "createTimestamp", "updateTimestamp")
-C_MSG_KEYS = ("msgId", "role", "visiableInClient", "unfinished", "error")
-D_MSG_KEYS = ("message_id", "type", "content", "created_time", "metadata")
-D_CFG_KEYS = ("config_id", "provider", "model_name", "model_version", "parameters",
+CHAX_CONV_KEYS = ("conversationId", "title", "createTimestamp", "updateTimestamp")
+CHAX_MSG_KEYS = ("msgId", "role", "visiableInClient", "unfinished", "error")
+V1_MSG_KEYS = ("message_id", "type", "content", "created_time", "metadata")
+V1_CFG_KEYS = ("config_id", "provider", "model_name", "model_version", "parameters",
               "system_prompt", "updated_time")
-D_LOG_KEYS = ("log_id", "level", "message", "created_time")
-E_ITEM_KEYS = ("id", "sessionId", "userId", "userMessage", "aiResponse", "timestamp",
+V1_LOG_KEYS = ("log_id", "level", "message", "created_time")
+WORKFLOW_ITEM_KEYS = ("id", "sessionId", "userId", "userMessage", "aiResponse", "timestamp",
                "createdAt")
 
 
-def b_session(c, user_id=None, title=None):
+def aichat_session(c, user_id=None, title=None):
     body = {}
     if user_id is None and "Authorization" not in c.default_headers:
         user_id = "default_user"  # required with no token (the token's subject otherwise)
@@ -601,13 +683,13 @@ def b_session(c, user_id=None, title=None):
     return ok_env(c.post("/api/chat/session", json=body), "POST /api/chat/session")
 
 
-def b_msg(c, sid, content, role="assistant"):
+def aichat_msg(c, sid, content, role="assistant"):
     return ok_env(c.post("/api/chat/message",
                          json={"session_id": sid, "content": content, "role": role}),
                   "POST /api/chat/message")
 
 
-def a_send(c, sid, content):
+def im_send(c, sid, content):
     return ok_json(c.post("/api/message/send", json={"content": content, "session_id": sid}),
                    "POST /api/message/send")
 
@@ -617,12 +699,12 @@ BIG_N = 105
 
 def big_conv(ctx):
     """A conversation with BIG_N messages m001..m105 (assistant, every 7th system), made
-    once per stack through dialect B."""
+    once per stack through dialect aichat."""
     if "big" not in ctx.cache:
-        s = b_session(ctx.c, user_id=uniq("big"), title="big")
+        s = aichat_session(ctx.c, user_id=uniq("big"), title="big")
         sid = s["session_id"]
         for i in range(1, BIG_N + 1):
-            b_msg(ctx.c, sid, "m%03d" % i, "system" if i % 7 == 0 else "assistant")
+            aichat_msg(ctx.c, sid, "m%03d" % i, "system" if i % 7 == 0 else "assistant")
         ctx.cache["big"] = sid
     return ctx.cache["big"]
 

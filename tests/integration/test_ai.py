@@ -16,8 +16,8 @@ import threading
 import time
 import uuid
 
-from harness import (C_MSG_KEYS, poll, REPO, Client, Stack, StackError, a_send, b_msg, b_session,
-                     check_msgid, err_env, free_port, is_int, keys_exact, ok_env,
+from harness import (CHAX_MSG_KEYS, poll, REPO, Client, Stack, StackCache, im_send, aichat_msg,
+                     aichat_session, check_msgid, err_env, free_port, is_int, keys_exact, ok_env,
                      ok_json, q, test, uniq)
 
 sys.path.insert(0, os.path.join(REPO, "tests", "fake"))
@@ -28,16 +28,11 @@ REPLY_TIMEOUT_S = 2
 NORMAL = fu.OPENAI_CASES["normal"]["reply"]
 N8N_OUTPUT = fu.N8N_CASES["output"]["reply"]
 
-_fake = None
-_stacks = {}  # kind -> Stack, or the StackError it gave
-_order = []
+_stacks = StackCache("test_ai")
 
 
 def fake():
-    global _fake
-    if _fake is None:
-        _fake = fu.FakeUpstream().start()
-    return _fake
+    return _stacks.resource("fake", lambda: fu.FakeUpstream().start(), lambda f: f.stop())
 
 
 def _env(kind):
@@ -66,116 +61,96 @@ class St:
         self.c = Client(stack.port)
 
 
+def _start(kind):
+    env = _env(kind)
+    s = Stack(extra_env=env)
+    s.start()
+    return St(s, env)
+
+
 def stack(kind):
-    got = _stacks.get(kind)
-    if got is None:
-        env = _env(kind)
-        s = Stack(extra_env=env)
-        try:
-            s.start()
-            got = St(s, env)
-        except StackError as e:
-            got = e
-        _stacks[kind] = got
-        _order.append(kind)
-    if isinstance(got, StackError):
-        raise AssertionError("the %s stack did not start: %s" % (kind, got))
-    return got
+    return _stacks.get(kind, lambda: _start(kind))
 
 
 def teardown():
-    checks = []
-    for kind in _order:
-        st = _stacks.get(kind)
-        if not isinstance(st, St):
-            continue
-        st.stack.stop(cleanup=False)
-        checks.append(("test_ai.no_crash_reports_%s" % kind, st.stack.crash_reports()))
-        st.stack.cleanup()
-    _stacks.clear()
-    del _order[:]
-    global _fake
-    if _fake is not None:
-        _fake.stop()
-        _fake = None
-    return checks
+    return _stacks.teardown()
 
 
 # --------------------------------------------------------------------------------------
 # helpers
 
 
-def a_list(c, sid):
+def im_list(c, sid):
     j = ok_json(c.get("/api/message/list?session_id=%s&page_size=100" % q(sid)),
                 "GET /api/message/list")
     return j["messages"]
 
 
-def a_records(c, sid):
+def im_records(c, sid):
     j = ok_json(c.get("/api/ai/records?session_id=%s&page_size=100" % q(sid)),
                 "GET /api/ai/records")
     return j["records"]
 
 
-def a_record_of(c, sid, user_msg_id, timeout=10.0, ended=True):
-    """The A record of the run a user message started (ended: once its status is not 0)."""
+def im_record_of(c, sid, user_msg_id, timeout=10.0, ended=True):
+    """The im record of the run a user message started (ended: once its status is not 0)."""
     def look():
-        for r in a_records(c, sid):
+        for r in im_records(c, sid):
             if r["user_message_id"] == user_msg_id and (not ended or r["status"] != 0):
                 return r
         return None
-    return poll(look, timeout, "the A record of %s %s" % (
+    return poll(look, timeout, "the im record of %s %s" % (
         user_msg_id, "ending" if ended else "appearing"))
 
 
-def a_exchange(c, sid, content, timeout=10.0):
-    """A: send, poll the list until the reply is there, check its record. Returns (reply
+def im_exchange(c, sid, content, timeout=10.0):
+    """im: send, poll the list until the reply is there, check its record. Returns (reply
     text, record)."""
-    m = a_send(c, sid, content)
-    rec = a_record_of(c, sid, m["message_id"], timeout)
-    assert rec["status"] == 1, "A record status %r (error %r), expected 1" % (
+    m = im_send(c, sid, content)
+    rec = im_record_of(c, sid, m["message_id"], timeout)
+    assert rec["status"] == 1, "im record status %r (error %r), expected 1" % (
         rec["status"], rec["error_message"])
     assert is_int(rec["duration_ms"]) and rec["duration_ms"] > 0, \
-        "A record duration_ms %r, expected > 0" % (rec["duration_ms"],)
-    check_msgid(rec["ai_message_id"], what="A record ai_message_id")
+        "im record duration_ms %r, expected > 0" % (rec["duration_ms"],)
+    check_msgid(rec["ai_message_id"], what="im record ai_message_id")
     assert rec["error_message"] in (None, ""), "error_message %r on a done run" % (
         rec["error_message"],)
 
     def reply():
-        for x in a_list(c, sid):
+        for x in im_list(c, sid):
             if x["message_id"] == rec["ai_message_id"]:
                 return x
         return None
     r = poll(reply, 3, "the AI_REPLY %s in /api/message/list" % rec["ai_message_id"])
     assert r["msg_type"] == "AI_REPLY" and r["from_user_id"] == "ai_bot", "reply %r" % (r,)
-    ids = [x["message_id"] for x in a_list(c, sid)]
+    ids = [x["message_id"] for x in im_list(c, sid)]
     assert ids.index(m["message_id"]) < ids.index(r["message_id"]), \
         "the reply is listed before its message: %r" % ids
     return r["msg_content"], rec
 
 
-def b_exchange(c, content, timeout=10.0):
-    sid = b_session(c)["session_id"]
-    um = b_msg(c, sid, content, "user")
+def aichat_exchange(c, content, timeout=10.0):
+    sid = aichat_session(c)["session_id"]
+    um = aichat_msg(c, sid, content, "user")
 
     def reply():
-        data = ok_env(c.get("/api/chat/sessions/%s/messages" % q(sid)), "B message list")
+        data = ok_env(c.get("/api/chat/sessions/%s/messages" % q(sid)), "aichat message list")
         a = [m for m in data["items"] if m["role"] == "assistant"]
         return a or None
-    got = poll(reply, timeout, "B's assistant reply")
-    assert len(got) == 1, "B lists %d assistant messages" % len(got)
+    got = poll(reply, timeout, "aichat's assistant reply")
+    assert len(got) == 1, "aichat lists %d assistant messages" % len(got)
     assert got[0]["message_id"] > um["message_id"]
     return got[0]["content"], sid
 
 
-def c_chat(c, content, conv=None):
+def chax_chat(c, content, conv=None):
     body = {"content": content}
     if conv:
         body["conversationId"] = conv
     return ok_json(c.post("/ai/chat", json=body), "POST /ai/chat")
 
 
-def c_msg(c, conv, msg_id):
+def chax_msg(c, conv, msg_id):
     lst = ok_json(c.get("/ai/message/list/%s" % q(conv)), "GET /ai/message/list")
     for m in lst:
         if m["msgId"] == msg_id:
@@ -183,60 +158,60 @@ def c_msg(c, conv, msg_id):
     raise AssertionError("%s not in /ai/message/list/%s: %r" % (msg_id, conv, lst))
 
 
-def c_wait(c, conv, msg_id, timeout=10.0):
-    m = poll(lambda: (lambda x: x if x["unfinished"] is False else None)(c_msg(c, conv, msg_id)),
-             timeout, "C message %s finished" % msg_id)
-    keys_exact(m, C_MSG_KEYS, "C message")
+def chax_wait(c, conv, msg_id, timeout=10.0):
+    m = poll(lambda: (lambda x: x if x["unfinished"] is False else None)(chax_msg(c, conv, msg_id)),
+             timeout, "chax message %s finished" % msg_id)
+    keys_exact(m, CHAX_MSG_KEYS, "chax message")
     cont = ok_json(c.get("/ai/message/content/" + q(msg_id)), "GET /ai/message/content")
-    keys_exact(cont, ("content", "error"), "C content")
+    keys_exact(cont, ("content", "error"), "chax content")
     return m, cont
 
 
-def c_exchange(c, content, timeout=10.0):
-    j = c_chat(c, content)
-    m, cont = c_wait(c, j["conversationId"], j["msgId"], timeout)
-    assert m["error"] == "" and cont["error"] == "", "C error %r / %r" % (m["error"],
+def chax_exchange(c, content, timeout=10.0):
+    j = chax_chat(c, content)
+    m, cont = chax_wait(c, j["conversationId"], j["msgId"], timeout)
+    assert m["error"] == "" and cont["error"] == "", "chax error %r / %r" % (m["error"],
                                                                           cont["error"])
     assert m["role"] == "assistant"
     return cont["content"], j["conversationId"]
 
 
-def d_session(c, user, cfg=None):
+def v1_session(c, user, cfg=None):
     body = {"user_id": user}
     if cfg:
         body["model_config_id"] = cfg
     return ok_env(c.post("/api/v1/sessions", json=body), "POST /api/v1/sessions")["session_id"]
 
 
-def d_send(c, sid, user, message):
+def v1_send(c, sid, user, message):
     return c.post("/api/v1/sessions/%s/messages" % q(sid),
                   json={"user_id": user, "message": message})
 
 
-def d_exchange(c, content, cfg=None):
+def v1_exchange(c, content, cfg=None):
     user = uniq("du")
-    sid = d_session(c, user, cfg)
-    data = ok_env(d_send(c, sid, user, content), "D send")
-    check_msgid(data["user_message"]["message_id"], what="D user_message.message_id")
-    check_msgid(data["ai_message"]["message_id"], what="D ai_message.message_id")
-    lst = ok_env(c.get("/api/v1/sessions/%s/messages" % q(sid)), "D message list")
+    sid = v1_session(c, user, cfg)
+    data = ok_env(v1_send(c, sid, user, content), "v1 send")
+    check_msgid(data["user_message"]["message_id"], what="v1 user_message.message_id")
+    check_msgid(data["ai_message"]["message_id"], what="v1 ai_message.message_id")
+    lst = ok_env(c.get("/api/v1/sessions/%s/messages" % q(sid)), "v1 message list")
     got = [(m["type"], m["content"]) for m in lst["messages"]]
     assert got == [("user", content), ("ai", data["ai_message"]["content"])], \
-        "D list %r" % (got,)
+        "v1 list %r" % (got,)
     return data["ai_message"]["content"], sid, user
 
 
-def e_send(c, sid, user, text):
+def workflow_send(c, sid, user, text):
     return c.post("/api/chat/send", json={"sessionId": sid, "userId": user, "chatInput": text})
 
 
-def e_exchange(c, content):
+def workflow_exchange(c, content):
     sid, user = uniq("es"), uniq("eu")
-    data = ok_env(e_send(c, sid, user, content), "E send")
-    keys_exact(data, ("reply", "travelPlanId", "travelPlan"), "E send data")
-    h = ok_env(c.get("/api/chat/history?sessionId=" + q(sid)), "E history")
+    data = ok_env(workflow_send(c, sid, user, content), "workflow send")
+    keys_exact(data, ("reply", "travelPlanId", "travelPlan"), "workflow send data")
+    h = ok_env(c.get("/api/chat/history?sessionId=" + q(sid)), "workflow history")
     pairs = [(x["userMessage"], x["aiResponse"]) for x in h["messages"]]
-    assert pairs == [(content, data["reply"])], "E history %r" % (pairs,)
+    assert pairs == [(content, data["reply"])], "workflow history %r" % (pairs,)
     return data, sid, user
 
 
@@ -283,7 +258,7 @@ def check_n8n_req(rec, sid, user, content):
 
 
 def _provider_tests(kind):
-    """A..E for one provider: the reply each gives, and what went upstream."""
+    """The five dialects for one provider: the reply each gives, and what went upstream."""
 
     def expect_reply(got, what):
         assert isinstance(got, str) and got.strip(), "%s: empty reply %r" % (what, got)
@@ -306,57 +281,58 @@ def _provider_tests(kind):
             else:
                 check_n8n_req(r, sid, user, content)
 
-    def t_a(_):
+    def t_im(_):
         st = stack(kind)
         tok = uniq("a")
-        content = "A 你好 %s" % tok
+        content = "im 你好 %s" % tok
         sid = uniq("as")
-        got, _rec = a_exchange(st.c, sid, content)
-        expect_reply(got, "A")
+        got, _rec = im_exchange(st.c, sid, content)
+        expect_reply(got, "im")
         upstream_check(tok, content, sid, "default_user")
         if kind == "builtin":
             sid2 = uniq("as")
-            again, _ = a_exchange(st.c, sid2, content)
+            again, _ = im_exchange(st.c, sid2, content)
             assert again == got, "builtin is not deterministic: %r then %r" % (got, again)
-            other, _ = a_exchange(st.c, sid2, content + "!")
+            other, _ = im_exchange(st.c, sid2, content + "!")
             assert other != got, "builtin gives the same reply to different messages"
 
-    def t_b(_):
+    def t_aichat(_):
         st = stack(kind)
         tok = uniq("b")
-        content = "B 你好 %s" % tok
-        got, sid = b_exchange(st.c, content)
-        expect_reply(got, "B")
+        content = "aichat 你好 %s" % tok
+        got, sid = aichat_exchange(st.c, content)
+        expect_reply(got, "aichat")
         upstream_check(tok, content, sid, "default_user")
 
-    def t_c(_):
+    def t_chax(_):
         st = stack(kind)
         tok = uniq("c")
-        content = "C 你好 %s" % tok
-        got, conv = c_exchange(st.c, content)
-        expect_reply(got, "C")
+        content = "chax 你好 %s" % tok
+        got, conv = chax_exchange(st.c, content)
+        expect_reply(got, "chax")
         upstream_check(tok, content, conv, "default_user")
 
-    def t_d(_):
+    def t_v1(_):
         st = stack(kind)
         tok = uniq("d")
-        content = "D 你好 %s" % tok
-        got, sid, user = d_exchange(st.c, content)
-        expect_reply(got, "D")
+        content = "v1 你好 %s" % tok
+        got, sid, user = v1_exchange(st.c, content)
+        expect_reply(got, "v1")
         upstream_check(tok, content, sid, user)
 
-    def t_e(_):
+    def t_workflow(_):
         st = stack(kind)
         tok = uniq("e")
-        content = "E 你好 %s" % tok
-        data, sid, user = e_exchange(st.c, content)
-        expect_reply(data["reply"], "E")
+        content = "workflow 你好 %s" % tok
+        data, sid, user = workflow_exchange(st.c, content)
+        expect_reply(data["reply"], "workflow")
         assert data["travelPlanId"] is None and data["travelPlan"] is None, \
             "travel plan without one upstream: %r" % (data,)
         upstream_check(tok, content, sid, user)
 
-    for letter, fn in zip("abcde", (t_a, t_b, t_c, t_d, t_e)):
-        fn.__name__ = "%s_dialect_%s_reply" % (kind, letter)
+    for word, fn in zip(("im", "aichat", "chax", "v1", "workflow"),
+                        (t_im, t_aichat, t_chax, t_v1, t_workflow)):
+        fn.__name__ = "%s_dialect_%s_reply" % (kind, word)
         fn.__qualname__ = fn.__name__
         test(fn)
 
@@ -385,8 +361,8 @@ def openai_request_carries_history_model_and_parameters(_):
     cfg = _configs(st.c)[0]["openai"]
     sid, tok = uniq("hist"), uniq("h")
     first, second = "第一句 %s" % tok, "第二句 %s" % tok
-    r1, _ = a_exchange(st.c, sid, first)
-    a_exchange(st.c, sid, second)
+    r1, _ = im_exchange(st.c, sid, first)
+    im_exchange(st.c, sid, second)
     req = [r for r in upstream(second, "openai") if fu.user_text(r) == second][0]
     b = check_openai_req(req, cfg["model_name"])
     want = [{"role": "user", "content": first}, {"role": "assistant", "content": r1},
@@ -410,7 +386,7 @@ def openai_system_prompt_and_parameters_from_config(_):
             "temperature": 0.2, "top_p": 0.9, "max_tokens": 77, "stream": False,
             "messages": []}})
         content = "用系统提示 %s" % tok
-        got, _, _ = d_exchange(st.c, content)
+        got, _, _ = v1_exchange(st.c, content)
         assert got == NORMAL, "reply %r" % got
         b = check_openai_req(upstream(content, "openai")[0])
         assert b["messages"][0] == {"role": "system", "content": prompt}, \
@@ -428,7 +404,7 @@ def _stream_shape(case):
     def t(_):
         st = stack("openai")
         tok = uniq(case)
-        got, _ = a_exchange(st.c, uniq("shape"), "[case:%s] %s" % (case, tok))
+        got, _ = im_exchange(st.c, uniq("shape"), "[case:%s] %s" % (case, tok))
         want = fu.OPENAI_CASES[case]["reply"]
         assert got == want, "reply %r, expected %r" % (got, want)
     t.__name__ = t.__qualname__ = "openai_stream_%s" % case
@@ -442,7 +418,7 @@ for _case in ("split", "crlf", "json"):
 @test
 def openai_slow_stream_is_readable_while_it_grows(_):
     st = stack("openai")
-    j = c_chat(st.c, "[case:slow] %s" % uniq("slow"))
+    j = chax_chat(st.c, "[case:slow] %s" % uniq("slow"))
     want = fu.OPENAI_CASES["slow"]["reply"]
     seen = []
     end = time.time() + 10
@@ -450,10 +426,10 @@ def openai_slow_stream_is_readable_while_it_grows(_):
         cont = ok_json(st.c.get("/ai/message/content/" + q(j["msgId"])))
         if not seen or seen[-1] != cont["content"]:
             seen.append(cont["content"])
-        if c_msg(st.c, j["conversationId"], j["msgId"])["unfinished"] is False:
+        if chax_msg(st.c, j["conversationId"], j["msgId"])["unfinished"] is False:
             break
         time.sleep(0.03)
-    m, cont = c_wait(st.c, j["conversationId"], j["msgId"])
+    m, cont = chax_wait(st.c, j["conversationId"], j["msgId"])
     assert cont["content"] == want and m["error"] == "", "final %r %r" % (cont, m)
     partial = [s for s in seen if s and s != want]
     assert partial, "never saw the reply part-way (contents seen: %r)" % (seen,)
@@ -462,23 +438,23 @@ def openai_slow_stream_is_readable_while_it_grows(_):
 
 @test
 def every_dialect_reads_a_growing_reply_as_the_daemon_holds_it(_):
-    # the database has a reply only once it ends: A's and B's reads of one message ask the
-    # daemon for the content so far, like C's content route
+    # the database has a reply only once it ends: im's and aichat's reads of one message ask the
+    # daemon for the content so far, like chax's content route
     st = stack("openai")
-    j = c_chat(st.c, "[case:slow] %s" % uniq("grow"))
+    j = chax_chat(st.c, "[case:slow] %s" % uniq("grow"))
     want = fu.OPENAI_CASES["slow"]["reply"]
-    seen_a, seen_b = [], []
+    seen_im, seen_aichat = [], []
     end = time.time() + 10
     while time.time() < end:
-        a = ok_json(st.c.get("/api/message/" + q(j["msgId"])), "A GET message")
+        a = ok_json(st.c.get("/api/message/" + q(j["msgId"])), "im GET message")
         b = ok_env(st.c.get("/api/chat/sessions/%s/messages/%d" % (q(j["conversationId"]),
-                                                                    a["id"])), "B GET message")
-        seen_a.append(a["msg_content"])
-        seen_b.append(b["content"])
-        if seen_a[-1] == want and seen_b[-1] == want:
+                                                                    a["id"])), "aichat GET message")
+        seen_im.append(a["msg_content"])
+        seen_aichat.append(b["content"])
+        if seen_im[-1] == want and seen_aichat[-1] == want:
             break
         time.sleep(0.03)
-    for name, seen in (("A", seen_a), ("B", seen_b)):
+    for name, seen in (("im", seen_im), ("aichat", seen_aichat)):
         assert seen[-1] == want, "%s's last read %r, expected %r" % (name, seen[-1], want)
         assert all(want.startswith(s) for s in seen), "%s read a non-prefix: %r" % (name, seen)
         assert [s for s in seen if s and s != want], \
@@ -494,18 +470,18 @@ def openai_model_name_change_takes_effect_without_restart(_):
         _put_cfg(st.c, "openai", {"model_name": "fake-split"})
         assert _configs(st.c)[0]["openai"]["model_name"] == "fake-split"
         want = fu.OPENAI_CASES["split"]["reply"]
-        got, _, _ = d_exchange(st.c, "D %s" % tok)
-        assert got == want, "D reply %r, expected the fake-split case %r" % (got, want)
-        # several A messages: whichever worker takes them, the daemon uses the new model
+        got, _, _ = v1_exchange(st.c, "v1 %s" % tok)
+        assert got == want, "v1 reply %r, expected the fake-split case %r" % (got, want)
+        # several im messages: whichever worker takes them, the daemon uses the new model
         for i in range(3):
-            got, _ = a_exchange(st.c, uniq("mn"), "A%d %s" % (i, tok))
-            assert got == want, "A reply %r" % got
+            got, _ = im_exchange(st.c, uniq("mn"), "im%d %s" % (i, tok))
+            assert got == want, "im reply %r" % got
         reqs = upstream(tok, "openai", 4)
         assert [r["body"]["model"] for r in reqs] == ["fake-split"] * 4, \
             "models upstream %r" % ([r["body"]["model"] for r in reqs],)
     finally:
         _put_cfg(st.c, "openai", {"model_name": before["model_name"]})
-    got, _, _ = d_exchange(st.c, "back %s" % uniq("mn"))
+    got, _, _ = v1_exchange(st.c, "back %s" % uniq("mn"))
     assert got == NORMAL, "after changing back: %r" % got
 
 
@@ -514,14 +490,14 @@ def config_provider_change_takes_effect_for_the_next_message(_):
     st = stack("openai")
     before = _configs(st.c)[0]["builtin"]
     user = uniq("pu")
-    sid = d_session(st.c, user, "builtin")
+    sid = v1_session(st.c, user, "builtin")
     t1, t2 = uniq("p1"), uniq("p2")
     try:
-        r1 = ok_env(d_send(st.c, sid, user, "内置 %s" % t1), "D send (builtin)")
+        r1 = ok_env(v1_send(st.c, sid, user, "内置 %s" % t1), "v1 send (builtin)")
         assert r1["ai_message"]["content"] and not fake().find(t1), \
             "a builtin conversation went upstream"
         _put_cfg(st.c, "builtin", {"provider": "openai", "model_name": "fake-json"})
-        r2 = ok_env(d_send(st.c, sid, user, "改成 openai %s" % t2), "D send (now openai)")
+        r2 = ok_env(v1_send(st.c, sid, user, "改成 openai %s" % t2), "v1 send (now openai)")
         assert r2["ai_message"]["content"] == fu.OPENAI_CASES["json"]["reply"], \
             "reply %r after the provider change" % (r2["ai_message"]["content"],)
         b = check_openai_req(upstream(t2, "openai")[0], "fake-json")
@@ -560,11 +536,11 @@ def _failure(stack_kind, case, timeout=False):
         tok = uniq("f")
         text = "[case:%s] %s" % (case, tok)
         t0 = time.time()
-        a_sid = uniq("fa")
-        am = a_send(c, a_sid, text + " A")
-        cj = c_chat(c, text + " C")
+        im_sid = uniq("fa")
+        am = im_send(c, im_sid, text + " im")
+        cj = chax_chat(c, text + " chax")
         duser = uniq("fd")
-        dsid = d_session(c, duser)
+        dsid = v1_session(c, duser)
         out = {}
 
         def run(name, fn):
@@ -572,10 +548,10 @@ def _failure(stack_kind, case, timeout=False):
                 out[name] = fn()
             except Exception as e:  # noqa: BLE001
                 out[name] = e
-        th = [threading.Thread(target=run, args=("d", lambda: d_send(c, dsid, duser,
-                                                                       text + " D"))),
-              threading.Thread(target=run, args=("e", lambda: e_send(c, uniq("fe"), uniq("u"),
-                                                                       text + " E")))]
+        th = [threading.Thread(target=run, args=("d", lambda: v1_send(c, dsid, duser,
+                                                                       text + " v1"))),
+              threading.Thread(target=run, args=("e", lambda: workflow_send(
+                  c, uniq("fe"), uniq("u"), text + " workflow")))]
         for x in th:
             x.start()
         for x in th:
@@ -588,8 +564,8 @@ def _failure(stack_kind, case, timeout=False):
             except AssertionError as e:
                 problems.append("%s: %s" % (what, e))
 
-        def a_check():
-            rec = a_record_of(c, a_sid, am["message_id"], 15)
+        def im_check():
+            rec = im_record_of(c, im_sid, am["message_id"], 15)
             assert rec["status"] == 2, "record status %r, expected 2 (failed)" % rec["status"]
             assert isinstance(rec["error_message"], str) and rec["error_message"], \
                 "record error_message %r" % (rec["error_message"],)
@@ -601,26 +577,27 @@ def _failure(stack_kind, case, timeout=False):
             assert is_int(rec["duration_ms"]) and rec["duration_ms"] >= 0
             logs_mention(c, rec["record_id"])
 
-        def c_check():
-            m, cont = c_wait(c, cj["conversationId"], cj["msgId"], 15)
-            assert m["unfinished"] is False and m["error"], "C message %r" % (m,)
-            assert cont["error"], "C content %r has no error" % (cont,)
+        def chax_check():
+            m, cont = chax_wait(c, cj["conversationId"], cj["msgId"], 15)
+            assert m["unfinished"] is False and m["error"], "chax message %r" % (m,)
+            assert cont["error"], "chax content %r has no error" % (cont,)
 
-        def d_check():
+        def v1_check():
             r = out.get("d")
-            assert not isinstance(r, Exception), "D send raised %r" % (r,)
-            err_env(r, 504 if timeout else 502, what="D send")
+            assert not isinstance(r, Exception), "v1 send raised %r" % (r,)
+            err_env(r, 504 if timeout else 502, what="v1 send")
 
-        def e_check():
+        def workflow_check():
             r = out.get("e")
-            assert not isinstance(r, Exception), "E send raised %r" % (r,)
-            j = err_env(r, 500, what="E send")
-            assert j["message"].startswith("发送消息失败"), "E message %r" % j["message"]
+            assert not isinstance(r, Exception), "workflow send raised %r" % (r,)
+            j = err_env(r, 500, what="workflow send")
+            assert j["message"].startswith("发送消息失败"), \
+                "workflow message %r" % j["message"]
 
-        check("A", a_check)
-        check("C", c_check)
-        check("D", d_check)
-        check("E", e_check)
+        check("im", im_check)
+        check("chax", chax_check)
+        check("v1", v1_check)
+        check("workflow", workflow_check)
         if timeout:
             took = time.time() - t0
             assert took < REPLY_TIMEOUT_S + 8, "the hang took %.1f s to fail" % took
@@ -644,15 +621,15 @@ _failure("openai", "hang", timeout=True)
 def openai_refused_connection_fails_the_run_clearly(_):
     st = stack("builtin")  # its `openai` config points at a closed port
     user = uniq("ru")
-    sid = d_session(st.c, user, "openai")
+    sid = v1_session(st.c, user, "openai")
     t0 = time.time()
-    r = d_send(st.c, sid, user, "refused %s" % uniq("r"))
+    r = v1_send(st.c, sid, user, "refused %s" % uniq("r"))
     took = time.time() - t0
-    j = err_env(r, 502, what="D send to a closed port")
-    assert "connect" in j["message"].lower(), "D message %r does not say it could not " \
+    j = err_env(r, 502, what="v1 send to a closed port")
+    assert "connect" in j["message"].lower(), "v1 message %r does not say it could not " \
         "connect" % j["message"]
     assert took < 5, "a refused connection took %.1f s to fail" % took
-    recs = a_records(st.c, sid)
+    recs = im_records(st.c, sid)
     assert len(recs) == 1 and recs[0]["status"] == 2, "records %r" % (recs,)
     assert "connect" in (recs[0]["error_message"] or "").lower(), \
         "record error_message %r" % (recs[0]["error_message"],)
@@ -668,7 +645,7 @@ def _n8n_shape(case):
         st = stack("n8n")
         text = "[case:%s] %s" % (case, uniq("n"))
         sid = uniq("ns")
-        got, _ = a_exchange(st.c, sid, text)
+        got, _ = im_exchange(st.c, sid, text)
         want = fu.N8N_CASES[case]["reply"]
         assert got == want, "reply %r, expected %r" % (got, want)
         check_n8n_req(upstream(text, "n8n")[0], sid, "default_user", text)
@@ -684,13 +661,13 @@ for _case in ("array", "stream", "ndjson"):
 def n8n_travel_plan_through_e(_):
     st = stack("n8n")
     text = "[case:travel] 帮我规划上海三日游 %s" % uniq("t")
-    data, sid, user = e_exchange(st.c, text)
+    data, sid, user = workflow_exchange(st.c, text)
     assert data["reply"] == fu.N8N_CASES["travel"]["reply"], "reply %r" % (data["reply"],)
     assert is_int(data["travelPlanId"]) and data["travelPlanId"] > 0, \
         "travelPlanId %r" % (data["travelPlanId"],)
-    assert data["travelPlan"] == fu.TRAVEL_PLAN, "travelPlan %r" % (data["travelPlan"],)
+    assert data["travelPlan"] == fu.N8N_CASES["travel"]["travelPlan"], "travelPlan %r" % (data["travelPlan"],)
     check_n8n_req(upstream(text, "n8n")[0], sid, user, text)
-    data2 = ok_env(e_send(st.c, sid, user, text + " again"), "E send again")
+    data2 = ok_env(workflow_send(st.c, sid, user, text + " again"), "workflow send again")
     assert is_int(data2["travelPlanId"]) and data2["travelPlanId"] != data["travelPlanId"], \
         "second travelPlanId %r" % (data2["travelPlanId"],)
 

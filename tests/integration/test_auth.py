@@ -6,8 +6,8 @@ import hmac
 import json
 import time
 
-from harness import (a_send, b64url, b_msg, err_a, err_c, err_env, expect, make_jwt, ok_env,
-                     ok_json, q, qs, test, uniq)
+from harness import (im_send, b64url, aichat_msg, err_im, err_chax, err_env, expect, make_jwt,
+                     ok_env, ok_json, q, qs, test, uniq)
 
 
 def tok(s, sub, role=None, **claims):
@@ -46,28 +46,28 @@ def health_needs_no_token(s):
 def unauth_checks(c):
     """(what, response, dialect) for one request per dialect, with client c."""
     return [
-        ("A list", c.get("/api/message/list?session_id=x"), "A"),
-        ("A send", c.post("/api/message/send", json={"session_id": "x", "content": "y"}), "A"),
-        ("A records", c.get("/api/ai/records?session_id=x"), "A"),
-        ("B list", c.post("/api/chat/sessions", json={}), "B"),
-        ("B create", c.post("/api/chat/session", json={}), "B"),
-        ("aichat list", c.get("/aichat/getsessionlist/x"), "B"),
-        ("C records", c.get("/ai/record/list"), "C"),
-        ("C chat", c.post("/ai/chat", json={"content": "x"}), "C"),
-        ("D configs", c.get("/api/v1/model-configs"), "D"),
-        ("D create", c.post("/api/v1/sessions", json={}), "D"),
-        ("D logs", c.get("/api/v1/logs"), "D"),
-        ("E history", c.get("/api/chat/history?sessionId=x"), "E"),
+        ("im list", c.get("/api/message/list?session_id=x"), "im"),
+        ("im send", c.post("/api/message/send", json={"session_id": "x", "content": "y"}), "im"),
+        ("im records", c.get("/api/ai/records?session_id=x"), "im"),
+        ("aichat list", c.post("/api/chat/sessions", json={}), "aichat"),
+        ("aichat create", c.post("/api/chat/session", json={}), "aichat"),
+        ("aichat list", c.get("/aichat/getsessionlist/x"), "aichat"),
+        ("chax records", c.get("/ai/record/list"), "chax"),
+        ("chax chat", c.post("/ai/chat", json={"content": "x"}), "chax"),
+        ("v1 configs", c.get("/api/v1/model-configs"), "v1"),
+        ("v1 create", c.post("/api/v1/sessions", json={}), "v1"),
+        ("v1 logs", c.get("/api/v1/logs"), "v1"),
+        ("workflow history", c.get("/api/chat/history?sessionId=x"), "workflow"),
     ]
 
 
 def check_401(what, r, d):
     try:
-        if d == "A":
-            err_a(r, 401)
-        elif d == "C":
-            err_c(r, 401)
-        elif d == "E":
+        if d == "im":
+            err_im(r, 401)
+        elif d == "chax":
+            err_chax(r, 401)
+        elif d == "workflow":
             err_env(r, 401, "请先登录")
         else:
             err_env(r, 401)
@@ -104,12 +104,12 @@ def bad_tokens_are_401(s):
     }
     for name, t in bad.items():
         c = s.c.with_token(t)
-        check_401("%s, C" % name, c.get("/ai/record/list"), "C")
-        check_401("%s, B" % name, c.post("/api/chat/sessions", json={}), "B")
-        check_401("%s, A" % name, c.get("/api/message/list?session_id=x"), "A")
+        check_401("%s, chax" % name, c.get("/ai/record/list"), "chax")
+        check_401("%s, aichat" % name, c.post("/api/chat/sessions", json={}), "aichat")
+        check_401("%s, im" % name, c.get("/api/message/list?session_id=x"), "im")
     for hdr in ("Bearer", "Bearer ", "Basic " + good, good, "Token " + good):
         c = s.c.with_headers({"Authorization": hdr})
-        check_401("Authorization %r" % hdr[:20], c.get("/api/v1/model-configs"), "D")
+        check_401("Authorization %r" % hdr[:20], c.get("/api/v1/model-configs"), "v1")
     # a sub of exactly 128 characters is fine
     c = s.c.with_token(tok(s, "u" * 128))
     assert isinstance(ok_env(c.post("/api/chat/sessions", json={})), list)
@@ -124,17 +124,17 @@ def valid_token_and_access_token_query(s):
     assert ok_json(s.c.get("/ai/record/list?access_token=" + q(t))) == []
     ok_env(s.c.get("/api/v1/model-configs?access_token=" + q(t)))
     ok_env(s.c.get("/api/chat/history" + qs(sessionId=uniq("e"), access_token=t)))
-    check_401("bad access_token", s.c.get("/ai/record/list?access_token=abc"), "C")
+    check_401("bad access_token", s.c.get("/ai/record/list?access_token=abc"), "chax")
 
 
 @test
 def sender_is_the_token_subject(s):
     sub, c = user(s)
-    m = a_send(c, uniq("named"), "我是谁")
+    m = im_send(c, uniq("named"), "我是谁")
     assert m["from_user_id"] == sub, "from_user_id %r, expected the token's sub %r" % (
         m["from_user_id"], sub)
     sess = ok_env(c.post("/api/chat/session", json={}))
-    assert sess["user_id"] == sub, "B owner %r" % sess["user_id"]
+    assert sess["user_id"] == sub, "aichat owner %r" % sess["user_id"]
     d = ok_env(c.post("/api/v1/sessions", json={}))
     assert ok_env(c.get("/api/chat/sessions/" + d["session_id"]))["user_id"] == sub
     conv = ok_json(c.post("/ai/chat", json={"content": "谁的"}))
@@ -147,41 +147,42 @@ def other_users_conversation_is_404(s):
     bob, cb = user(s, uniq("bob"))
     sess = ok_env(ca.post("/api/chat/session", json={"title": "alice 的会话"}))
     sid = sess["session_id"]
-    am = b_msg(ca, sid, "alice 的回答")
-    um = b_msg(ca, sid, "alice 的问题", "user")
+    am = aichat_msg(ca, sid, "alice 的回答")
+    um = aichat_msg(ca, sid, "alice 的问题", "user")
     amsg = ok_json(ca.get("/api/message/%d" % am["message_id"]))
     checks = [
-        ("B get", cb.get("/api/chat/sessions/" + sid), "B"),
-        ("B messages", cb.get("/api/chat/sessions/%s/messages" % sid), "B"),
-        ("B one message", cb.get("/api/chat/sessions/%s/messages/%d" % (sid, am["message_id"])),
-         "B"),
-        ("B post", cb.post("/api/chat/message", json={"session_id": sid, "content": "x",
-                                                      "role": "assistant"}), "B"),
-        ("B title", cb.patch("/api/chat/sessions/" + sid, json={"new_title": "x"}), "B"),
-        ("B edit", cb.patch("/api/chat/messages/%d" % um["message_id"],
-                            json={"new_content": "x"}), "B"),
-        ("B delete message", cb.delete("/api/chat/messages/%d" % am["message_id"]), "B"),
-        ("B delete", cb.delete("/api/chat/sessions/" + sid), "B"),
-        ("aichat delete", cb.delete("/aichat/deletesession/" + sid), "B"),
-        ("aichat detail", cb.get("/aichat/sessions/" + sid), "B"),
-        ("aichat messages", cb.get("/aichat/sessions/%s/messages" % sid), "B"),
-        ("A list", cb.get("/api/message/list" + qs(session_id=sid)), "A"),
-        ("A message", cb.get("/api/message/" + amsg["message_id"]), "A"),
-        ("A message int", cb.get("/api/message/%d" % am["message_id"]), "A"),
-        ("A records", cb.get("/api/ai/records" + qs(session_id=sid)), "A"),
-        ("A send", cb.post("/api/message/send", json={"session_id": sid, "content": "x"}), "A"),
-        ("C list", cb.get("/ai/message/list/" + sid), "C"),
-        ("C content", cb.get("/ai/message/content/" + amsg["message_id"]), "C"),
-        ("C chat", cb.post("/ai/chat", json={"conversationId": sid, "content": "x"}), "C"),
-        ("D messages", cb.get("/api/v1/sessions/%s/messages" % sid), "D"),
-        ("E history", cb.get("/api/chat/history" + qs(sessionId=sid)), "E"),
+        ("aichat get", cb.get("/api/chat/sessions/" + sid), "aichat"),
+        ("aichat messages", cb.get("/api/chat/sessions/%s/messages" % sid), "aichat"),
+        ("aichat one message",
+         cb.get("/api/chat/sessions/%s/messages/%d" % (sid, am["message_id"])),
+         "aichat"),
+        ("aichat post", cb.post("/api/chat/message", json={"session_id": sid, "content": "x",
+                                                           "role": "assistant"}), "aichat"),
+        ("aichat title", cb.patch("/api/chat/sessions/" + sid, json={"new_title": "x"}), "aichat"),
+        ("aichat edit", cb.patch("/api/chat/messages/%d" % um["message_id"],
+                                 json={"new_content": "x"}), "aichat"),
+        ("aichat delete message", cb.delete("/api/chat/messages/%d" % am["message_id"]), "aichat"),
+        ("aichat delete", cb.delete("/api/chat/sessions/" + sid), "aichat"),
+        ("aichat delete", cb.delete("/aichat/deletesession/" + sid), "aichat"),
+        ("aichat detail", cb.get("/aichat/sessions/" + sid), "aichat"),
+        ("aichat messages", cb.get("/aichat/sessions/%s/messages" % sid), "aichat"),
+        ("im list", cb.get("/api/message/list" + qs(session_id=sid)), "im"),
+        ("im message", cb.get("/api/message/" + amsg["message_id"]), "im"),
+        ("im message int", cb.get("/api/message/%d" % am["message_id"]), "im"),
+        ("im records", cb.get("/api/ai/records" + qs(session_id=sid)), "im"),
+        ("im send", cb.post("/api/message/send", json={"session_id": sid, "content": "x"}), "im"),
+        ("chax list", cb.get("/ai/message/list/" + sid), "chax"),
+        ("chax content", cb.get("/ai/message/content/" + amsg["message_id"]), "chax"),
+        ("chax chat", cb.post("/ai/chat", json={"conversationId": sid, "content": "x"}), "chax"),
+        ("v1 messages", cb.get("/api/v1/sessions/%s/messages" % sid), "v1"),
+        ("workflow history", cb.get("/api/chat/history" + qs(sessionId=sid)), "workflow"),
     ]
     for what, r, d in checks:
         try:
-            if d == "A":
-                err_a(r, 404)
-            elif d == "C":
-                err_c(r, 404)
+            if d == "im":
+                err_im(r, 404)
+            elif d == "chax":
+                err_chax(r, 404)
             else:
                 err_env(r, 404)
         except AssertionError as e:
@@ -203,9 +204,9 @@ def client_named_id_belongs_to_its_creator(s):
     _, ca = user(s)
     _, cb = user(s)
     name = uniq("named")
-    a_send(ca, name, "alice 起的名字")
-    err_a(cb.post("/api/message/send", json={"session_id": name, "content": "x"}), 404)
-    err_a(cb.get("/api/message/list" + qs(session_id=name)), 404)
+    im_send(ca, name, "alice 起的名字")
+    err_im(cb.post("/api/message/send", json={"session_id": name, "content": "x"}), 404)
+    err_im(cb.get("/api/message/list" + qs(session_id=name)), 404)
     err_env(cb.get("/api/chat/history" + qs(sessionId=name)), 404)
     j = ok_json(ca.get("/api/message/list" + qs(session_id=name)))
     assert [m["msg_content"] for m in j["messages"] if m["msg_type"] == "TEXT"] == \
@@ -220,12 +221,12 @@ def body_user_id_differing_from_token_is_403(s):
     alice, ca = user(s)
     bob = uniq("bob")
     checks = [
-        ("B create", ca.post("/api/chat/session", json={"user_id": bob})),
+        ("aichat create", ca.post("/api/chat/session", json={"user_id": bob})),
         ("aichat create", ca.post("/aichat/createsession", json={"user_id": bob})),
-        ("B list", ca.post("/api/chat/sessions", json={"user_id": bob})),
+        ("aichat list", ca.post("/api/chat/sessions", json={"user_id": bob})),
         ("aichat list", ca.get("/aichat/getsessionlist/" + bob)),
         ("aichat show", ca.get("/aichat/getsessionlistshow/" + bob)),
-        ("D create", ca.post("/api/v1/sessions", json={"user_id": bob})),
+        ("v1 create", ca.post("/api/v1/sessions", json={"user_id": bob})),
     ]
     for what, r in checks:
         try:
@@ -260,7 +261,7 @@ def admin_routes(s):
                            json={"model_version": cfg["model_version"]}))
     assert data.get("config_id") == cfg["config_id"]
     before = logs_total(cadm)
-    check_401("bad token", s.c.with_token("abc.def.ghi").get("/api/v1/logs"), "D")
+    check_401("bad token", s.c.with_token("abc.def.ghi").get("/api/v1/logs"), "v1")
     after = logs_total(cadm)
     assert after > before, "auth failure not in /api/v1/logs (total %d -> %d)" % (
         before, after)

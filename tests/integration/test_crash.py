@@ -1,12 +1,12 @@
 """Crash and restart (started by run.py as a SELF_MODULE: it runs its own stacks).
 
 One stack with slow builtin replies (AICHATD_BUILTIN_DELAY_MS=200) takes ~20 messages through
-A and C, and more while the kills happen; with replies in flight, one FastCGI worker (a
+im and chax, and more while the kills happen; with replies in flight, one FastCGI worker (a
 child of `aichatd serve`) and then the push daemon (the stack's `aichatd-push` child) get
 SIGKILL. A killed daemon is not restarted by anything: scripts/stack ends the whole stack
 when one of its processes exits. A new stack on the same data dir must then show every
 message the API acknowledged (200), end every run (status 1 or 2, none left 0) within
-~15 s, and leave no C message unfinished.
+~15 s, and leave no chax message unfinished.
 """
 
 import os
@@ -118,24 +118,24 @@ def _run():
     _killed.append(s1)
     s1.start()
     c = Client(s1.port)
-    acked_a, acked_c = [], []  # (session, message json) / (conversation json)
+    acked_im, acked_chax = [], []  # (session, message json) / (conversation json)
     lock = threading.Lock()
-    a_sids = [uniq("crash") for _ in range(4)]
+    im_sids = [uniq("crash") for _ in range(4)]
     convs = []
 
-    def send_a(i):
-        sid = a_sids[i % len(a_sids)]
-        content = "崩溃测试 A%d %s" % (i, uniq("m"))
+    def send_im(i):
+        sid = im_sids[i % len(im_sids)]
+        content = "崩溃测试 im%d %s" % (i, uniq("m"))
         try:
             r = c.post("/api/message/send", json={"session_id": sid, "content": content})
         except OSError:
             return
         if r.status == 200 and r.json:
             with lock:
-                acked_a.append((sid, content, r.json))
+                acked_im.append((sid, content, r.json))
 
-    def send_c(i):
-        content = "崩溃测试 C%d %s" % (i, uniq("m"))
+    def send_chax(i):
+        content = "崩溃测试 chax%d %s" % (i, uniq("m"))
         body = {"content": content}
         with lock:
             if convs and i % 2:
@@ -146,23 +146,23 @@ def _run():
             return
         if r.status == 200 and r.json:
             with lock:
-                acked_c.append((content, r.json))
+                acked_chax.append((content, r.json))
                 if r.json["conversationId"] not in convs:
                     convs.append(r.json["conversationId"])
 
     for i in range(10):
-        send_a(i)
-        send_c(i)
-    assert len(acked_a) == 10 and len(acked_c) == 10, \
-        "before any kill, %d/10 A and %d/10 C sends were acknowledged" % (
-            len(acked_a), len(acked_c))
+        send_im(i)
+        send_chax(i)
+    assert len(acked_im) == 10 and len(acked_chax) == 10, \
+        "before any kill, %d/10 im and %d/10 chax sends were acknowledged" % (
+            len(acked_im), len(acked_chax))
     stop = threading.Event()
 
     def background():
         i = 100
         while not stop.is_set():
-            send_a(i)
-            send_c(i)
+            send_im(i)
+            send_chax(i)
             i += 1
             time.sleep(0.02)
     bg = threading.Thread(target=background, daemon=True)
@@ -176,7 +176,7 @@ def _run():
     time.sleep(0.4)
     assert s1.alive(), "the stack ended when a FastCGI worker was killed:\n%s" % s1.log_tail()
     open_runs = 0
-    for sid in a_sids:
+    for sid in im_sids:
         r = c.get("/api/ai/records?session_id=%s&page_size=100" % q(sid))
         open_runs += sum(1 for x in (r.json or {}).get("records", []) if x["status"] == 0)
     _st["in_flight"] = open_runs
@@ -198,7 +198,7 @@ def _run():
         s2.start()
     except StackError as e:
         raise AssertionError("the stack did not start again on the crashed data: %s" % e)
-    _st.update(c=Client(s2.port), acked_a=acked_a, acked_c=acked_c, a_sids=a_sids,
+    _st.update(c=Client(s2.port), acked_im=acked_im, acked_chax=acked_chax, im_sids=im_sids,
                convs=list(convs), s2=s2)
 
 
@@ -208,8 +208,8 @@ def crash_kill_worker_and_daemon_then_restart(_):
     assert st["stack_ended_by_itself"], "scripts/stack kept running after its push " \
         "daemon was killed (it should end the stack)"
     assert not st["leftover"], "processes %r outlived their stack" % st["leftover"]
-    assert len(st["acked_a"]) >= 10 and len(st["acked_c"]) >= 10
-    assert st["in_flight"] > 0, "no A run was in flight when the daemon was killed " \
+    assert len(st["acked_im"]) >= 10 and len(st["acked_chax"]) >= 10
+    assert st["in_flight"] > 0, "no im run was in flight when the daemon was killed " \
         "(the scenario tested nothing)"
 
 
@@ -218,18 +218,18 @@ def crash_acknowledged_messages_survive(_):
     st = _scenario()
     c = st["c"]
     missing = []
-    for sid, content, m in st["acked_a"]:
+    for sid, content, m in st["acked_im"]:
         r = c.get("/api/message/" + q(m["message_id"]))
         if r.status != 200 or (r.json or {}).get("msg_content") != content:
-            missing.append("A %s: %r" % (m["message_id"], r))
-    for content, j in st["acked_c"]:
+            missing.append("im %s: %r" % (m["message_id"], r))
+    for content, j in st["acked_chax"]:
         for mid in (j["userMsgId"], j["msgId"]):
             r = c.get("/ai/message/content/" + q(mid))
             if r.status != 200:
-                missing.append("C %s: %r" % (mid, r))
+                missing.append("chax %s: %r" % (mid, r))
         r = c.get("/ai/message/content/" + q(j["userMsgId"]))
         if r.status == 200 and r.json["content"] != content:
-            missing.append("C %s content %r" % (j["userMsgId"], r.json["content"]))
+            missing.append("chax %s content %r" % (j["userMsgId"], r.json["content"]))
     assert not missing, "%d acknowledged message(s) lost after the crash, e.g. %s" % (
         len(missing), "; ".join(missing[:3]))
 
@@ -243,10 +243,10 @@ def _records(c, sid):
 def crash_every_run_ends(_):
     st = _scenario()
     c = st["c"]
-    sids = st["a_sids"] + st["convs"]
+    sids = st["im_sids"] + st["convs"]
     # every acknowledged user message has its run
-    want = {m["message_id"] for _, _, m in st["acked_a"]} | {
-        j["userMsgId"] for _, j in st["acked_c"]}
+    want = {m["message_id"] for _, _, m in st["acked_im"]} | {
+        j["userMsgId"] for _, j in st["acked_chax"]}
     end = time.time() + SETTLE_S
     while True:
         recs = [r for sid in sids for r in _records(c, sid)]
@@ -264,23 +264,23 @@ def crash_every_run_ends(_):
 
 
 @test
-def crash_c_messages_all_finished(_):
+def crash_chax_messages_all_finished(_):
     st = _scenario()
     c = st["c"]
     end = time.time() + SETTLE_S
     while True:
         left = []
         for conv in st["convs"]:
-            for m in ok_json(c.get("/ai/message/list/" + q(conv)), "C list"):
+            for m in ok_json(c.get("/ai/message/list/" + q(conv)), "chax list"):
                 if m["unfinished"] is not False:
                     left.append(m["msgId"])
         if not left or time.time() >= end:
             break
         time.sleep(0.2)
-    assert not left, "%d C message(s) still unfinished %d s after the restart, e.g. %s" % (
+    assert not left, "%d chax message(s) still unfinished %d s after the restart, e.g. %s" % (
         len(left), SETTLE_S, left[:3])
-    for _, j in st["acked_c"]:
-        r = ok_json(c.get("/ai/message/content/" + q(j["msgId"])), "C content")
+    for _, j in st["acked_chax"]:
+        r = ok_json(c.get("/ai/message/content/" + q(j["msgId"])), "chax content")
         msgs = {m["msgId"]: m for m in ok_json(c.get("/ai/message/list/" +
                                                      q(j["conversationId"])))}
         m = msgs.get(j["msgId"])

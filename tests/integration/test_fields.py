@@ -1,8 +1,8 @@
 """Required fields, path ids that are not UTF-8, and nginx's own errors, with auth off.
 
-- The user id each dialect's seed lists as required (B's session create and list,
-  /aichat/createsession, D's session create) is a 400 in the dialect's body when it is
-  missing: before, a session was made for `default_user` and B's list showed every user's
+- The user id each dialect's API (docs/API.md) lists as required (aichat's session create and list,
+  /aichat/createsession, v1's session create) is a 400 in the dialect's body when it is
+  missing: before, a session was made for `default_user` and aichat's list showed every user's
   sessions.
 - A path id that decodes to invalid UTF-8 (or a bad escape) is a 400 or 404 in the
   dialect's body in every dialect, never the 405 the router gave when another method had
@@ -11,7 +11,7 @@
   header) come in the route's dialect as JSON, not as nginx's HTML page.
 """
 
-from harness import (b_session, err_a, err_c, err_env, ok_env, raw_exchange, test, uniq)
+from harness import (aichat_session, err_im, err_chax, err_env, ok_env, raw_exchange, test, uniq)
 
 CLIMB = "..%2F" * 8 + "etc%2Fpasswd"
 LONG = "a" * 9000  # over large_client_header_buffers (8 KiB)
@@ -20,10 +20,10 @@ LONG = "a" * 9000  # over large_client_header_buffers (8 KiB)
 def err_for(dialect, r, statuses):
     assert r.status in statuses, "status %d, expected one of %s: %r" % (
         r.status, statuses, r.body[:200])
-    if dialect == "A":
-        return err_a(r, r.status)
-    if dialect == "C":
-        return err_c(r, r.status)
+    if dialect == "im":
+        return err_im(r, r.status)
+    if dialect == "chax":
+        return err_chax(r, r.status)
     return err_env(r, r.status)
 
 
@@ -32,7 +32,7 @@ def err_for(dialect, r, statuses):
 
 
 @test
-def b_session_create_needs_user_id(s):
+def aichat_session_create_needs_user_id(s):
     for path in ("/api/chat/session", "/aichat/createsession"):
         err_env(s.c.post(path, json={}), 400)
         err_env(s.c.post(path, json={"title": "t"}), 400)
@@ -44,10 +44,10 @@ def b_session_create_needs_user_id(s):
 
 
 @test
-def b_session_list_needs_user_id(s):
+def aichat_sessions_list_needs_user_id(s):
     u, other = uniq("fl"), uniq("fo")
-    mine = b_session(s.c, user_id=u)["session_id"]
-    theirs = b_session(s.c, user_id=other)["session_id"]
+    mine = aichat_session(s.c, user_id=u)["session_id"]
+    theirs = aichat_session(s.c, user_id=other)["session_id"]
     for body in ({}, {"page": 1, "page_size": 100}, {"user_id": ""}, {"user_id": None}):
         r = s.c.post("/api/chat/sessions", json=body)
         err_env(r, 400, what="list without user_id (%r)" % (body,))
@@ -57,7 +57,7 @@ def b_session_list_needs_user_id(s):
 
 
 @test
-def d_session_create_needs_user_id(s):
+def v1_session_create_needs_user_id(s):
     err_env(s.c.post("/api/v1/sessions", json={}), 400)
     err_env(s.c.post("/api/v1/sessions", body=b""), 400)
     err_env(s.c.post("/api/v1/sessions", json={"model_config_id": "builtin"}), 400)
@@ -67,7 +67,7 @@ def d_session_create_needs_user_id(s):
 
 
 @test
-def d_send_needs_user_id(s):
+def v1_send_needs_user_id(s):
     # the send's body names its sender (user_id, as the session's): without it, a 400 and
     # nothing is stored or answered
     sid = ok_env(s.c.post("/api/v1/sessions", json={"user_id": uniq("fs")}))["session_id"]
@@ -84,16 +84,16 @@ def d_send_needs_user_id(s):
 
 @test
 def other_required_fields_stay_required(s):
-    # A: content and session_id; B: session_id and content; C: content; B's edits
-    err_a(s.c.post("/api/message/send", json={"content": "x"}), 400, 1003)
-    err_a(s.c.post("/api/message/send", json={"session_id": uniq("fa")}), 400, 1001)
-    err_a(s.c.get("/api/message/list"), 400, 1003)
-    err_a(s.c.get("/api/ai/records"), 400, 1003)
+    # im: content and session_id; aichat: session_id and content; chax: content; aichat's edits
+    err_im(s.c.post("/api/message/send", json={"content": "x"}), 400, 1003)
+    err_im(s.c.post("/api/message/send", json={"session_id": uniq("fa")}), 400, 1001)
+    err_im(s.c.get("/api/message/list"), 400, 1003)
+    err_im(s.c.get("/api/ai/records"), 400, 1003)
     err_env(s.c.post("/api/chat/message", json={"content": "x"}), 400)
-    sid = b_session(s.c, user_id=uniq("fb"))["session_id"]
+    sid = aichat_session(s.c, user_id=uniq("fb"))["session_id"]
     err_env(s.c.post("/api/chat/message", json={"session_id": sid}), 400)
     err_env(s.c.patch("/api/chat/sessions/" + sid, json={}), 400)
-    err_c(s.c.post("/ai/chat", json={}), 400, "content is required")
+    err_chax(s.c.post("/ai/chat", json={}), 400, "content is required")
 
 
 # --------------------------------------------------------------------------------------
@@ -101,27 +101,27 @@ def other_required_fields_stay_required(s):
 
 BAD_IDS = ("%FF%FE", "%C3", "%ED%A0%80", "%zz", "a%00b")
 PATH_ROUTES = [
-    ("B", "GET", "/api/chat/sessions/{}"),
-    ("A", "GET", "/api/message/{}"),
-    ("B", "DELETE", "/api/chat/sessions/{}"),
-    ("B", "PATCH", "/api/chat/sessions/{}"),
-    ("B", "GET", "/api/chat/sessions/{}/messages"),
-    ("B", "GET", "/api/chat/sessions/x/messages/{}"),
-    ("B", "DELETE", "/api/chat/messages/{}"),
-    ("B", "PATCH", "/api/chat/messages/{}"),
-    ("B", "GET", "/aichat/getsessionlist/{}"),
-    ("B", "GET", "/aichat/getsessionlistshow/{}"),
-    ("B", "GET", "/aichat/sessions/{}"),
-    ("B", "PATCH", "/aichat/sessions/{}"),
-    ("B", "DELETE", "/aichat/deletesession/{}"),
-    ("B", "GET", "/aichat/sessions/{}/messages"),
-    ("C", "GET", "/ai/message/list/{}"),
-    ("C", "GET", "/ai/message/content/{}"),
-    ("C", "GET", "/ai/message/stream/{}"),
-    ("C", "POST", "/ai/message/stop/{}"),
-    ("D", "GET", "/api/v1/sessions/{}/messages"),
-    ("D", "POST", "/api/v1/sessions/{}/messages"),
-    ("D", "PUT", "/api/v1/model-configs/{}"),
+    ("aichat", "GET", "/api/chat/sessions/{}"),
+    ("im", "GET", "/api/message/{}"),
+    ("aichat", "DELETE", "/api/chat/sessions/{}"),
+    ("aichat", "PATCH", "/api/chat/sessions/{}"),
+    ("aichat", "GET", "/api/chat/sessions/{}/messages"),
+    ("aichat", "GET", "/api/chat/sessions/x/messages/{}"),
+    ("aichat", "DELETE", "/api/chat/messages/{}"),
+    ("aichat", "PATCH", "/api/chat/messages/{}"),
+    ("aichat", "GET", "/aichat/getsessionlist/{}"),
+    ("aichat", "GET", "/aichat/getsessionlistshow/{}"),
+    ("aichat", "GET", "/aichat/sessions/{}"),
+    ("aichat", "PATCH", "/aichat/sessions/{}"),
+    ("aichat", "DELETE", "/aichat/deletesession/{}"),
+    ("aichat", "GET", "/aichat/sessions/{}/messages"),
+    ("chax", "GET", "/ai/message/list/{}"),
+    ("chax", "GET", "/ai/message/content/{}"),
+    ("chax", "GET", "/ai/message/stream/{}"),
+    ("chax", "POST", "/ai/message/stop/{}"),
+    ("v1", "GET", "/api/v1/sessions/{}/messages"),
+    ("v1", "POST", "/api/v1/sessions/{}/messages"),
+    ("v1", "PUT", "/api/v1/model-configs/{}"),
 ]
 
 
@@ -145,9 +145,10 @@ def path_ids_not_utf8(s):
 # nginx's own errors
 
 NGINX_PATHS = [
-    ("A", "/api/message/"), ("A", "/api/ai/records/"), ("A", "/health/"),
-    ("B", "/api/chat/sessions/"), ("B", "/aichat/sessions/"),
-    ("C", "/ai/message/content/"), ("D", "/api/v1/sessions/"), ("E", "/api/chat/history/"),
+    ("im", "/api/message/"), ("im", "/api/ai/records/"), ("im", "/health/"),
+    ("aichat", "/api/chat/sessions/"), ("aichat", "/aichat/sessions/"),
+    ("chax", "/ai/message/content/"), ("v1", "/api/v1/sessions/"),
+    ("workflow", "/api/chat/history/"),
 ]
 
 
@@ -170,9 +171,9 @@ def check_nginx_error(dialect, data, status, what):
     assert hdrs.get("content-type", "").startswith("application/json"), \
         "%s: content type %r, body %r" % (what, hdrs.get("content-type"), body[:120])
     j = json.loads(body.decode("utf-8"))
-    if dialect == "A":
+    if dialect == "im":
         assert set(j) == {"code", "message"} and j["code"] == status, (what, j)
-    elif dialect == "C":
+    elif dialect == "chax":
         assert set(j) == {"error"} and j["error"], (what, j)
         assert hdrs.get("access-control-allow-origin") == "*", (what, hdrs)
     else:
@@ -194,7 +195,7 @@ def nginx_error_checks(s):
                % (prefix, LONG)).encode()
         check_nginx_error(dialect, raw_exchange(s.port, req), 400, "long header " + prefix)
     # a request line nginx cannot read at all has no dialect: the shared envelope
-    check_nginx_error("B", raw_exchange(s.port, b"GARBAGE\r\n\r\n"), 400, "garbage line")
+    check_nginx_error("aichat", raw_exchange(s.port, b"GARBAGE\r\n\r\n"), 400, "garbage line")
 
 
 @test

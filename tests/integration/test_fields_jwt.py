@@ -30,7 +30,7 @@ def missing_user_id_is_token_subject(s):
     sid = ok_env(c.post("/api/v1/sessions", json={}))["session_id"]
     assert ok_env(c.get("/api/chat/sessions/" + sid))["user_id"] == u
     err_env(c.post("/api/v1/sessions", json={"user_id": other}), 403)
-    # D's send: a missing user_id is the token's subject too
+    # v1's send: a missing user_id is the token's subject too
     d = ok_env(c.post("/api/v1/sessions/%s/messages" % sid, json={"message": "hi"}))
     assert d["ai_message"]["content"], d
     a = ok_json(c.get("/api/message/list?session_id=" + sid))["messages"]

@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 
-from harness import (BODY_LIMIT, a_send, b_session, err_a, err_c, err_env, expect, ok_env,
+from harness import (BODY_LIMIT, im_send, aichat_session, err_im, err_chax, err_env, expect, ok_env,
                      ok_json, q, qs, raw_exchange, request, test, uniq)
 
 MALFORMED = [b'{"content": "x",', b"{", b"not json", b'{"content": "x"}}', b'{"a":1} {"b":2}',
@@ -26,31 +26,31 @@ def endpoints(s):
     """(name, method, path, body builder from a JSON value fragment, error checker)."""
     bsid = s.cache.get("hsid")
     if bsid is None:
-        bsid = s.cache["hsid"] = b_session(s.c)["session_id"]
+        bsid = s.cache["hsid"] = aichat_session(s.c)["session_id"]
     cid = q(_cid(s))
     return [
-        ("A send", "POST", "/api/message/send",
-         lambda f: b'{"session_id":"hostile","content":' + f + b"}", "A"),
-        ("B create session", "POST", "/api/chat/session",
-         lambda f: b'{"user_id":"h","title":' + f + b"}", "B"),
-        ("B message", "POST", "/api/chat/message",
+        ("im send", "POST", "/api/message/send",
+         lambda f: b'{"session_id":"hostile","content":' + f + b"}", "im"),
+        ("aichat create session", "POST", "/api/chat/session",
+         lambda f: b'{"user_id":"h","title":' + f + b"}", "aichat"),
+        ("aichat message", "POST", "/api/chat/message",
          lambda f: b'{"session_id":"' + bsid.encode() + b'","role":"assistant","content":' + f
-         + b"}", "B"),
-        ("B title", "PATCH", "/api/chat/sessions/" + bsid,
-         lambda f: b'{"new_title":' + f + b"}", "B"),
-        ("C chat", "POST", "/ai/chat", lambda f: b'{"content":' + f + b"}", "C"),
-        ("D session", "POST", "/api/v1/sessions", lambda f: b'{"user_id":' + f + b"}", "D"),
-        ("D config", "PUT", "/api/v1/model-configs/" + cid,
-         lambda f: b'{"system_prompt":' + f + b"}", "D"),
+         + b"}", "aichat"),
+        ("aichat title", "PATCH", "/api/chat/sessions/" + bsid,
+         lambda f: b'{"new_title":' + f + b"}", "aichat"),
+        ("chax chat", "POST", "/ai/chat", lambda f: b'{"content":' + f + b"}", "chax"),
+        ("v1 session", "POST", "/api/v1/sessions", lambda f: b'{"user_id":' + f + b"}", "v1"),
+        ("v1 config", "PUT", "/api/v1/model-configs/" + cid,
+         lambda f: b'{"system_prompt":' + f + b"}", "v1"),
     ]
 
 
-def check_err(dialect, r, status, what, a_codes=None):
+def check_err(dialect, r, status, what, im_codes=None):
     try:
-        if dialect == "A":
-            err_a(r, status, a_codes)
-        elif dialect == "C":
-            err_c(r, status)
+        if dialect == "im":
+            err_im(r, status, im_codes)
+        elif dialect == "chax":
+            err_chax(r, status)
         else:
             err_env(r, status)
     except AssertionError as e:
@@ -63,7 +63,7 @@ def malformed_json_each_dialect(s):
         for body in MALFORMED:
             r = s.c.req(method, path, body=body)
             check_err(d, r, 400, "%s with %r" % (name, body))
-            if d == "C":
+            if d == "chax":
                 assert r.json["error"] == "invalid JSON body", "%s: %r" % (name, r.json)
 
 
@@ -79,10 +79,10 @@ def wrong_json_types_each_dialect(s):
     for name, method, path, build, d in endpoints(s):
         for frag in (b"123", b"true", b"[\"x\"]", b'{"x":1}', b"1.5"):
             check_err(d, s.c.req(method, path, body=build(frag)), 400,
-                      "%s with field %r" % (name, frag), a_codes={400, 1001})
-    err_a(s.c.post("/api/message/send", json={"session_id": 123, "content": "x"}), 400,
+                      "%s with field %r" % (name, frag), im_codes={400, 1001})
+    err_im(s.c.post("/api/message/send", json={"session_id": 123, "content": "x"}), 400,
           {400, 1003})
-    err_a(s.c.post("/api/message/send", json={"session_id": ["x"], "content": "x"}), 400,
+    err_im(s.c.post("/api/message/send", json={"session_id": ["x"], "content": "x"}), 400,
           {400, 1003})
 
 
@@ -105,7 +105,7 @@ def nul_escape_is_malformed(s):
 @test
 def deep_nesting_and_lone_surrogate_do_not_crash(s):
     r = s.c.post("/api/message/send", body=b'{"content":' + b"[" * 100000 + b"}")
-    err_a(r, 400)
+    err_im(r, 400)
     r = s.c.post("/ai/chat", body=b'{"content":"' + b"\\ud800" + b'"}')
     assert r.status in (200, 400), "lone surrogate: %r" % r
     r = s.c.post("/api/message/send", body=b'{"content":"x","session_id":"h","n":'
@@ -116,13 +116,13 @@ def deep_nesting_and_lone_surrogate_do_not_crash(s):
 
 @test
 def code_points_not_bytes(s):
-    sid = b_session(s.c)["session_id"]
+    sid = aichat_session(s.c)["session_id"]
     # 5000 astral characters, sent as JSON surrogate-pair escapes: 5000 code points
     body = json.dumps({"session_id": sid, "content": "😀" * 5000}, ensure_ascii=True).encode()
     m = ok_json(s.c.post("/api/message/send", body=body), "5000 emoji (escaped)")
     assert m["msg_content"] == "😀" * 5000, "stored %d code points" % len(m["msg_content"])
     body = json.dumps({"session_id": sid, "content": "😀" * 5001}, ensure_ascii=True).encode()
-    err_a(s.c.post("/api/message/send", body=body), 400, 1002)
+    err_im(s.c.post("/api/message/send", body=body), 400, 1002)
     # raw UTF-8, 4 bytes each
     m = ok_env(s.c.post("/api/chat/message", json={"session_id": sid, "role": "assistant",
                                                    "content": "😀" * 5000}))
@@ -130,7 +130,7 @@ def code_points_not_bytes(s):
     err_env(s.c.post("/api/chat/message", json={"session_id": sid, "role": "assistant",
                                                 "content": "😀" * 5001}), 400)
     ok_json(s.c.post("/ai/chat", json={"conversationId": sid, "content": "é" * 5000}))
-    err_c(s.c.post("/ai/chat", json={"conversationId": sid, "content": "é" * 5001}), 400,
+    err_chax(s.c.post("/ai/chat", json={"conversationId": sid, "content": "é" * 5001}), 400,
           "content is too long")
 
 
@@ -151,7 +151,7 @@ def body_limit_boundary(s):
     r = s.c.post("/api/message/send", body=exact)
     m = ok_json(r, "a body of exactly the limit")
     assert m["msg_content"] == "边界" and m["session_id"] == sid
-    err_a(s.c.post("/api/message/send", body=exact + b" "), 413)
+    err_im(s.c.post("/api/message/send", body=exact + b" "), 413)
 
 
 @test
@@ -161,8 +161,8 @@ def chunked_bodies(s):
     m = ok_json(s.c.post("/api/message/send", body=body, chunked=True), "chunked body")
     assert m["msg_content"] == "分块"
     big = b'{"session_id":"x","content":"' + b"a" * (BODY_LIMIT + BODY_LIMIT // 2) + b'"}'
-    err_a(s.c.post("/api/message/send", body=big, chunked=True), 413)
-    err_c(s.c.post("/ai/chat", body=big, chunked=True), 413)
+    err_im(s.c.post("/api/message/send", body=big, chunked=True), 413)
+    err_chax(s.c.post("/ai/chat", body=big, chunked=True), 413)
 
 
 @test
@@ -170,9 +170,9 @@ def unknown_routes(s):
     checks = [
         ("GET", "/api/zzz", "env"), ("POST", "/api/v2/sessions", "env"),
         ("GET", "/api/chat", "env"), ("GET", "/api", "env"), ("GET", "/aichat", "env"),
-        ("GET", "/ai", "C"), ("GET", "/api/message", "A"), ("GET", "/api/ai", "A"),
-        ("GET", "/api/message/" + "a" * 3000, "A"),
-        ("GET", "/api/message/99999999999999999999999", "A"),
+        ("GET", "/ai", "chax"), ("GET", "/api/message", "im"), ("GET", "/api/ai", "im"),
+        ("GET", "/api/message/" + "a" * 3000, "im"),
+        ("GET", "/api/message/99999999999999999999999", "im"),
         ("PATCH", "/api/chat/messages/99999999999999999999", "env"),
         ("GET", "/api/chat/sessions/x/messages/-1", "env"),
     ]
@@ -181,10 +181,10 @@ def unknown_routes(s):
         kw = {"json": {"new_content": "x"}} if method in ("POST", "PATCH") else {}
         r = s.c.req(method, path, **kw)
         try:
-            if d == "A":
-                err_a(r, 404)
-            elif d == "C":
-                err_c(r, 404)
+            if d == "im":
+                err_im(r, 404)
+            elif d == "chax":
+                err_chax(r, 404)
             else:
                 err_env(r, 404)
         except AssertionError:
@@ -193,7 +193,7 @@ def unknown_routes(s):
     r = s.c.get("/api/message/%ff%fe")
     try:
         assert r.status in (400, 404)
-        err_a(r, r.status)
+        err_im(r, r.status)
     except AssertionError:
         bad.append("GET /api/message/%%ff%%fe -> %r" % r)
     # nginx itself refuses a %00 in the path, before any location: any 400 will do
@@ -209,12 +209,12 @@ def unknown_routes(s):
 @test
 def odd_query_strings(s):
     sid = uniq("qs")
-    a_send(s.c, sid, "q")
+    im_send(s.c, sid, "q")
     for extra in ("&page=1&page=2", "&page=%00", "&page_size=%31%30", "&%zz=1", "&page"):
         r = s.c.get("/api/message/list" + qs(session_id=sid) + extra)
         assert r.status in (200, 400), "%s: %r" % (extra, r)
         if r.status == 400:
-            err_a(r, 400)
+            err_im(r, 400)
     r = s.c.get("/api/message/list?session_id=" + q(sid) + "&page_size=%31%30")
     j = ok_json(r, "percent-encoded digits")
     assert j["page_size"] == 10
@@ -243,7 +243,7 @@ def stalled_clients_do_not_block_the_pool(s):
         t0 = time.time()
         r = request(s.port, "GET", "/health", timeout=5)
         expect(r, 200)
-        m = a_send(s.c, uniq("stall"), "still here")
+        m = im_send(s.c, uniq("stall"), "still here")
         assert m["msg_content"] == "still here"
         assert time.time() - t0 < 5, "requests took %.1fs with stalled clients" % (
             time.time() - t0)
@@ -254,7 +254,7 @@ def stalled_clients_do_not_block_the_pool(s):
 
 @test
 def concurrent_writes(s):
-    sid = b_session(s.c)["session_id"]
+    sid = aichat_session(s.c)["session_id"]
     results, errors = [], []
 
     def worker(i):
@@ -288,5 +288,5 @@ def zz_stack_still_serving(s):
     r = s.c.get("/health")
     j = ok_json(r, "GET /health after the hostile tests")
     assert j.get("status") == "ok"
-    m = a_send(s.c, uniq("after"), "还活着")
+    m = im_send(s.c, uniq("after"), "还活着")
     assert ok_json(s.c.get("/api/message/" + m["message_id"]))["msg_content"] == "还活着"

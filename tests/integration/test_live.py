@@ -1,7 +1,7 @@
-"""Live delivery: C's SSE stream (resume, heartbeat, auth), stop, the WebSocket /ws/{id},
-E's streamed reply, slow and vanished clients, and a FastCGI pool that streams do not pin.
+"""Live delivery: chax's SSE stream (resume, heartbeat, auth), stop, the WebSocket /ws/{id},
+workflow's streamed reply, slow and vanished clients, and a FastCGI pool that streams do not pin.
 
-Real clients nobody on the team wrote: `curl -N` for SSE and E's stream, and Python's
+Real clients nobody on the team wrote: `curl -N` for SSE and workflow's stream, and Python's
 `websockets` (Debian's python3-websockets, run by /usr/bin/python3 in ws_driver.py, one
 process per connection) for WebSocket. Protocol violations (invalid UTF-8, oversized and
 binary messages, unmasked frames, a client that never answers pings) are written by hand
@@ -10,9 +10,9 @@ over a socket, since the point there is the server's reaction.
 This module starts its own stacks (run.py's SELF_MODULES), lazily, and stops them in
 teardown():
   main  auth off, builtin provider (150 ms between pieces), WebSocket pings every 1 s,
-        ws_max_message 1024, E's workflow = the fake's n8n webhook
+        ws_max_message 1024, the workflow dialect's n8n webhook = the fake's
   oa    auth off, openai provider against tests/fake/fake_upstream.py, SSE heartbeat 1 s,
-        client_buffer 4096, 4 workers x 1 thread, no workflow (E's stream uses openai)
+        client_buffer 4096, 4 workers x 1 thread, no workflow (workflow's stream uses openai)
   jwt   AICHATD_AUTH=jwt, builtin provider (150 ms between pieces)
 The fake's answers for these tests are cases added here (live_*), chosen by a marker
 "[case:NAME]" in the message.
@@ -30,8 +30,9 @@ import threading
 import time
 import uuid
 
-from harness import (REPO, poll, Client, Stack, StackError, a_send, b_msg, b_session, check_msgid,
-                     err_c, expect, keys_exact, make_jwt, ok_env, ok_json, q, test, uniq)
+from harness import (REPO, poll, Client, Stack, StackCache, StackError, im_send, aichat_msg,
+                     aichat_session, check_msgid, err_chax, expect, keys_exact, make_jwt, ok_env,
+                     ok_json, q, test, uniq)
 
 sys.path.insert(0, os.path.join(REPO, "tests", "fake"))
 import fake_upstream as fu  # noqa: E402
@@ -45,70 +46,22 @@ WS_MAX = 1024
 SECRET = "live-secret-" + uuid.uuid4().hex
 API_KEY = "sk-live-" + uuid.uuid4().hex
 
-# --------------------------------------------------------------------------------------
-# The fake's cases for this module
-
-
-def _silent_case():
-    steps = [("chunk", fu._sse(fu._delta("", role=True))), ("sleep", 2.6),
-             ("chunk", fu._sse(fu._delta("沉默之后"))), ("chunk", fu._sse(fu._delta("的回复"))),
-             ("chunk", fu._sse(fu._FINISH)), ("chunk", fu._DONE)]
-    return {"status": 200, "ctype": "text/event-stream", "steps": steps,
-            "reply": "沉默之后的回复", "error": None}
-
-
-LONG_PIECES = ["第%02d段。" % i for i in range(40)]
-BIG_PIECE = 1000  # each ai_chunk well under client_buffer (4096)
-BIG_N = 400  # 400,000 bytes: more than a client that reads nothing can hold in buffers
-E_PIECES = ["慢慢", "流过来的", "工作流回复 ✓"]
-
-
-def _big_case():
-    steps = [("chunk", fu._sse(fu._delta("", role=True)))]
-    for i in range(BIG_N):
-        steps.append(("chunk", fu._sse(fu._delta(chr(ord("a") + i % 26) * BIG_PIECE))))
-        steps.append(("sleep", 0.002))
-    steps += [("chunk", fu._sse(fu._FINISH)), ("chunk", fu._DONE)]
-    reply = "".join(chr(ord("a") + i % 26) * BIG_PIECE for i in range(BIG_N))
-    return {"status": 200, "ctype": "text/event-stream", "steps": steps, "reply": reply,
-            "error": None}
-
-
-def _e_case():
-    steps = [("chunk", fu._jl({"type": "begin", "metadata": fu._n8n_meta()}))]
-    for i, p in enumerate(E_PIECES):
-        steps.append(("sleep", 0.5))
-        steps.append(("chunk", fu._jl({"type": "item", "content": p,
-                                       "metadata": fu._n8n_meta(i + 1)})))
-    steps.append(("chunk", fu._jl({"type": "end", "metadata": fu._n8n_meta(9)})))
-    return {"status": 200, "ctype": "application/json; charset=utf-8", "steps": steps,
-            "reply": "".join(E_PIECES), "error": None}
-
-
-fu.OPENAI_CASES.setdefault("live_long", {
-    "status": 200, "ctype": "text/event-stream",
-    "steps": fu.sse_stream(LONG_PIECES, delay=0.25), "reply": "".join(LONG_PIECES),
-    "error": None})
-fu.OPENAI_CASES.setdefault("live_silent", _silent_case())
-fu.OPENAI_CASES.setdefault("live_big", _big_case())
-fu.N8N_CASES.setdefault("live_estream", _e_case())
-E_WIRE = b"".join(s[1] for s in fu.N8N_CASES["live_estream"]["steps"] if s[0] == "chunk")
+# The fake's cases for this module are tests/data/openai-live_*.case and
+# tests/data/n8n-live_estream.case.
+WORKFLOW_WIRE = b"".join(s[1] for s in fu.N8N_CASES["live_estream"]["steps"] if s[0] == "chunk")
 
 # --------------------------------------------------------------------------------------
 # Stacks and processes
 
-_fake = None
-_stacks = {}
-_order = []
-_cache = {}
-_procs = []  # every client process started here, killed by PID in teardown at the latest
+# the stacks, and every client process started here (_procs: killed by PID in teardown at the
+# latest), and the fixtures made once (_cache)
+_stacks = StackCache("test_live")
+_procs = _stacks.procs
+_cache = _stacks.memo
 
 
 def fake():
-    global _fake
-    if _fake is None:
-        _fake = fu.FakeUpstream().start()
-    return _fake
+    return _stacks.resource("fake", lambda: fu.FakeUpstream().start(), lambda f: f.stop())
 
 
 def _env(kind):
@@ -142,57 +95,29 @@ class St:
         return j["push"]
 
 
-def stack(kind):
-    got = _stacks.get(kind)
-    if got is None:
-        env = _env(kind)
-        if kind == "jwt":
-            s = Stack(auth="jwt", secret=SECRET, extra_env=env)
-        else:
-            s = Stack(extra_env=env, workers=4 if kind == "oa" else None)
-        try:
-            s.start()
-            got = St(s, "jwt" if kind == "jwt" else "off")
-        except StackError as e:
-            got = e
-        if isinstance(got, St):
-            # /health answers before the push daemon listens: wait for it too
-            try:
-                poll(lambda: got.push().get("status") == "ok", 10, "the push daemon answering",
-                     every=0.05)
-            except AssertionError as e:
-                got = StackError(str(e))
-        _stacks[kind] = got
-        _order.append(kind)
-    if isinstance(got, StackError):
-        raise AssertionError("the %s stack did not start: %s" % (kind, got))
+def _start(kind):
+    env = _env(kind)
+    if kind == "jwt":
+        s = Stack(auth="jwt", secret=SECRET, extra_env=env)
+    else:
+        s = Stack(extra_env=env, workers=4 if kind == "oa" else None)
+    s.start()
+    got = St(s, "jwt" if kind == "jwt" else "off")
+    # /health answers before the push daemon listens: wait for it too
+    try:
+        poll(lambda: got.push().get("status") == "ok", 10, "the push daemon answering",
+             every=0.05)
+    except AssertionError as e:
+        raise StackError(str(e))
     return got
 
 
+def stack(kind):
+    return _stacks.get(kind, lambda: _start(kind))
+
+
 def teardown():
-    for p in _procs:
-        if p.poll() is None:
-            p.kill()
-        try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-    del _procs[:]
-    checks = []
-    for kind in _order:
-        st = _stacks.get(kind)
-        if not isinstance(st, St):
-            continue
-        st.stack.stop(cleanup=False)
-        checks.append(("test_live.no_crash_reports_%s" % kind, st.stack.crash_reports()))
-        st.stack.cleanup()
-    _stacks.clear()
-    del _order[:]
-    global _fake
-    if _fake is not None:
-        _fake.stop()
-        _fake = None
-    return checks
+    return _stacks.teardown()
 
 
 def token(sub, **extra):
@@ -203,7 +128,7 @@ def token(sub, **extra):
 
 
 # --------------------------------------------------------------------------------------
-# curl: SSE and E's stream
+# curl: SSE and workflow's stream
 
 
 class Curl:
@@ -647,14 +572,14 @@ def raw_ws(st, conv):
 # REST helpers
 
 
-def c_chat(c, content, conv=None):
+def chax_chat(c, content, conv=None):
     body = {"content": content}
     if conv:
         body["conversationId"] = conv
     return ok_json(c.post("/ai/chat", json=body), "POST /ai/chat")
 
 
-def c_msg(c, conv, msg_id):
+def chax_msg(c, conv, msg_id):
     lst = ok_json(c.get("/ai/message/list/%s" % q(conv)), "GET /ai/message/list")
     for m in lst:
         if m["msgId"] == msg_id:
@@ -662,16 +587,16 @@ def c_msg(c, conv, msg_id):
     raise AssertionError("%s not in /ai/message/list/%s" % (msg_id, conv))
 
 
-def c_content(c, msg_id):
+def chax_content(c, msg_id):
     return ok_json(c.get("/ai/message/content/" + q(msg_id)), "GET /ai/message/content")
 
 
-def c_finished(c, conv, msg_id, timeout=15.0):
+def chax_finished(c, conv, msg_id, timeout=15.0):
     return poll(lambda: (lambda m: m if m["unfinished"] is False else None)(
-        c_msg(c, conv, msg_id)), timeout, "C message %s finished" % msg_id)
+        chax_msg(c, conv, msg_id)), timeout, "chax message %s finished" % msg_id)
 
 
-def a_record(c, sid, ai_msg_id, timeout=10.0, ended=True):
+def im_record(c, sid, ai_msg_id, timeout=10.0, ended=True):
     def look():
         j = ok_json(c.get("/api/ai/records?session_id=%s&page_size=100" % q(sid)),
                     "GET /api/ai/records")
@@ -679,11 +604,11 @@ def a_record(c, sid, ai_msg_id, timeout=10.0, ended=True):
             if r["ai_message_id"] == ai_msg_id and (not ended or r["status"] != 0):
                 return r
         return None
-    return poll(look, timeout, "the A record of %s" % ai_msg_id)
+    return poll(look, timeout, "the im record of %s" % ai_msg_id)
 
 
 def long_text(tag):
-    """A message whose builtin reply is ~11 pieces (about 1.7 s at 150 ms)."""
+    """im message whose builtin reply is ~11 pieces (about 1.7 s at 150 ms)."""
     return "%s %s" % (tag, "流式测试" * 12)
 
 
@@ -710,13 +635,13 @@ def counters_back_to_zero(st, keys=("ws", "sse", "stream"), timeout=8.0):
 
 
 # --------------------------------------------------------------------------------------
-# C's SSE stream
+# chax's SSE stream
 
 
 @test
 def sse_init_chunks_done(_):
     st = stack("main")
-    j = c_chat(st.c, long_text(uniq("sse")))
+    j = chax_chat(st.c, long_text(uniq("sse")))
     mid = j["msgId"]
     with sse(st, mid) as cu:
         rc = cu.wait_exit(15)
@@ -746,7 +671,7 @@ def sse_init_chunks_done(_):
     built = text_of(evs)
     done = evs[-1]["data"]["content"]
     assert built == done, "init + chunks %r != done %r" % (built, done)
-    cont = c_content(st.c, mid)
+    cont = chax_content(st.c, mid)
     assert cont["content"] == done and cont["error"] == "", \
         "/ai/message/content %r, the stream's done %r" % (cont, done)
     _cache["finished"] = (mid, done, j["conversationId"])
@@ -757,9 +682,9 @@ def sse_init_chunks_done(_):
 def sse_finished_message_init_then_done(_):
     st = stack("main")
     if "finished" not in _cache:
-        j = c_chat(st.c, "finished %s" % uniq())
-        c_finished(st.c, j["conversationId"], j["msgId"])
-        _cache["finished"] = (j["msgId"], c_content(st.c, j["msgId"])["content"],
+        j = chax_chat(st.c, "finished %s" % uniq())
+        chax_finished(st.c, j["conversationId"], j["msgId"])
+        _cache["finished"] = (j["msgId"], chax_content(st.c, j["msgId"])["content"],
                               j["conversationId"])
     mid, full, _conv = _cache["finished"]
     with sse(st, mid) as cu:
@@ -773,7 +698,7 @@ def sse_finished_message_init_then_done(_):
 
 def _resume(query_param):
     st = stack("main")
-    j = c_chat(st.c, long_text(uniq("resume")))
+    j = chax_chat(st.c, long_text(uniq("resume")))
     mid = j["msgId"]
     with sse(st, mid) as cu1:
         cu1.wait(n_chunks(1), 10, "a first chunk")
@@ -804,7 +729,7 @@ def _resume(query_param):
             got1, got2, full)
     assert int(ev2[0]["id"].split(":")[1]) > int(last.split(":")[1]), \
         "the resumed stream's first id %r <= %r" % (ev2[0]["id"], last)
-    assert c_content(st.c, mid)["content"] == full
+    assert chax_content(st.c, mid)["content"] == full
 
 
 @test
@@ -820,7 +745,7 @@ def sse_resume_with_last_event_id_query(_):
 @test
 def sse_unknown_message_404(_):
     st = stack("main")
-    err_c(st.c.get("/ai/message/stream/msg_20200101000000_deadbeef"), 404)
+    err_chax(st.c.get("/ai/message/stream/msg_20200101000000_deadbeef"), 404)
     with sse(st, "msg_20200101000000_deadbeef") as cu:
         cu.wait_exit(5)
         assert cu.status() == 404, "curl saw %r" % cu.status()
@@ -829,7 +754,7 @@ def sse_unknown_message_404(_):
 @test
 def sse_heartbeat_while_reply_is_silent(_):
     st = stack("oa")  # AICHATD_SSE_HEARTBEAT_S=1; the fake is silent 2.6 s after the role
-    j = c_chat(st.c, "[case:live_silent] %s" % uniq())
+    j = chax_chat(st.c, "[case:live_silent] %s" % uniq())
     with sse(st, j["msgId"]) as cu:
         cu.wait(lambda x: x.comments(), 2.5, "a `: ping` comment during 2.6 s of silence")
         assert cu.comments()[0].strip() == ": ping", "comment %r" % cu.comments()[0]
@@ -847,7 +772,7 @@ def sse_heartbeat_period_is_sse_heartbeat_s(_):
     # main: SSE heartbeat at its default (15 s), WebSocket pings every 1 s. A stream of
     # ~1.7 s should get no `: ping` (API.md: "every sse_heartbeat_s").
     st = stack("main")
-    j = c_chat(st.c, long_text(uniq("hb")))
+    j = chax_chat(st.c, long_text(uniq("hb")))
     with sse(st, j["msgId"]) as cu:
         cu.wait_exit(15)
         pings = cu.comments()
@@ -860,20 +785,20 @@ def sse_heartbeat_period_is_sse_heartbeat_s(_):
 def sse_client_disconnect_does_not_stop_the_run(_):
     st = stack("main")
     text = long_text(uniq("disc"))
-    ref = c_chat(st.c, text)  # the builtin reply depends only on the text
-    j = c_chat(st.c, text)
+    ref = chax_chat(st.c, text)  # the builtin reply depends only on the text
+    j = chax_chat(st.c, text)
     with sse(st, j["msgId"]) as cu:
         cu.wait(n_chunks(1), 10, "a first chunk")
         cu.kill()
-    m = c_finished(st.c, j["conversationId"], j["msgId"])
-    c_finished(st.c, ref["conversationId"], ref["msgId"])
-    full = c_content(st.c, ref["msgId"])["content"]
-    got = c_content(st.c, j["msgId"])
+    m = chax_finished(st.c, j["conversationId"], j["msgId"])
+    chax_finished(st.c, ref["conversationId"], ref["msgId"])
+    full = chax_content(st.c, ref["msgId"])["content"]
+    got = chax_content(st.c, j["msgId"])
     assert got["content"] == full and m["error"] == "", \
         "after the client left, the reply is %r (error %r), expected the full %r" % (
             got["content"], m["error"], full)
-    rec = a_record(st.c, j["conversationId"], j["msgId"])
-    assert rec["status"] == 1, "A record status %r, expected 1 (done)" % rec["status"]
+    rec = im_record(st.c, j["conversationId"], j["msgId"])
+    assert rec["status"] == 1, "im record status %r, expected 1 (done)" % rec["status"]
 
 
 @test
@@ -882,7 +807,7 @@ def sse_jwt_token_and_owner(_):
     u1, u2 = uniq("u1"), uniq("u2")
     t1, t2 = token(u1), token(u2)
     c1 = st.c.with_token(t1)
-    j = c_chat(c1, "jwt %s" % uniq())
+    j = chax_chat(c1, "jwt %s" % uniq())
     mid = j["msgId"]
     r = st.c.get("/ai/message/stream/" + q(mid))
     expect(r, 401, "the stream with no token")
@@ -899,8 +824,8 @@ def sse_jwt_token_and_owner(_):
     with sse(st, mid, tok=t2) as cu:
         cu.wait_exit(5)
         assert cu.status() == 404, "someone else's message: %r" % cu.snapshot()[:300]
-    err_c(st.c.with_token(t2).get("/ai/message/stream/" + q(mid)), 404)
-    err_c(st.c.with_token(t2).post("/ai/message/stop/" + q(mid), json={}), 404)
+    err_chax(st.c.with_token(t2).get("/ai/message/stream/" + q(mid)), 404)
+    err_chax(st.c.with_token(t2).post("/ai/message/stop/" + q(mid), json={}), 404)
 
 
 # --------------------------------------------------------------------------------------
@@ -911,8 +836,8 @@ def sse_jwt_token_and_owner(_):
 def stop_mid_reply(_):
     st = stack("main")
     text = long_text(uniq("stop"))
-    ref = c_chat(st.c, text)
-    j = c_chat(st.c, text)
+    ref = chax_chat(st.c, text)
+    j = chax_chat(st.c, text)
     mid, conv = j["msgId"], j["conversationId"]
     with sse(st, mid) as cu:
         cu.wait(n_chunks(1), 10, "a first chunk")
@@ -920,10 +845,10 @@ def stop_mid_reply(_):
         assert ans["stopped"] is True, "stop mid-reply answered %r" % (ans,)
         cu.wait_exit(5, "the SSE stream after stop")
         evs = cu.events()
-    m = c_finished(st.c, conv, mid, 3)
-    part = c_content(st.c, mid)["content"]
-    c_finished(st.c, ref["conversationId"], ref["msgId"])
-    full = c_content(st.c, ref["msgId"])["content"]
+    m = chax_finished(st.c, conv, mid, 3)
+    part = chax_content(st.c, mid)["content"]
+    chax_finished(st.c, ref["conversationId"], ref["msgId"])
+    full = chax_content(st.c, ref["msgId"])["content"]
     assert part and full.startswith(part) and len(part) < len(full), \
         "stopped content %r is not a proper prefix of the full reply %r" % (part, full)
     assert evs[-1]["event"] == "done" and evs[-1]["data"]["content"] == part, \
@@ -931,13 +856,13 @@ def stop_mid_reply(_):
     assert text_of(evs) == part, "init + chunks %r != the stopped content %r" % (
         text_of(evs), part)
     assert m["unfinished"] is False and m["error"] == "", "message after stop %r" % (m,)
-    rec = a_record(st.c, conv, mid)
-    assert rec["status"] == 3, "A record status %r, expected 3 (stopped)" % rec["status"]
+    rec = im_record(st.c, conv, mid)
+    assert rec["status"] == 3, "im record status %r, expected 3 (stopped)" % rec["status"]
     again = check_stop_answer(stop(st.c, mid), mid)
     assert again["stopped"] is False and again["unfinished"] is False and \
         again["content"] == part, "stopping again answered %r" % (again,)
     time.sleep(2 * DELAY_MS / 1000.0)
-    assert c_content(st.c, mid)["content"] == part, "the content grew after the stop"
+    assert chax_content(st.c, mid)["content"] == part, "the content grew after the stop"
     # last, so that the checks above run whatever the answer said
     assert ans["unfinished"] is False and ans["content"] == part, \
         ("the stop answer said unfinished %r, content %r; the message ended unfinished false "
@@ -947,16 +872,16 @@ def stop_mid_reply(_):
 @test
 def stop_unknown_message_404(_):
     st = stack("main")
-    err_c(stop(st.c, "msg_20200101000000_deadbeef"), 404)
+    err_chax(stop(st.c, "msg_20200101000000_deadbeef"), 404)
 
 
 @test
 def stop_closes_the_upstream_transfer(_):
     st = stack("oa")
     tok = uniq("up")
-    j = c_chat(st.c, "[case:live_long] %s" % tok)
+    j = chax_chat(st.c, "[case:live_long] %s" % tok)
     mid = j["msgId"]
-    poll(lambda: c_content(st.c, mid)["content"], 5, "the first piece of the slow reply")
+    poll(lambda: chax_content(st.c, mid)["content"], 5, "the first piece of the slow reply")
     got = fake().wait_for(tok, "openai", 5)
     assert got, "the fake saw no request carrying %s" % tok
     rec = got[0]
@@ -974,7 +899,7 @@ def stop_closes_the_upstream_transfer(_):
         "the upstream connection closed %.1f s after the stop (answer lasts %.1f s)" % (
             rec["t"] + rec["closed_after"] - t_stop, total)
     poll(lambda: st.push()["upstream"] == 0, 3, "push.upstream back to 0")
-    assert a_record(st.c, j["conversationId"], mid)["status"] == 3
+    assert im_record(st.c, j["conversationId"], mid)["status"] == 3
 
 
 # --------------------------------------------------------------------------------------
@@ -1040,7 +965,7 @@ def ws_send_message_chunks_reply(_):
         "the builtin reply came in %d ai_chunk(s), expected >= 3" % len(got[:-1])
     assert reply["content"] == text, "ai_reply %r != the chunks %r" % (reply["content"], text)
     assert reply["stopped"] is False
-    cont = c_content(st.c, reply["message_id"])
+    cont = chax_content(st.c, reply["message_id"])
     assert cont["content"] == text, "stored %r, pushed %r" % (cont["content"], text)
     stored = ok_json(st.c.get("/api/message/" + q(sent["message_id"])), "GET /api/message")
     assert stored["msg_content"] == content and stored["session_id"] == conv, "%r" % (stored,)
@@ -1050,44 +975,44 @@ def ws_send_message_chunks_reply(_):
 
 
 @test
-def ws_reply_started_by_a_send(_):
+def ws_reply_started_by_im_send(_):
     st = stack("main")
     conv = uniq("wsa")
     with ws_open(st, conv) as w:
-        m = a_send(st.c, conv, "A 发的 %s" % uniq())
+        m = im_send(st.c, conv, "im 发的 %s" % uniq())
         got = w.until("ai_reply", 15)
     text, reply = check_reply_events(got, user_msg_id=m["message_id"], conv=conv)
-    assert reply["content"] == text == c_content(st.c, reply["message_id"])["content"]
+    assert reply["content"] == text == chax_content(st.c, reply["message_id"])["content"]
 
 
 @test
-def ws_reply_started_by_b_message(_):
+def ws_reply_started_by_aichat_message(_):
     st = stack("main")
-    sid = b_session(st.c, title="ws b")["session_id"]
+    sid = aichat_session(st.c, title="ws b")["session_id"]
     with ws_open(st, sid) as w:
-        b_msg(st.c, sid, "B 的用户消息 %s" % uniq(), "user")
+        aichat_msg(st.c, sid, "aichat 的用户消息 %s" % uniq(), "user")
         got = w.until("ai_reply", 15)
     text, reply = check_reply_events(got, conv=sid)
     assert reply["content"] == text
 
-    def b_reply():
-        d = ok_env(st.c.get("/api/chat/sessions/%s/messages" % q(sid)), "B message list")
+    def aichat_reply():
+        d = ok_env(st.c.get("/api/chat/sessions/%s/messages" % q(sid)), "aichat message list")
         a = [x for x in d["items"] if x["role"] == "assistant"]
         return a or None
-    a = poll(b_reply, 5, "B's assistant message")
-    assert a[0]["content"] == text, "B stores %r, pushed %r" % (a[0]["content"], text)
+    a = poll(aichat_reply, 5, "aichat's assistant message")
+    assert a[0]["content"] == text, "aichat stores %r, pushed %r" % (a[0]["content"], text)
 
 
 @test
-def ws_reply_started_by_c_chat(_):
+def ws_reply_started_by_chax_chat(_):
     st = stack("main")
-    sid = b_session(st.c, title="ws c")["session_id"]
+    sid = aichat_session(st.c, title="ws c")["session_id"]
     with ws_open(st, sid) as w:
-        j = c_chat(st.c, "C 的消息 %s" % uniq(), conv=sid)
+        j = chax_chat(st.c, "chax 的消息 %s" % uniq(), conv=sid)
         got = w.until("ai_reply", 15)
     text, reply = check_reply_events(got, msg_id=j["msgId"], user_msg_id=j["userMsgId"],
                                      conv=sid)
-    assert reply["content"] == text == c_content(st.c, j["msgId"])["content"]
+    assert reply["content"] == text == chax_content(st.c, j["msgId"])["content"]
 
 
 @test
@@ -1106,9 +1031,9 @@ def ws_stop_message(_):
     text = "".join(m["content"] for m in [first] + got if m.get("type") == "ai_chunk")
     assert reply["content"] == text, "stopped ai_reply %r != the chunks %r" % (
         reply["content"], text)
-    assert c_content(st.c, reply["message_id"]) == {"content": text, "error": ""}
-    assert c_msg(st.c, conv, reply["message_id"])["unfinished"] is False
-    assert a_record(st.c, conv, reply["message_id"])["status"] == 3
+    assert chax_content(st.c, reply["message_id"]) == {"content": text, "error": ""}
+    assert chax_msg(st.c, conv, reply["message_id"])["unfinished"] is False
+    assert im_record(st.c, conv, reply["message_id"])["status"] == 3
 
 
 @test
@@ -1128,7 +1053,7 @@ def ws_bad_input_gets_error_and_stays_open(_):
         w.send({"type": "ping"})
         m = w.recv(5)
         assert m == {"type": "pong"}, "ping after bad input answered %r" % (m,)
-    lst = ok_json(st.c.get("/api/message/list?session_id=" + q(conv)), "A list")
+    lst = ok_json(st.c.get("/api/message/list?session_id=" + q(conv)), "im list")
     assert lst["messages"] == [], "bad input stored messages: %r" % lst["messages"]
 
 
@@ -1235,9 +1160,9 @@ def ws_jwt_token_and_owner(_):
     st = stack("jwt")
     u1, u2 = uniq("wu1"), uniq("wu2")
     t1, t2 = token(u1), token(u2)
-    j = c_chat(st.c.with_token(t1), "ws jwt %s" % uniq())
+    j = chax_chat(st.c.with_token(t1), "ws jwt %s" % uniq())
     conv = j["conversationId"]
-    c_finished(st.c.with_token(t1), conv, j["msgId"])  # its events are not the ones below
+    chax_finished(st.c.with_token(t1), conv, j["msgId"])  # its events are not the ones below
     w = WS(ws_url(st, conv))
     try:
         assert w.answer.get("ok") is False and w.answer.get("status") == 401, \
@@ -1264,7 +1189,7 @@ def ws_jwt_token_and_owner(_):
         assert sent.get("type") == "message_sent", "%r" % (sent,)
         got = w.until("ai_reply", 15)
         check_reply_events(got, user_msg_id=sent["message_id"], conv=conv)
-    stored = ok_json(st.c.with_token(t1).get("/api/message/" + q(sent["message_id"])), "A get")
+    stored = ok_json(st.c.with_token(t1).get("/api/message/" + q(sent["message_id"])), "im get")
     assert stored["from_user_id"] == u1, "sender %r, expected the token's %r" % (
         stored["from_user_id"], u1)
     with ws_open(st, conv, headers={"Authorization": "Bearer " + t1}) as w:
@@ -1272,44 +1197,46 @@ def ws_jwt_token_and_owner(_):
 
 
 # --------------------------------------------------------------------------------------
-# E's stream
+# workflow's stream
 
 
 @test
-def e_stream_without_workflow_uses_the_provider(_):
+def workflow_stream_without_workflow_uses_the_provider(_):
     st = stack("oa")  # no AICHATD_N8N_WEBHOOK_URL: the openai provider answers
     r = st.c.post("/api/chat/stream", json={"sessionId": uniq("e"), "userId": "eu",
                                             "chatInput": "hi"})
-    expect(r, 200, "E stream without a workflow")
+    expect(r, 200, "workflow stream without a workflow")
     ct = (r.header("Content-Type") or "").lower()
     assert ct.startswith("text/event-stream"), "Content-Type %r, expected the upstream's" % ct
     assert b"data: [DONE]" in r.body, "not the upstream's stream: %r" % r.body[:300]
 
 
 @test
-def e_stream_passes_the_workflow_through(_):
+def workflow_stream_passes_the_workflow_through(_):
     st = stack("main")
     sid, user = uniq("es"), uniq("eu")
     text = "[case:live_estream] 流一下 %s" % uniq()
     body = json.dumps({"sessionId": sid, "userId": user, "chatInput": text}, ensure_ascii=False)
     with Curl(st.url("/api/chat/stream"), data=body) as cu:
-        rc = cu.wait_exit(15, "E's stream")
+        rc = cu.wait_exit(15, "workflow's stream")
         end = cu.reads[-1][0] if cu.reads else time.time()
         first = cu.first_body_time()
-        assert rc == 0 and cu.status() == 200, "E stream: curl %r, %r" % (
+        assert rc == 0 and cu.status() == 200, "workflow stream: curl %r, %r" % (
             rc, cu.snapshot()[:400])
         ct = cu.header("Content-Type") or ""
         want = fu.N8N_CASES["live_estream"]["ctype"]
         assert ct.replace(" ", "").lower() == want.replace(" ", "").lower(), \
             "Content-Type %r, the workflow's is %r" % (ct, want)
         got = cu.body()
-    assert got == E_WIRE, "the client got %r, the workflow sent %r" % (got[:300], E_WIRE[:300])
+    assert got == WORKFLOW_WIRE, "the client got %r, the workflow sent %r" % (
+        got[:300], WORKFLOW_WIRE[:300])
     assert first is not None and end - first >= 0.9, \
         "the first bytes came %.2f s before the end (the workflow takes 1.5 s): not streamed" % (
             end - first if first else -1)
-    h = ok_env(st.c.get("/api/chat/history?sessionId=" + q(sid)), "E history")
+    h = ok_env(st.c.get("/api/chat/history?sessionId=" + q(sid)), "workflow history")
     pairs = [(x["userMessage"], x["aiResponse"]) for x in h["messages"]]
-    assert pairs == [(text, fu.N8N_CASES["live_estream"]["reply"])], "E history %r" % (pairs,)
+    assert pairs == [(text, fu.N8N_CASES["live_estream"]["reply"])], "workflow history %r" % (
+        pairs,)
 
 
 # --------------------------------------------------------------------------------------
@@ -1319,11 +1246,11 @@ def e_stream_passes_the_workflow_through(_):
 @test
 def abrupt_disconnects_leave_the_daemon_healthy(_):
     st = stack("main")
-    conv = b_session(st.c, title="abrupt")["session_id"]
+    conv = aichat_session(st.c, title="abrupt")["session_id"]
     text = long_text(uniq("ab"))
-    ref = c_chat(st.c, text)
+    ref = chax_chat(st.c, text)
     r = raw_ws(st, conv)
-    j = c_chat(st.c, text, conv=conv)
+    j = chax_chat(st.c, text, conv=conv)
     cu = sse(st, j["msgId"])
     s = socket.create_connection(("127.0.0.1", st.port), timeout=5)
     try:
@@ -1339,9 +1266,9 @@ def abrupt_disconnects_leave_the_daemon_healthy(_):
         cu.kill()
         r.close()
         s.close()
-    c_finished(st.c, conv, j["msgId"])
-    c_finished(st.c, ref["conversationId"], ref["msgId"])
-    assert c_content(st.c, j["msgId"])["content"] == c_content(st.c, ref["msgId"])["content"]
+    chax_finished(st.c, conv, j["msgId"])
+    chax_finished(st.c, ref["conversationId"], ref["msgId"])
+    assert chax_content(st.c, j["msgId"])["content"] == chax_content(st.c, ref["msgId"])["content"]
     counters_back_to_zero(st)
     j2 = ok_json(st.c.get("/health?detail=1"), "health")
     assert j2["status"] == "ok" and j2["push"]["status"] == "ok", "health %r" % (j2,)
@@ -1356,7 +1283,7 @@ def ws_slow_reader_is_dropped_others_served(_):
     # (1 MiB). So the client that reads nothing talks to the push daemon's own socket, as
     # nginx would; the client that reads goes through nginx as usual.
     st = stack("oa")  # AICHATD_CLIENT_BUFFER=4096
-    conv = b_session(st.c, title="slow")["session_id"]
+    conv = aichat_session(st.c, title="slow")["session_id"]
     full = fu.OPENAI_CASES["live_big"]["reply"]
     before = st.push()["dropped"]
     sock_path = os.path.join(st.stack.data_dir, "run", "push-http.sock")
@@ -1366,7 +1293,7 @@ def ws_slow_reader_is_dropped_others_served(_):
     try:
         with ws_open(st, conv) as w:
             t0 = time.time()
-            j = c_chat(st.c, "[case:live_big] %s" % uniq(), conv=conv)
+            j = chax_chat(st.c, "[case:live_big] %s" % uniq(), conv=conv)
             try:
                 got = w.until("ai_reply", 40)
             except AssertionError as e:
@@ -1397,8 +1324,8 @@ def ws_slow_reader_is_dropped_others_served(_):
         "the reading client got %d of %d bytes (ai_reply %d)" % (
             len(text), len(full), len(reply["content"]))
     assert took < 15, "the reading client took %.1f s for the reply" % took
-    c_finished(st.c, conv, j["msgId"], 20)
-    assert c_content(st.c, j["msgId"])["content"] == full
+    chax_finished(st.c, conv, j["msgId"], 20)
+    assert chax_content(st.c, j["msgId"])["content"] == full
     counters_back_to_zero(st)
 
 
@@ -1422,7 +1349,7 @@ def pool_free_with_200_open_streams(_):
     socks = []
     try:
         for i in range(n_runs):
-            j = c_chat(st.c, "[case:live_long] pool %d %s" % (i, uniq()), conv=conv)
+            j = chax_chat(st.c, "[case:live_long] pool %d %s" % (i, uniq()), conv=conv)
             conv = conv or j["conversationId"]
             runs.append(j["msgId"])
         for mid in runs:

@@ -2,8 +2,9 @@
 people wrote them.
 
 - An upstream's failure told in long Chinese text (an HTTP 500 body, JSON or plain, and an
-  `error` object in the stream) reaches every dialect whole and readable: A's records and
-  list, B's messages, C's content, list and stream, D's and E's sends, the WebSocket.
+  `error` object in the stream) reaches every dialect whole and readable: im's records and
+  list, aichat's messages, chax's content, list and stream, v1's and workflow's sends, the
+  WebSocket.
 - Rows an older version stored cut inside a character (written here with the sqlite3 CLI
   into a stopped stack's database) are read back with U+FFFD by every dialect, never
   dropped from a page that counts them; a long path's auth failure is in the log.
@@ -34,8 +35,9 @@ import sys
 import time
 import uuid
 
-from harness import (REPO, Client, Stack, StackError, a_send, b_msg, b_session, err_env,
-                     free_port, make_jwt, ok_env, ok_json, poll, q, request, test, uniq)
+from harness import (REPO, Client, Stack, StackCache, StackError, im_send, aichat_msg,
+                     aichat_session, err_env, free_port, make_jwt, ok_env, ok_json, poll, q,
+                     request, test, uniq)
 
 sys.path.insert(0, os.path.join(REPO, "tests", "fake"))
 import fake_upstream as fu  # noqa: E402
@@ -50,18 +52,13 @@ SECRET = "secure-secret-" + uuid.uuid4().hex
 FFFD = "\ufffd"
 CLOSED_PORT = free_port()  # nothing listens there
 
-_fake = None
-_stacks = {}
-_order = []
-_procs = []  # client processes started here, killed by PID in teardown at the latest
-_cache = {}
+_stacks = StackCache("test_secure")
+_procs = _stacks.procs  # client processes started here, killed by PID in teardown at the latest
+_cache = _stacks.memo
 
 
 def fake():
-    global _fake
-    if _fake is None:
-        _fake = fu.FakeUpstream().start()
-    return _fake
+    return _stacks.resource("fake", lambda: fu.FakeUpstream().start(), lambda f: f.stop())
 
 
 def socket_group():
@@ -115,44 +112,11 @@ def _start(kind, data_dir=None):
 
 
 def stack(kind):
-    got = _stacks.get(kind)
-    if got is None:
-        try:
-            got = _start(kind)
-        except StackError as e:
-            got = e
-        _stacks[kind] = got
-        _order.append(kind)
-    if isinstance(got, StackError):
-        raise AssertionError("the %s stack did not start: %s" % (kind, got))
-    return got
+    return _stacks.get(kind, lambda: _start(kind))
 
 
 def teardown():
-    for p in _procs:
-        if p.poll() is None:
-            p.kill()
-        try:
-            p.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-    del _procs[:]
-    checks = []
-    for kind in _order:
-        st = _stacks.get(kind)
-        if not isinstance(st, St):
-            continue
-        st.stack.stop(cleanup=False)
-        checks.append(("test_secure.no_crash_reports_%s" % kind, st.stack.crash_reports()))
-        st.stack.cleanup()
-    _stacks.clear()
-    del _order[:]
-    _cache.clear()
-    global _fake
-    if _fake is not None:
-        _fake.stop()
-        _fake = None
-    return checks
+    return _stacks.teardown()
 
 
 def token(sub, **extra):
@@ -230,7 +194,7 @@ class WS:
 
 
 def sse_events(port, msg_id, timeout=8):
-    """The events of C's stream of a finished message, read until the server ends it."""
+    """The events of chax's stream of a finished message, read until the server ends it."""
     p = subprocess.run([CURL, "-sS", "-N", "--max-time", str(timeout),
                         "http://127.0.0.1:%d/ai/message/stream/%s" % (port, q(msg_id))],
                        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -255,26 +219,26 @@ def sse_events(port, msg_id, timeout=8):
 # Dialect helpers
 
 
-def a_records(c, sid):
+def im_records(c, sid):
     return ok_json(c.get("/api/ai/records?session_id=%s&page_size=100" % q(sid)),
                    "GET /api/ai/records")
 
 
-def a_ended_record(c, sid, timeout=15.0):
+def im_ended_record(c, sid, timeout=15.0):
     def look():
-        j = a_records(c, sid)
+        j = im_records(c, sid)
         assert len(j["records"]) == j["total"], \
             "/api/ai/records counts %d but lists %d: %r" % (j["total"], len(j["records"]), j)
         ended = [r for r in j["records"] if r["status"] != 0]
         return ended[0] if ended else None
-    return poll(look, timeout, "the A record of %s ending" % sid)
+    return poll(look, timeout, "the im record of %s ending" % sid)
 
 
-def c_chat(c, content):
+def chax_chat(c, content):
     return ok_json(c.post("/ai/chat", json={"content": content}), "POST /ai/chat")
 
 
-def c_finished(c, conv, msg_id, timeout=15.0):
+def chax_finished(c, conv, msg_id, timeout=15.0):
     def look():
         r = c.get("/ai/message/list/%s" % q(conv))
         assert r.status == 200, "GET /ai/message/list: %r" % (r,)
@@ -282,20 +246,20 @@ def c_finished(c, conv, msg_id, timeout=15.0):
             if m["msgId"] == msg_id and m["unfinished"] is False:
                 return m
         return None
-    return poll(look, timeout, "C message %s finished" % msg_id)
+    return poll(look, timeout, "chax message %s finished" % msg_id)
 
 
-def d_session(c, user):
+def v1_session(c, user):
     return ok_env(c.post("/api/v1/sessions", json={"user_id": user}),
                   "POST /api/v1/sessions")["session_id"]
 
 
-def d_send(c, sid, user, message):
+def v1_send(c, sid, user, message):
     return c.post("/api/v1/sessions/%s/messages" % q(sid),
                   json={"user_id": user, "message": message})
 
 
-def e_send(c, sid, user, text):
+def workflow_send(c, sid, user, text):
     return c.post("/api/chat/send", json={"sessionId": sid, "userId": user, "chatInput": text})
 
 
@@ -345,79 +309,81 @@ def fail_everywhere(st, text):
     dialect shows of it (AssertionError listing what went wrong where)."""
     c = st.c
     f = Failure()
-    a_sid = uniq("sa")
-    ws = WS(st.port, a_sid)
+    im_sid = uniq("sa")
+    ws = WS(st.port, im_sid)
     try:
-        am = a_send(c, a_sid, text + " A")
+        am = im_send(c, im_sid, text + " im")
 
-        def a_rec():
-            rec = a_ended_record(c, a_sid)
+        def im_rec():
+            rec = im_ended_record(c, im_sid)
             assert rec["status"] == 2, "record status %r, expected 2" % (rec["status"],)
             assert rec["user_message_id"] == am["message_id"]
             return readable(rec["error_message"], "the record's error_message")
 
-        def a_list():
-            j = ok_json(c.get("/api/message/list?session_id=%s&page_size=100" % q(a_sid)),
+        def im_list():
+            j = ok_json(c.get("/api/message/list?session_id=%s&page_size=100" % q(im_sid)),
                         "GET /api/message/list")
             assert len(j["messages"]) == j["total"] and j["total"] >= 1, \
-                "A's list counts %d but lists %d" % (j["total"], len(j["messages"]))
+                "im's list counts %d but lists %d" % (j["total"], len(j["messages"]))
 
         def ws_error():
             m = ws.until("error", 10)
             return readable(m.get("message"), "the WebSocket error's message")
-        f.check("A records", a_rec)
-        f.check("A list", a_list)
+        f.check("im records", im_rec)
+        f.check("im list", im_list)
         f.check("WebSocket", ws_error)
     finally:
         ws.close()
 
-    def b_messages():
-        sid = b_session(c, user_id=uniq("bu"))["session_id"]
-        b_msg(c, sid, text + " B", "user")
+    def aichat_messages():
+        sid = aichat_session(c, user_id=uniq("bu"))["session_id"]
+        aichat_msg(c, sid, text + " aichat", "user")
 
         def ended():
-            rec = a_records(c, sid)["records"]
+            rec = im_records(c, sid)["records"]
             return rec and rec[0]["status"] != 0
-        poll(ended, 15, "B's run ending")
+        poll(ended, 15, "aichat's run ending")
         # read once it has ended: a list read while the end commits may count the
         # conversation before the reply and list the rows after it
-        d = ok_env(c.get("/api/chat/sessions/%s/messages" % q(sid)), "B message list")
+        d = ok_env(c.get("/api/chat/sessions/%s/messages" % q(sid)), "aichat message list")
         assert len(d["items"]) == d["total"] and d["total"] >= 1, \
-            "B's list counts %d but lists %d" % (d["total"], len(d["items"]))
-    f.check("B messages", b_messages)
+            "aichat's list counts %d but lists %d" % (d["total"], len(d["items"]))
+    f.check("aichat messages", aichat_messages)
 
-    cj = c_chat(c, text + " C")
+    cj = chax_chat(c, text + " chax")
 
-    def c_list():
-        m = c_finished(c, cj["conversationId"], cj["msgId"])
-        return readable(m["error"], "C list's error")
+    def chax_list():
+        m = chax_finished(c, cj["conversationId"], cj["msgId"])
+        return readable(m["error"], "chax list's error")
 
-    def c_content():
+    def chax_content():
         r = c.get("/ai/message/content/" + q(cj["msgId"]))
         j = ok_json(r, "GET /ai/message/content")
-        return readable(j["error"], "C content's error")
+        return readable(j["error"], "chax content's error")
 
-    def c_stream():
+    def chax_stream():
         evs, raw = sse_events(st.port, cj["msgId"])
         errs = [d for e, d in evs if e == "error"]
-        assert errs, "C's stream has no error event: %r" % (raw[-300:],)
-        return readable(errs[-1]["content"], "C stream's error")
-    f.check("C list", c_list)
-    f.check("C content", c_content)
-    f.check("C stream", c_stream)
+        assert errs, "chax's stream has no error event: %r" % (raw[-300:],)
+        return readable(errs[-1]["content"], "chax stream's error")
+    f.check("chax list", chax_list)
+    f.check("chax content", chax_content)
+    f.check("chax stream", chax_stream)
 
-    def d_sync():
+    def v1_sync():
         user = uniq("du")
-        sid = d_session(c, user)
-        j = err_env(d_send(c, sid, user, text + " D"), 502, what="D send")
-        return readable(j["message"], "D send's message")
+        sid = v1_session(c, user)
+        j = err_env(v1_send(c, sid, user, text + " v1"), 502, what="v1 send")
+        return readable(j["message"], "v1 send's message")
 
-    def e_sync():
-        j = err_env(e_send(c, uniq("se"), uniq("eu"), text + " E"), 500, what="E send")
-        assert j["message"].startswith("发送消息失败: "), "E message %r" % (j["message"],)
-        return readable(j["message"], "E send's message")
-    f.check("D send", d_sync)
-    f.check("E send", e_sync)
+    def workflow_sync():
+        j = err_env(workflow_send(c, uniq("se"), uniq("eu"), text + " workflow"), 500,
+                    what="workflow send")
+        assert j["message"].startswith("发送消息失败: "), \
+            "workflow message %r" % (j["message"],)
+        return readable(j["message"], "workflow send's message")
+    f.check("v1 send", v1_sync)
+    f.check("workflow send", workflow_sync)
     return f
 
 
@@ -496,15 +462,15 @@ def old_stack():
         st = stack("old")
         c = st.c
         ids = {"a": uniq("oa"), "e": uniq("oe"), "eu": uniq("ou"), "tag": uniq("tag")}
-        a_send(c, ids["a"], "A 你好")
-        ids["b"] = b_session(c, user_id="default_user", title="B 标题")["session_id"]
-        b_msg(c, ids["b"], "B 你好", "user")
-        cj = c_chat(c, "C 你好")
+        im_send(c, ids["a"], "im 你好")
+        ids["b"] = aichat_session(c, user_id="default_user", title="aichat 标题")["session_id"]
+        aichat_msg(c, ids["b"], "aichat 你好", "user")
+        cj = chax_chat(c, "chax 你好")
         ids["c"], ids["cmsg"] = cj["conversationId"], cj["msgId"]
-        ok_env(e_send(c, ids["e"], ids["eu"], "E 你好"), "E send")
-        poll(lambda: a_records(c, ids["a"])["records"][0]["status"] == 1, 10, "A's reply")
-        c_finished(c, ids["c"], ids["cmsg"])
-        poll(lambda: a_records(c, ids["b"])["records"][0]["status"] == 1, 10, "B's reply")
+        ok_env(workflow_send(c, ids["e"], ids["eu"], "workflow 你好"), "workflow send")
+        poll(lambda: im_records(c, ids["a"])["records"][0]["status"] == 1, 10, "im's reply")
+        chax_finished(c, ids["c"], ids["cmsg"])
+        poll(lambda: im_records(c, ids["b"])["records"][0]["status"] == 1, 10, "aichat's reply")
         data_dir = st.stack.data_dir
         st.stack.stop(cleanup=False)
         db = os.path.join(data_dir, "aichatd.db")
@@ -525,7 +491,7 @@ UPDATE model_configs SET parameters =
                            stderr=subprocess.PIPE, timeout=30)
         assert p.returncode == 0, "sqlite3: %s" % p.stderr.decode("utf-8", "replace")
         st2 = _start("old", data_dir=data_dir)
-        _stacks["old"] = st2
+        _stacks.stacks["old"] = st2
         _cache["old"] = (st2, ids)
         return _cache["old"]
     except (AssertionError, StackError) as e:
@@ -551,62 +517,62 @@ def broken_rows_render_with_fffd_in_every_dialect(_):
             problems.append("%s: %s" % (where, e))
 
     def a():
-        j = ok_json(c.get("/api/message/list?session_id=" + q(ids["a"])), "A list")
-        assert j["total"] == 2 and len(j["messages"]) == 2, "A list %r" % (j,)
+        j = ok_json(c.get("/api/message/list?session_id=" + q(ids["a"])), "im list")
+        assert j["total"] == 2 and len(j["messages"]) == 2, "im list %r" % (j,)
         for m in j["messages"]:
-            mended(m["msg_content"], "A msg_content")
-        one = ok_json(c.get("/api/message/%s" % q(j["messages"][0]["message_id"])), "A get")
-        mended(one["msg_content"], "A get's msg_content")
-        r = a_records(c, ids["a"])
-        assert r["total"] == 1 and len(r["records"]) == 1, "A records %r" % (r,)
-        mended(r["records"][0]["error_message"], "A error_message")
+            mended(m["msg_content"], "im msg_content")
+        one = ok_json(c.get("/api/message/%s" % q(j["messages"][0]["message_id"])), "im get")
+        mended(one["msg_content"], "im get's msg_content")
+        r = im_records(c, ids["a"])
+        assert r["total"] == 1 and len(r["records"]) == 1, "im records %r" % (r,)
+        mended(r["records"][0]["error_message"], "im error_message")
 
     def b():
-        d = ok_env(c.get("/api/chat/sessions/%s/messages" % q(ids["b"])), "B messages")
-        assert d["total"] == 2 and len(d["items"]) == 2, "B messages %r" % (d,)
+        d = ok_env(c.get("/api/chat/sessions/%s/messages" % q(ids["b"])), "aichat messages")
+        assert d["total"] == 2 and len(d["items"]) == 2, "aichat messages %r" % (d,)
         for m in d["items"]:
-            mended(m["content"], "B content")
-        s = ok_env(c.get("/api/chat/sessions/" + q(ids["b"])), "B session")
-        mended(s["title"], "B title")
-        lst = ok_env(c.get("/aichat/getsessionlist/default_user?page_size=100"), "B sessions")
-        assert lst["total"] == len(lst["items"]) == 3, "B sessions %r" % (lst,)
+            mended(m["content"], "aichat content")
+        s = ok_env(c.get("/api/chat/sessions/" + q(ids["b"])), "aichat session")
+        mended(s["title"], "aichat title")
+        lst = ok_env(c.get("/aichat/getsessionlist/default_user?page_size=100"), "aichat sessions")
+        assert lst["total"] == len(lst["items"]) == 3, "aichat sessions %r" % (lst,)
         for x in lst["items"]:
-            mended(x["title"], "B sessions' title")
+            mended(x["title"], "aichat sessions' title")
 
     def cc():
-        lst = ok_json(c.get("/ai/message/list/" + q(ids["c"])), "C list")
-        assert len(lst) == 2, "C list %r" % (lst,)
-        assert [m for m in lst if m["msgId"] == ids["cmsg"]], "C list %r" % (lst,)
+        lst = ok_json(c.get("/ai/message/list/" + q(ids["c"])), "chax list")
+        assert len(lst) == 2, "chax list %r" % (lst,)
+        assert [m for m in lst if m["msgId"] == ids["cmsg"]], "chax list %r" % (lst,)
         for m in lst:
             if m["role"] == "assistant":
-                mended(m["error"], "C list's error")
-        cont = ok_json(c.get("/ai/message/content/" + q(ids["cmsg"])), "C content")
-        mended(cont["content"], "C content")
-        mended(cont["error"], "C content's error")
+                mended(m["error"], "chax list's error")
+        cont = ok_json(c.get("/ai/message/content/" + q(ids["cmsg"])), "chax content")
+        mended(cont["content"], "chax content")
+        mended(cont["error"], "chax content's error")
         evs, raw = sse_events(st.port, ids["cmsg"])
         errs = [d for e, d in evs if e == "error"]
-        assert errs, "C stream has no error event: %r" % (raw[-200:],)
-        mended(errs[-1]["content"], "C stream's error")
-        convs = ok_json(c.get("/ai/record/list"), "C record list")
+        assert errs, "chax stream has no error event: %r" % (raw[-200:],)
+        mended(errs[-1]["content"], "chax stream's error")
+        convs = ok_json(c.get("/ai/record/list"), "chax record list")
         rows = convs if isinstance(convs, list) else convs.get("records", convs)
         assert any(isinstance(x, dict) and x.get("conversationId") == ids["c"] for x in rows), \
-            "C's record list lacks the conversation: %r" % (convs,)
+            "chax's record list lacks the conversation: %r" % (convs,)
 
     def d():
-        lst = ok_env(c.get("/api/v1/sessions/%s/messages" % q(ids["b"])), "D messages")
-        assert lst["total"] == 2 and len(lst["messages"]) == 2, "D messages %r" % (lst,)
+        lst = ok_env(c.get("/api/v1/sessions/%s/messages" % q(ids["b"])), "v1 messages")
+        assert lst["total"] == 2 and len(lst["messages"]) == 2, "v1 messages %r" % (lst,)
         for m in lst["messages"]:
-            mended(m["content"], "D content")
+            mended(m["content"], "v1 content")
         got = [e for e in logs(c, "error") if ids["tag"] in e["message"]]
         assert len(got) == 1, "the broken log row is not listed"
         assert got[0]["message"] == ids["tag"] + " 你好" + FFFD, "log %r" % (got[0],)
 
     def e():
-        h = ok_env(c.get("/api/chat/history?sessionId=" + q(ids["e"])), "E history")
-        assert h["total"] == 1 and len(h["messages"]) == 1, "E history %r" % (h,)
-        mended(h["messages"][0]["userMessage"], "E userMessage")
-        mended(h["messages"][0]["aiResponse"], "E aiResponse")
-    for where, fn in (("A", a), ("B", b), ("C", cc), ("D", d), ("E", e)):
+        h = ok_env(c.get("/api/chat/history?sessionId=" + q(ids["e"])), "workflow history")
+        assert h["total"] == 1 and len(h["messages"]) == 1, "workflow history %r" % (h,)
+        mended(h["messages"][0]["userMessage"], "workflow userMessage")
+        mended(h["messages"][0]["aiResponse"], "workflow aiResponse")
+    for where, fn in (("im", a), ("aichat", b), ("chax", cc), ("v1", d), ("workflow", e)):
         check(where, fn)
     with open(st.stack.log_path, "rb") as fh:
         out = fh.read().decode("utf-8", "replace")
@@ -727,8 +693,8 @@ def written_stack(kind):
     """A stack after some writes, with its WAL and shared-memory files in place."""
     st = stack(kind)
     sid = uniq("fm")
-    a_send(st.c, sid, "写一点东西")
-    poll(lambda: a_records(st.c, sid)["records"][0]["status"] == 1, 10, "the reply")
+    im_send(st.c, sid, "写一点东西")
+    poll(lambda: im_records(st.c, sid)["records"][0]["status"] == 1, 10, "the reply")
     db = os.path.join(st.stack.data_dir, "aichatd.db")
     poll(lambda: os.path.exists(db + "-wal") and os.path.exists(db + "-shm"), 5,
          "the database's -wal and -shm files")
@@ -830,7 +796,7 @@ def parameters_render_as_written(_):
             problems.append("(%s) the list shows %r" % (form, text[at:at + 260]))
     # and the upstream is sent them as written
     tok = uniq("num")
-    a_send(c, uniq("ns"), "数字 %s" % tok)
+    im_send(c, uniq("ns"), "数字 %s" % tok)
     got = fake().wait_for(tok, "openai", 10)
     if not got:
         problems.append("the upstream saw no request")
@@ -842,17 +808,17 @@ def parameters_render_as_written(_):
                 problems.append("the upstream's request lacks %s: %r" % (piece, raw[:200]))
     ok_env(c.put("/api/v1/model-configs/openai", json={"parameters": {"temperature": 0.7}}),
            "PUT the parameters back")
-    # D's messages show the metadata a client sent the same way
+    # v1's messages show the metadata a client sent the same way
     user = uniq("nu")
-    sid = d_session(c, user)
+    sid = v1_session(c, user)
     meta = '{"score":0.7,"weights":[0.1,1e-5,2.5,1.0],"n":100}'
     r = c.req("POST", "/api/v1/sessions/%s/messages" % q(sid),
               body=('{"user_id":%s,"message":"带元数据","metadata":%s}' % (
                   json.dumps(user), meta)).encode())
-    ok_env(r, "D send with metadata")
+    ok_env(r, "v1 send with metadata")
     lst = c.get("/api/v1/sessions/%s/messages" % q(sid))
-    ok_env(lst, "D messages")
+    ok_env(lst, "v1 messages")
     if '"metadata":' + meta not in lst.body.decode("utf-8"):
-        problems.append("D's messages show the metadata as %r" % (
+        problems.append("v1's messages show the metadata as %r" % (
             lst.body.decode("utf-8")[:300],))
     assert not problems, "; ".join(problems)

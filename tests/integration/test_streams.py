@@ -1,5 +1,5 @@
-"""Streams as clients see them: C's SSE ids and reconnects, large replies, ends announced
-only once stored, E's required fields and E's stream with every provider.
+"""Streams as clients see them: chax's SSE ids and reconnects, large replies, ends announced
+only once stored, workflow's required fields and workflow's stream with every provider.
 
 This module starts its own stacks (run.py's SELF_MODULES), lazily, and stops them in
 teardown():
@@ -7,7 +7,7 @@ teardown():
          closed port, so a conversation using it fails; no workflow
   oa     openai provider against tests/fake/fake_upstream.py (the ~900 KB reply), no
          workflow, SSE heartbeat 1 s (a client over its buffer is dropped at a beat)
-  noai   openai provider at api.openai.com with no key: E's stream has nothing to use
+  noai   openai provider at api.openai.com with no key: workflow's stream has nothing to use
   jwt    builtin provider, AICHATD_AUTH=jwt
 The SSE and WebSocket clients here are plain sockets through nginx, reading as a browser
 does; tests/browser/ has the same checks with npm's `eventsource` and with Chromium.
@@ -21,8 +21,8 @@ import sys
 import time
 import uuid
 
-from harness import (REPO, Client, Stack, StackError, err_env, expect, free_port, make_jwt,
-                     ok_env, ok_json, poll, q, test, uniq)
+from harness import (REPO, Client, Stack, StackCache, StackError, err_env, expect, free_port,
+                     make_jwt, ok_env, ok_json, poll, q, test, uniq)
 
 sys.path.insert(0, os.path.join(REPO, "tests", "fake"))
 import fake_upstream as fu  # noqa: E402
@@ -32,16 +32,11 @@ DELAY_MS = 25
 ROUNDS = 20
 BIG = fu.OPENAI_CASES["big900"]["reply"]
 
-_fake = None
-_stacks = {}
-_order = []
+_stacks = StackCache("test_streams")
 
 
 def fake():
-    global _fake
-    if _fake is None:
-        _fake = fu.FakeUpstream().start()
-    return _fake
+    return _stacks.resource("fake", lambda: fu.FakeUpstream().start(), lambda f: f.stop())
 
 
 def _env(kind):
@@ -73,42 +68,26 @@ class St:
         return j["push"]
 
 
-def stack(kind):
-    got = _stacks.get(kind)
-    if got is None:
-        if kind == "jwt":
-            s = Stack(auth="jwt", secret=SECRET, extra_env=_env(kind))
-        else:
-            s = Stack(extra_env=_env(kind))
-        try:
-            s.start()
-            got = St(s, kind)
-            poll(lambda: got.push().get("status") == "ok", 10, "the push daemon answering")
-        except (StackError, AssertionError) as e:
-            got = StackError(str(e))
-        _stacks[kind] = got
-        _order.append(kind)
-    if isinstance(got, StackError):
-        raise AssertionError("the %s stack did not start: %s" % (kind, got))
+def _start(kind):
+    if kind == "jwt":
+        s = Stack(auth="jwt", secret=SECRET, extra_env=_env(kind))
+    else:
+        s = Stack(extra_env=_env(kind))
+    try:
+        s.start()
+        got = St(s, kind)
+        poll(lambda: got.push().get("status") == "ok", 10, "the push daemon answering")
+    except (StackError, AssertionError) as e:
+        raise StackError(str(e))
     return got
 
 
+def stack(kind):
+    return _stacks.get(kind, lambda: _start(kind))
+
+
 def teardown():
-    checks = []
-    for kind in _order:
-        st = _stacks.get(kind)
-        if not isinstance(st, St):
-            continue
-        st.stack.stop(cleanup=False)
-        checks.append(("test_streams.no_crash_reports_%s" % kind, st.stack.crash_reports()))
-        st.stack.cleanup()
-    _stacks.clear()
-    del _order[:]
-    global _fake
-    if _fake is not None:
-        _fake.stop()
-        _fake = None
-    return checks
+    return _stacks.teardown()
 
 
 def token(sub):
@@ -331,27 +310,27 @@ class WS:
 # Helpers
 
 
-def c_chat(c, content, conv=None):
+def chax_chat(c, content, conv=None):
     body = {"content": content}
     if conv:
         body["conversationId"] = conv
     return ok_json(c.post("/ai/chat", json=body), "POST /ai/chat")
 
 
-def c_content(c, msg_id):
+def chax_content(c, msg_id):
     return ok_json(c.get("/ai/message/content/" + q(msg_id)), "GET /ai/message/content")
 
 
 def finished_reply(st, content="已完成的回复"):
-    """A C message whose reply has ended: (msgId, its content, conversation)."""
-    j = c_chat(st.c, content)
+    """A chax message whose reply has ended: (msgId, its content, conversation)."""
+    j = chax_chat(st.c, content)
     with sse(st, j["msgId"]) as s:
         evs = s.all_events()
     assert evs and evs[-1]["event"] == "done", "stream %r" % ([e["event"] for e in evs],)
     return j["msgId"], evs[-1]["data"]["content"], j["conversationId"], evs
 
 
-def a_send(c, sid, content):
+def im_send(c, sid, content):
     return ok_json(c.post("/api/message/send", json={"session_id": sid, "content": content,
                                                       "from_user_id": "stream-user"}),
                    "POST /api/message/send")
@@ -360,30 +339,30 @@ def a_send(c, sid, content):
 def check_stored(c, conv, ai_msg_id, content, where):
     """Every dialect's read shows the finished reply at once."""
     msgs = ok_json(c.get("/api/message/list?session_id=%s&page_size=100" % q(conv)),
-                   "A list")["messages"]
+                   "im list")["messages"]
     assert any(m["message_id"] == ai_msg_id and m["msg_content"] == content for m in msgs), \
-        "%s: A's /api/message/list lacks the reply %s: %r" % (where, ai_msg_id, msgs[-2:])
+        "%s: im's /api/message/list lacks the reply %s: %r" % (where, ai_msg_id, msgs[-2:])
     items = ok_env(c.get("/api/chat/sessions/%s/messages?page_size=100" % q(conv)),
-                   "B messages")["items"]
+                   "aichat messages")["items"]
     assert any(m.get("content") == content for m in items), \
-        "%s: B's messages lack the reply: %r" % (where, items[-2:])
-    cont = c_content(c, ai_msg_id)
+        "%s: aichat's messages lack the reply: %r" % (where, items[-2:])
+    cont = chax_content(c, ai_msg_id)
     assert cont == {"content": content, "error": ""}, \
-        "%s: C's content %r, expected the reply" % (where, cont)
-    lst = ok_json(c.get("/ai/message/list/" + q(conv)), "C list")
+        "%s: chax's content %r, expected the reply" % (where, cont)
+    lst = ok_json(c.get("/ai/message/list/" + q(conv)), "chax list")
     mine = [m for m in lst if m["msgId"] == ai_msg_id]
-    assert mine and mine[0]["unfinished"] is False, "%s: C lists %r" % (where, mine)
+    assert mine and mine[0]["unfinished"] is False, "%s: chax lists %r" % (where, mine)
     dm = ok_env(c.get("/api/v1/sessions/%s/messages?page_size=100" % q(conv)),
-                "D messages")["messages"]
+                "v1 messages")["messages"]
     assert any(m["message_id"] == ai_msg_id and m["content"] == content for m in dm), \
-        "%s: D's messages lack the reply: %r" % (where, dm[-2:])
-    h = ok_env(c.get("/api/chat/history?sessionId=" + q(conv)), "E history")["messages"]
+        "%s: v1's messages lack the reply: %r" % (where, dm[-2:])
+    h = ok_env(c.get("/api/chat/history?sessionId=" + q(conv)), "workflow history")["messages"]
     assert h and h[-1]["aiResponse"] == content, \
-        "%s: E's history ends %r, expected the reply" % (where, h[-1:] if h else h)
+        "%s: workflow's history ends %r, expected the reply" % (where, h[-1:] if h else h)
     recs = ok_json(c.get("/api/ai/records?session_id=%s&page_size=100" % q(conv)),
-                   "A records")["records"]
+                   "im records")["records"]
     rec = [r for r in recs if r["ai_message_id"] == ai_msg_id]
-    assert rec and rec[0]["status"] == 1, "%s: A's record %r, expected status 1" % (
+    assert rec and rec[0]["status"] == 1, "%s: im's record %r, expected status 1" % (
         where, rec)
 
 
@@ -420,8 +399,8 @@ def sse_error_event_has_its_own_id(_):
     st = stack("main")
     sid = ok_env(st.c.post("/api/v1/sessions", json={"user_id": "su",
                                                      "model_config_id": "openai"}),
-                 "D session")["session_id"]
-    j = c_chat(st.c, "这条会失败", conv=sid)
+                 "v1 session")["session_id"]
+    j = chax_chat(st.c, "这条会失败", conv=sid)
     with sse(st, j["msgId"]) as s:
         evs = s.all_events()
     assert evs and evs[-1]["event"] == "error", "events %r" % (evs,)
@@ -502,7 +481,7 @@ def sse_any_last_event_id_starts_over_finished(_):
 @test
 def sse_any_last_event_id_starts_over_running(_):
     st = stack("main")
-    j = c_chat(st.c, "回复进行中，带着一个坏的 Last-Event-ID 连接：" + "长" * 60)
+    j = chax_chat(st.c, "回复进行中，带着一个坏的 Last-Event-ID 连接：" + "长" * 60)
     mid = j["msgId"]
     with sse(st, mid) as s0:
         first = s0.next_event()
@@ -533,7 +512,7 @@ def large_reply_reaches_readers_whole(_):
     ws = WS(st.port, conv)
     idle = None
     try:
-        sent = a_send(st.c, conv, "[case:big900] 一条很长的回复 %s" % uniq())
+        sent = im_send(st.c, conv, "[case:big900] 一条很长的回复 %s" % uniq())
         first, _ = ws.until(lambda m: m.get("type") in ("ai_chunk", "ai_reply", "error"),
                             "the first ai_chunk")
         assert first["type"] == "ai_chunk", "first reply event %r" % (first,)
@@ -590,7 +569,7 @@ def ws_ai_reply_is_stored_when_announced(_):
         conv = uniq("dur-ws")
         ws = WS(st.port, conv)
         try:
-            sent = a_send(st.c, conv, "第 %d 轮：收到 ai_reply 就读" % i)
+            sent = im_send(st.c, conv, "第 %d 轮：收到 ai_reply 就读" % i)
             reply, _ = ws.until(lambda m: m.get("type") in ("ai_reply", "error") and
                                 m.get("user_message_id") == sent["message_id"], "ai_reply")
             assert reply["type"] == "ai_reply", reply
@@ -604,7 +583,7 @@ def ws_ai_reply_is_stored_when_announced(_):
 def sse_done_is_stored_when_announced(_):
     st = stack("main")
     for i in range(ROUNDS):
-        j = c_chat(st.c, "第 %d 轮：收到 done 就读" % i)
+        j = chax_chat(st.c, "第 %d 轮：收到 done 就读" % i)
         with sse(st, j["msgId"]) as s:
             while True:
                 e = s.next_event()
@@ -622,7 +601,7 @@ def sse_client_between_end_and_write_gets_its_end(_):
     # then the reply is stored (before, the end went out while it waited to be written)
     st = stack("main")
     for i in range(ROUNDS):
-        j = c_chat(st.c, "第 %d 轮" % i)
+        j = chax_chat(st.c, "第 %d 轮" % i)
         with sse(st, j["msgId"]) as s0:
             evs0 = s0.all_events()
         with sse(st, j["msgId"]) as s:
@@ -634,22 +613,23 @@ def sse_client_between_end_and_write_gets_its_end(_):
 
 
 @test
-def e_stream_end_is_stored_when_the_stream_ends(_):
+def workflow_stream_end_is_stored_when_the_stream_ends(_):
     st = stack("main")
     for i in range(ROUNDS // 2):
         sid = uniq("dur-e")
-        body = _e_stream(st, sid, "第 %d 轮 E 的流" % i)
-        h = ok_env(st.c.get("/api/chat/history?sessionId=" + q(sid)), "E history")["messages"]
+        body = _workflow_stream(st, sid, "第 %d 轮 workflow 的流" % i)
+        h = ok_env(st.c.get("/api/chat/history?sessionId=" + q(sid)),
+                   "workflow history")["messages"]
         assert h and h[-1]["aiResponse"] == body["reply"], \
-            "round %d: the stream ended and E's history shows %r, the stream gave %r" % (
+            "round %d: the stream ended and workflow's history shows %r, the stream gave %r" % (
                 i, h[-1:] if h else h, body["reply"])
 
 
 # --------------------------------------------------------------------------------------
-# 6, 7. E's body, and E's stream with every provider
+# 6, 7. workflow's body, and workflow's stream with every provider
 
 
-def _e_post(st, path, body, tok=None):
+def _workflow_post(st, path, body, tok=None):
     raw = json.dumps(body, ensure_ascii=False).encode("utf-8")
     headers = {"Content-Type": "application/json"}
     if tok:
@@ -657,8 +637,8 @@ def _e_post(st, path, body, tok=None):
     return st.c.req("POST", path, body=raw, headers=headers)
 
 
-def _e_stream(st, sid, text, user="eu"):
-    """E's stream, read to its end by a plain HTTP client: the status, type, raw body, and
+def _workflow_stream(st, sid, text, user="eu"):
+    """workflow's stream, read to its end by a plain HTTP client: the status, type, raw body, and
     the reply its events carry."""
     raw = json.dumps({"sessionId": sid, "userId": user, "chatInput": text},
                      ensure_ascii=False).encode("utf-8")
@@ -691,7 +671,7 @@ def _e_stream(st, sid, text, user="eu"):
 
 
 @test
-def e_required_fields(_):
+def workflow_required_fields(_):
     st = stack("main")
     full = {"sessionId": uniq("ereq"), "userId": "eu", "chatInput": "你好"}
     want = {"sessionId": "会话ID不能为空", "userId": "用户ID不能为空",
@@ -704,31 +684,32 @@ def e_required_fields(_):
                     del body[field]
                 else:
                     body[field] = "" if variant == "empty" else None
-                err_env(_e_post(st, path, body), 400, msg)
+                err_env(_workflow_post(st, path, body), 400, msg)
 
 
 @test
-def e_missing_user_id_is_the_token_subject_under_jwt(_):
+def workflow_missing_user_id_is_the_token_subject_under_jwt(_):
     st = stack("jwt")
     tok = token("e-jwt-user")
     sid = uniq("ejwt")
-    d = ok_env(_e_post(st, "/api/chat/send", {"sessionId": sid, "chatInput": "没有 userId"},
-                       tok), "E send without userId under jwt")
+    d = ok_env(_workflow_post(st, "/api/chat/send", {"sessionId": sid, "chatInput": "没有 userId"},
+                       tok), "workflow send without userId under jwt")
     assert d["reply"], d
     h = ok_env(st.c.with_token(tok).get("/api/chat/history?sessionId=" + q(sid)))["messages"]
     assert [x["userId"] for x in h] == ["e-jwt-user"], h
-    err_env(_e_post(st, "/api/chat/send", {"sessionId": sid, "userId": "someone-else",
+    err_env(_workflow_post(st, "/api/chat/send", {"sessionId": sid, "userId": "someone-else",
                                            "chatInput": "x"}, tok), 403)
-    err_env(_e_post(st, "/api/chat/stream", {"sessionId": sid, "userId": "e-jwt-user"}, tok),
+    err_env(_workflow_post(st, "/api/chat/stream", {"sessionId": sid, "userId": "e-jwt-user"}, tok),
             400, "消息内容不能为空")
 
 
 @test
-def e_stream_builtin(_):
+def workflow_stream_builtin(_):
     st = stack("main")
     sid = uniq("eb")
-    r = _e_stream(st, sid, "内置助手的流式回复")
-    assert r["status"] == 200, "E stream with builtin: %d %r" % (r["status"], r["body"][:300])
+    r = _workflow_stream(st, sid, "内置助手的流式回复")
+    assert r["status"] == 200, "workflow stream with builtin: %d %r" % (
+        r["status"], r["body"][:300])
     assert r["ctype"].startswith("text/event-stream"), r["ctype"]
     events = [x for x in r["body"].decode("utf-8").split("\n\n") if x]
     assert len(events) >= 4 and events[-1] == "data: [DONE]", events[-3:]
@@ -740,12 +721,12 @@ def e_stream_builtin(_):
 
 
 @test
-def e_stream_openai_passes_the_upstream_through(_):
+def workflow_stream_openai_passes_the_upstream_through(_):
     st = stack("oa")
     sid = uniq("eo")
     text = "OpenAI 的流 %s" % uniq()
-    r = _e_stream(st, sid, text)
-    assert r["status"] == 200, "E stream with openai: %d %r" % (r["status"], r["body"][:300])
+    r = _workflow_stream(st, sid, text)
+    assert r["status"] == 200, "workflow stream with openai: %d %r" % (r["status"], r["body"][:300])
     assert r["ctype"].startswith("text/event-stream"), r["ctype"]
     wire = b"".join(s[1] for s in fu.OPENAI_CASES["normal"]["steps"] if s[0] == "chunk")
     assert r["body"] == wire, "not the upstream's bytes: %r" % r["body"][:300]
@@ -755,17 +736,17 @@ def e_stream_openai_passes_the_upstream_through(_):
 
 
 @test
-def e_stream_503_only_when_the_provider_cannot_be_used(_):
+def workflow_stream_503_only_when_the_provider_cannot_be_used(_):
     st = stack("noai")
     sid = uniq("en")
     # a bad body is a 400 envelope all the same
-    err_env(_e_post(st, "/api/chat/stream", {"sessionId": sid, "userId": "eu"}), 400,
+    err_env(_workflow_post(st, "/api/chat/stream", {"sessionId": sid, "userId": "eu"}), 400,
             "消息内容不能为空")
     r = st.c.req("POST", "/api/chat/stream", body=b"{not json", headers={
         "Content-Type": "application/json"})
     err_env(r, 400)
-    r = _e_post(st, "/api/chat/stream", {"sessionId": sid, "userId": "eu", "chatInput": "hi"})
-    expect(r, 503, "E stream with openai at api.openai.com and no key")
+    r = _workflow_post(st, "/api/chat/stream", {"sessionId": sid, "userId": "eu", "chatInput": "hi"})
+    expect(r, 503, "workflow stream with openai at api.openai.com and no key")
     assert (r.header("Content-Type") or "").startswith("text/plain"), r.header("Content-Type")
     assert r.body.strip(), "an empty 503"
     h = ok_env(st.c.get("/api/chat/history?sessionId=" + q(sid)))["messages"]

@@ -5,8 +5,8 @@
   (tests/fake/fake_upstream.py, which counts the requests it serves at once) never has more
   than the cap upstream, every run completes, in order; a queued run can be read (empty so
   far), streamed, stopped, and survives a restart of the stack.
-- D's and E's sends are held by the push daemon, not by a FastCGI thread: with 4 accept
-  loops in all and 200 D sends waiting on a slow upstream, /health and A's list still
+- v1's and workflow's sends are held by the push daemon, not by a FastCGI thread: with 4 accept
+  loops in all and 200 v1 sends waiting on a slow upstream, /health and im's list still
   answer within 50 ms at p99; and a client that reads the conversation the moment a send
   answers sees the reply.
 
@@ -18,21 +18,17 @@ import sys
 import threading
 import time
 
-from harness import (REPO, Client, Stack, a_send, err_env, ok_env, ok_json, poll, q, test,
-                     uniq, request)
+from harness import (REPO, Client, Stack, StackCache, im_send, err_env, ok_env, ok_json, poll, q,
+                     test, uniq, request)
 
 sys.path.insert(0, os.path.join(REPO, "tests", "fake"))
 import fake_upstream as fu  # noqa: E402
 
-_fake = None
-_started = []  # every Stack started, for teardown
+_stacks = StackCache("test_sync")  # every Stack started, by number, for teardown
 
 
 def fake():
-    global _fake
-    if _fake is None:
-        _fake = fu.FakeUpstream().start()
-    return _fake
+    return _stacks.resource("fake", lambda: fu.FakeUpstream().start(), lambda f: f.stop())
 
 
 def start(env, data_dir=None, workers=None):
@@ -43,24 +39,13 @@ def start(env, data_dir=None, workers=None):
          "AICHATD_BUILTIN_DELAY_MS": "10"}
     e.update(env)
     s = Stack(extra_env=e, data_dir=data_dir, workers=workers)
-    _started.append(s)
+    _stacks.add(str(len(_stacks.order)), s)
     s.start()
     return s
 
 
 def teardown():
-    checks = []
-    for i, s in enumerate(_started):
-        s.stop(cleanup=False)
-        checks.append(("test_sync.no_crash_reports_%d" % i, s.crash_reports()))
-    for s in _started:
-        s.cleanup()
-    del _started[:]
-    global _fake
-    if _fake is not None:
-        _fake.stop()
-        _fake = None
-    return checks
+    return _stacks.teardown()
 
 
 def records(c, sid):
@@ -81,12 +66,12 @@ def all_done(c, sids, n_each, timeout):
 
 
 def burst(c, tok, n, per_session=100):
-    """n A sends, one after the other (so their runs' ids follow their numbers)."""
+    """n im sends, one after the other (so their runs' ids follow their numbers)."""
     sids = []
     for i in range(n):
         if i % per_session == 0:
             sids.append(uniq("cap"))
-        a_send(c, sids[-1], "%s #%d" % (tok, i))
+        im_send(c, sids[-1], "%s #%d" % (tok, i))
     return sids
 
 
@@ -137,19 +122,19 @@ def run_cap_default_256_holds_a_burst_of_400(_):
     assert sent > 4 or most >= 200, "only %d at once in %.1f s of sends" % (most, sent)
 
 
-def c_content(c, msg_id):
+def chax_content(c, msg_id):
     return ok_json(c.get("/ai/message/content/" + q(msg_id)), "GET /ai/message/content")
 
 
-def c_unfinished(c, conv, msg_id):
-    for m in ok_json(c.get("/ai/message/list/%s" % q(conv)), "C list"):
+def chax_unfinished(c, conv, msg_id):
+    for m in ok_json(c.get("/ai/message/list/%s" % q(conv)), "chax list"):
         if m["msgId"] == msg_id:
             return m["unfinished"]
     raise AssertionError("%s not listed" % msg_id)
 
 
 def sse_events(port, msg_id, out, timeout=30):
-    """Read C's stream of msg_id into out (a list of (event, data)) until it ends."""
+    """Read chax's stream of msg_id into out (a list of (event, data)) until it ends."""
     import http.client
     import json
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
@@ -176,18 +161,18 @@ def run_cap_queued_run_reads_streams_and_stops(_):
     f = fake()
     f.reset_inflight()
     tok = uniq("q")
-    a_send(c, uniq("blk"), "[case:hold] blocker %s" % tok)
+    im_send(c, uniq("blk"), "[case:hold] blocker %s" % tok)
     fake().wait_for("blocker " + tok, "openai", timeout=5)
     t_block = time.time()
     # queued behind the blocker (4 s): read, streamed, and another one stopped
-    j = ok_json(c.post("/ai/chat", json={"content": "[case:pace] queued %s" % tok}), "C chat")
-    cont = c_content(c, j["msgId"])
+    j = ok_json(c.post("/ai/chat", json={"content": "[case:pace] queued %s" % tok}), "chax chat")
+    cont = chax_content(c, j["msgId"])
     assert cont == {"content": "", "error": ""}, "queued content %r" % (cont,)
-    assert c_unfinished(c, j["conversationId"], j["msgId"]) is True
+    assert chax_unfinished(c, j["conversationId"], j["msgId"]) is True
     evs = []
     th = threading.Thread(target=sse_events, args=(s.port, j["msgId"], evs))
     th.start()
-    k = ok_json(c.post("/ai/chat", json={"content": "[case:pace] stopped %s" % tok}), "C chat")
+    k = ok_json(c.post("/ai/chat", json={"content": "[case:pace] stopped %s" % tok}), "chax chat")
     r = ok_json(c.post("/ai/message/stop/" + q(k["msgId"]), json={}), "stop a queued run")
     assert r["stopped"] is True and r["unfinished"] is False and r["content"] == "", \
         "stop answer %r" % (r,)
@@ -198,8 +183,8 @@ def run_cap_queued_run_reads_streams_and_stops(_):
         evs[:1],)
     assert evs[-1][0] == "done" and evs[-1][1]["content"] == fu.OPENAI_CASES["pace"]["reply"], \
         "stream events %r" % (evs,)
-    assert c_content(c, j["msgId"])["content"] == fu.OPENAI_CASES["pace"]["reply"]
-    assert c_unfinished(c, k["conversationId"], k["msgId"]) is False
+    assert chax_content(c, j["msgId"])["content"] == fu.OPENAI_CASES["pace"]["reply"]
+    assert chax_unfinished(c, k["conversationId"], k["msgId"]) is False
     assert not fake().find("stopped " + tok), "a stopped queued run still went upstream"
     assert f.max_inflight <= 1, "%d runs upstream at once with a cap of 1" % f.max_inflight
 
@@ -228,11 +213,11 @@ def run_cap_restart_loses_no_queued_run(_):
 # synchronous sends
 
 
-def d_session(c, user):
-    return ok_env(c.post("/api/v1/sessions", json={"user_id": user}), "D session")["session_id"]
+def v1_session(c, user):
+    return ok_env(c.post("/api/v1/sessions", json={"user_id": user}), "v1 session")["session_id"]
 
 
-def d_send(c, sid, user, text, timeout=60):
+def v1_send(c, sid, user, text, timeout=60):
     return request(c.port, "POST", "/api/v1/sessions/%s/messages" % q(sid),
                    json_body={"user_id": user, "message": text}, timeout=timeout)
 
@@ -257,16 +242,16 @@ def sync_sends_leave_the_pool_free(_):
     s = start({"AICHATD_OPENAI_MODEL": "fake-hold", "AICHATD_THREADS": "4"}, workers=1)
     c = Client(s.port)
     asid = uniq("free")
-    a_send(c, asid, "a message to list")
+    im_send(c, asid, "a message to list")
     f = fake()
     tok = uniq("pool")
     user = uniq("du")
-    sids = [d_session(c, user) for _ in range(200)]
+    sids = [v1_session(c, user) for _ in range(200)]
     out = [None] * 200
 
     def send(i):
         try:
-            out[i] = d_send(c, sids[i], user, "%s #%d" % (tok, i))
+            out[i] = v1_send(c, sids[i], user, "%s #%d" % (tok, i))
         except Exception as e:  # noqa: BLE001
             out[i] = e
     th = [threading.Thread(target=send, args=(i,)) for i in range(200)]
@@ -281,8 +266,8 @@ def sync_sends_leave_the_pool_free(_):
     for t in th:
         t.join(60)
     bad = [x for x in health + lst if x[1] != 200]
-    sys.stdout.write("# %d D sends upstream, %d unanswered during the probe; /health p99 "
-                     "%.1f ms, max %.1f; A list p99 %.1f ms, max %.1f\n" % (
+    sys.stdout.write("# %d v1 sends upstream, %d unanswered during the probe; /health p99 "
+                     "%.1f ms, max %.1f; im list p99 %.1f ms, max %.1f\n" % (
                          len(waiting), still, p99([x[0] for x in health]),
                          max(x[0] for x in health), p99([x[0] for x in lst]),
                          max(x[0] for x in lst)))
@@ -291,11 +276,11 @@ def sync_sends_leave_the_pool_free(_):
         len(waiting),)
     assert still >= 150, "the probe was not made while the sends waited (%d waiting)" % still
     assert p99([x[0] for x in health]) < 50, "/health p99 %.1f ms" % p99([x[0] for x in health])
-    assert p99([x[0] for x in lst]) < 50, "A list p99 %.1f ms" % p99([x[0] for x in lst])
+    assert p99([x[0] for x in lst]) < 50, "im list p99 %.1f ms" % p99([x[0] for x in lst])
     reply = fu.OPENAI_CASES["hold"]["reply"]
     for i, r in enumerate(out):
         assert not isinstance(r, Exception) and r is not None, "send %d: %r" % (i, r)
-        d = ok_env(r, "D send %d" % i)
+        d = ok_env(r, "v1 send %d" % i)
         assert d["ai_message"]["content"] == reply, "send %d answered %r" % (i, d)
 
 
@@ -313,11 +298,11 @@ def builtin():
 def sync_answer_comes_after_the_commit_d(_):
     c = builtin()
     user = uniq("du")
-    sid = d_session(c, user)
+    sid = v1_session(c, user)
     for i in range(30):
-        d = ok_env(d_send(c, sid, user, "第 %d 条" % i), "D send")
+        d = ok_env(v1_send(c, sid, user, "第 %d 条" % i), "v1 send")
         lst = ok_env(c.get("/api/v1/sessions/%s/messages?page_num=%d&page_size=2" % (
-            q(sid), i + 1)), "D list")["messages"]
+            q(sid), i + 1)), "v1 list")["messages"]
         got = [(m["message_id"], m["type"], m["content"]) for m in lst]
         assert got == [(d["user_message"]["message_id"], "user", "第 %d 条" % i),
                        (d["ai_message"]["message_id"], "ai", d["ai_message"]["content"])], \
@@ -330,9 +315,9 @@ def sync_answer_comes_after_the_commit_e(_):
     sid, user = uniq("es"), uniq("eu")
     for i in range(30):
         d = ok_env(c.post("/api/chat/send", json={"sessionId": sid, "userId": user,
-                                                    "chatInput": "问题 %d" % i}), "E send")
+                                                    "chatInput": "问题 %d" % i}), "workflow send")
         h = ok_env(c.get("/api/chat/history?sessionId=%s&page=%d&page_size=1" % (q(sid), i + 1)),
-                   "E history")["messages"]
+                   "workflow history")["messages"]
         assert [(x["userMessage"], x["aiResponse"]) for x in h] == [("问题 %d" % i,
                                                                     d["reply"])], \
             "round %d: history right after the answer %r" % (i, h)
@@ -342,10 +327,10 @@ def sync_answer_comes_after_the_commit_e(_):
 def sync_send_errors_keep_their_shape(_):
     c = builtin()
     # 404 for a session nobody made, 400 for a bad body: answered before any hand-over
-    err_env(d_send(c, uniq("nosuch"), "u", "hi"), 404, "会话不存在")
+    err_env(v1_send(c, uniq("nosuch"), "u", "hi"), 404, "会话不存在")
     user = uniq("du")
-    sid = d_session(c, user)
-    err_env(d_send(c, sid, user, ""), 400)
+    sid = v1_session(c, user)
+    err_env(v1_send(c, sid, user, ""), 400)
     # the internal routes are not reachable from outside
     for path in ("/_aichatd_result/d/1", "/_aichatd_sync/d/1", "/_aichatd_result/e/1"):
         r = c.get(path)

@@ -20,14 +20,13 @@ import struct
 import threading
 import time
 
-from harness import Stack, StackError, ok_json, poll, q, qs, test, uniq
+from harness import Stack, StackCache, StackError, ok_json, poll, q, qs, test, uniq
 import test_live as tl
 
 PENDING_MAX = 4 << 20
 MSG_COST = 16384  # what the daemon counts for an unfinished message beyond its bytes
 
-_stacks = {}
-_order = []
+_stacks = StackCache("test_ws")  # test_ws_jwt and test_ws_limits keep theirs here too
 
 
 def _env(kind):
@@ -49,20 +48,16 @@ def _env(kind):
 
 def start_stack(kind, env, auth="off", secret=None, workers=None):
     """A stack kept in this module's table (stopped by stop_stacks), as test_live's St."""
-    got = _stacks.get(kind)
-    if got is None:
+    def start():
         s = Stack(auth=auth, secret=secret, extra_env=env, workers=workers)
         try:
             s.start()
             got = tl.St(s, auth)
             poll(lambda: got.push().get("status") == "ok", 10, "the push daemon answering")
         except (StackError, AssertionError) as e:
-            got = StackError(str(e))
-        _stacks[kind] = got
-        _order.append(kind)
-    if isinstance(got, StackError):
-        raise AssertionError("the %s stack did not start: %s" % (kind, got))
-    return got
+            raise StackError(str(e))
+        return got
+    return _stacks.get(kind, start)
 
 
 def stack(kind):
@@ -70,25 +65,9 @@ def stack(kind):
 
 
 def stop_stacks(prefix):
-    for p in tl._procs:
-        if p.poll() is None:
-            p.kill()
-        try:
-            p.wait(timeout=5)
-        except Exception:  # noqa: BLE001
-            pass
-    del tl._procs[:]
-    checks = []
-    for kind in _order:
-        st = _stacks.get(kind)
-        if not isinstance(st, tl.St):
-            continue
-        st.stack.stop(cleanup=False)
-        checks.append(("%s.no_crash_reports_%s" % (prefix, kind), st.stack.crash_reports()))
-        st.stack.cleanup()
-    _stacks.clear()
-    del _order[:]
-    return checks
+    """Stop test_live's client processes and this table's stacks; their crash checks."""
+    tl._stacks.kill_procs()
+    return _stacks.teardown(prefix)
 
 
 def teardown():
@@ -430,9 +409,9 @@ def ws_message_sent_is_stored(_):
                 assert m.get("type") in ("ai_chunk", "ai_reply"), "answer %r" % (m,)
             # no sleep: the post is committed before it is announced
             lst = ok_json(st.c.get("/api/message/list" + qs(session_id=conv, page_size=100)),
-                          "A's list")
+                          "im's list")
             ids = [x["message_id"] for x in lst["messages"]]
-            assert m["message_id"] in ids, "message_sent %s is not in A's list read right " \
+            assert m["message_id"] in ids, "message_sent %s is not in im's list read right " \
                 "after it (%d messages)" % (m["message_id"], len(ids))
     finally:
         r.close()
@@ -506,6 +485,6 @@ def ws_send_burst_does_not_stall_the_loop(_):
           "max %.1f ms" % (n, took, len(ok), ok[len(ok) // 2] * 1000, p99 * 1000, worst * 1000))
     assert p99 < 0.15, "ping round trip p99 %.0f ms (max %.0f ms) during a burst of %d sends" \
         % (p99 * 1000, worst * 1000, n)
-    lst = ok_json(st.c.get("/api/message/list" + qs(session_id=conv, page_size=1)), "A's list")
-    assert lst["total"] == n, "A's list holds %r messages after %d message_sent" % (
+    lst = ok_json(st.c.get("/api/message/list" + qs(session_id=conv, page_size=1)), "im's list")
+    assert lst["total"] == n, "im's list holds %r messages after %d message_sent" % (
         lst["total"], n)

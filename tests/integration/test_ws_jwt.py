@@ -1,11 +1,12 @@
 """Isolation under auth = jwt: a connection belongs to its token's user, and never sees or
 stops another user's run, whatever the order (a socket opened on an id before anyone used
-it, after the conversation exists, during a run). The same for C's SSE stream and E's
+it, after the conversation exists, during a run). The same for chax's SSE stream and workflow's
 stream, which workers authorise before the hand-over to the daemon.
 
 Two users with their own tokens: A owns the conversation, B tries. Starts its own stack
 (run.py's SELF_MODULES), stopped in teardown():
-  jwt  auth = jwt, builtin provider (150 ms a piece), E's workflow = the fake's n8n webhook
+  jwt  auth = jwt, builtin provider (150 ms a piece), the workflow dialect's n8n webhook =
+       the fake's
 """
 
 import json
@@ -22,22 +23,17 @@ sys.path.insert(0, os.path.join(REPO, "tests", "fake"))
 import fake_upstream as fu  # noqa: E402
 
 SECRET = "wsjwt-secret-" + uuid.uuid4().hex
-_fake = []
 
 
 def stack():
-    if not _fake:
-        _fake.append(fu.FakeUpstream().start())
+    f = tw._stacks.resource("jwt-fake", lambda: fu.FakeUpstream().start(), lambda f: f.stop())
     env = {"AICHATD_PROVIDER": "builtin", "AICHATD_BUILTIN_DELAY_MS": "150",
-           "AICHATD_N8N_WEBHOOK_URL": _fake[0].webhook("output")}
+           "AICHATD_N8N_WEBHOOK_URL": f.webhook("output")}
     return tw.start_stack("jwt", env, auth="jwt", secret=SECRET)
 
 
 def teardown():
-    checks = tw.stop_stacks("test_ws_jwt")
-    while _fake:
-        _fake.pop().stop()
-    return checks
+    return tw.stop_stacks("test_ws_jwt")
 
 
 def token(sub):
@@ -69,12 +65,12 @@ def quiet(w, seconds, what):
     return got
 
 
-def a_long_send(u, conv):
+def im_long_send(u, conv):
     return ok_json(u.ca.post("/api/message/send", json={
         "content": tl.long_text(uniq("jw")), "session_id": conv}), "A's send")
 
 
-def check_b_stop_refused(u, wb, wa, ai_msg_id):
+def check_aichat_stop_refused(u, wb, wa, ai_msg_id):
     wb.send({"type": "stop", "message_id": ai_msg_id})
     m = wb.recv(5)
     assert m.get("type") == "error", "B's stop of A's run answered %r, expected an error" % (m,)
@@ -91,13 +87,13 @@ def ws_presubscribed_before_creation_gets_nothing(_):
     conv = uniq("jwpre")
     wb = tl.ws_open(st, conv, u.tb)  # an id nobody has used: the socket opens, claims nothing
     try:
-        a_long_send(u, conv)  # A's message stores the id: A's conversation
+        im_long_send(u, conv)  # A's message stores the id: A's conversation
         with tl.ws_open(st, conv, u.ta) as wa:
             first = [m for m in wa.until("ai_chunk", 10) if m["type"] == "ai_chunk"][0]
-            reply = check_b_stop_refused(u, wb, wa, first["message_id"])
+            reply = check_aichat_stop_refused(u, wb, wa, first["message_id"])
         assert reply["content"], "A's reply is empty"
         quiet(wb, 0.5, "pre-subscribed before A created the conversation")
-        stored = tl.c_content(u.ca, reply["message_id"])
+        stored = tl.chax_content(u.ca, reply["message_id"])
         assert stored["content"] == reply["content"], "A's stored reply %r" % (stored,)
     finally:
         wb.kill()
@@ -115,7 +111,7 @@ def ws_both_presubscribed_owner_sends_on_the_socket(_):
         sent = wa.recv(5)
         assert sent.get("type") == "message_sent", "A's send: %r" % (sent,)
         first = [m for m in wa.until("ai_chunk", 10) if m["type"] == "ai_chunk"][0]
-        check_b_stop_refused(u, wb, wa, first["message_id"])
+        check_aichat_stop_refused(u, wb, wa, first["message_id"])
         quiet(wb, 0.5, "both sockets opened before A's socket send")
         # B cannot post into A's conversation either
         wb.send({"type": "send_message", "content": "B 的消息"})
@@ -133,7 +129,7 @@ def ws_subscribed_after_creation_and_during_a_run_refused(_):
     st = stack()
     u = Users(st)
     conv = uniq("jwafter")
-    a_long_send(u, conv)  # a run under way
+    im_long_send(u, conv)  # a run under way
     w = tl.WS(tl.ws_url(st, conv, u.tb))
     try:
         assert w.answer.get("status") == 404, "B's socket during A's run: %r" % (w.answer,)
@@ -185,7 +181,7 @@ def sse_of_another_users_message_refused(_):
         assert r.status == 404, "B's stream of A's reply %s: %d %r" % (when, r.status,
                                                                         r.body[:200])
         if when == "during the run":
-            tl.c_finished(u.ca, j["conversationId"], mid, 20)
+            tl.chax_finished(u.ca, j["conversationId"], mid, 20)
     r = u.cb.post("/ai/message/stop/" + q(mid), json={})
     assert r.status == 404, "B's stop of A's message: %d" % r.status
     # the daemon's side of the hand-over is nginx's internal location: not for clients
@@ -196,7 +192,7 @@ def sse_of_another_users_message_refused(_):
 
 
 @test
-def e_stream_of_another_users_session_refused(_):
+def workflow_stream_of_another_users_session_refused(_):
     st = stack()
     u = Users(st)
     sid = uniq("jwe")
@@ -213,9 +209,9 @@ def e_stream_of_another_users_session_refused(_):
     r = u.cb.post("/api/chat/stream", json={"sessionId": sid, "userId": u.b, "chatInput": "B"})
     assert r.status in (403, 404), "B's stream on A's session after it: %d %r" % (
         r.status, r.body[:200])
-    h = ok_env(u.ca.get("/api/chat/history?sessionId=" + q(sid)), "A's E history")
+    h = ok_env(u.ca.get("/api/chat/history?sessionId=" + q(sid)), "A's workflow history")
     users = [x["userMessage"] for x in h["messages"]]
-    assert users == [body["chatInput"]], "A's E history: %r" % (users,)
+    assert users == [body["chatInput"]], "A's workflow history: %r" % (users,)
 
 
 @test
@@ -225,20 +221,20 @@ def ws_stop_before_any_event_refused(_):
     conv = uniq("jwstop")
     wb = tl.ws_open(st, conv, u.tb)  # before the conversation exists
     try:
-        a_long_send(u, conv)
-        # the reply's id from A's C list at once: B's socket has had no event yet
-        lst = ok_json(u.ca.get("/ai/message/list/" + q(conv)), "A's C list")
+        im_long_send(u, conv)
+        # the reply's id from A's chax list at once: B's socket has had no event yet
+        lst = ok_json(u.ca.get("/ai/message/list/" + q(conv)), "A's chax list")
         ai = [m for m in lst if m["role"] == "assistant"][0]
         wb.send({"type": "stop", "message_id": ai["msgId"]})
         m = wb.recv(5)
         assert m.get("type") == "error", "B's stop of A's run, sent before any event: %r" % (
             tl.short(m),)
-        done = tl.c_finished(u.ca, conv, ai["msgId"], 20)
+        done = tl.chax_finished(u.ca, conv, ai["msgId"], 20)
         r = ok_json(u.ca.get("/api/ai/records" + qs(session_id=conv)), "A's records")
         rec = [x for x in r["records"] if x["ai_message_id"] == ai["msgId"]][0]
         assert rec["status"] == 1, "A's run after B's stop: record %r (1: done, not stopped)" % (
             rec,)
-        assert tl.c_content(u.ca, done["msgId"])["content"], "A's reply is empty"
+        assert tl.chax_content(u.ca, done["msgId"])["content"], "A's reply is empty"
         quiet(wb, 0.3, "a socket whose stop was refused")
     finally:
         wb.kill()

@@ -138,9 +138,9 @@ def over_the_cap_refused_at_once_under_a_low_ulimit(_):
         for k in range(4):  # new accept loops: new links to the writer
             t = time.time()
             m = ok_json(st.c.post("/api/message/send", json={
-                "content": "还在吗 %d" % k, "session_id": uniq("fdsend")}), "A's send")
-            assert time.time() - t < 3, "A's send took %.1f s" % (time.time() - t)
-        ok_json(st.c.get("/api/message/list" + qs(session_id=m["session_id"])), "A's list")
+                "content": "还在吗 %d" % k, "session_id": uniq("fdsend")}), "im's send")
+            assert time.time() - t < 3, "im's send took %.1f s" % (time.time() - t)
+        ok_json(st.c.get("/api/message/list" + qs(session_id=m["session_id"])), "im's list")
         live = [x for x in socks if x.status == 101][0]
         tl.RawWS.read_json(live)  # connected
         live.send_frame(1, b'{"type":"send_message","content":"ws still works"}')
@@ -184,7 +184,7 @@ def caps_per_address_and_in_all(_):
             r, s, _ = open_ws(st.port, "/ws/" + q(uniq("pa")))
             socks.append(r)
             assert s == 101
-        # an SSE stream from the same address is over the cap too: 503 in C's shape
+        # an SSE stream from the same address is over the cap too: 503 in chax's shape
         j = ok_json(st.c.post("/ai/chat", json={"content": "sse cap"}), "/ai/chat")
         r = st.c.get("/ai/message/stream/" + q(j["msgId"]))
         assert r.status == 503 and isinstance(r.json, dict) and "error" in r.json, \
@@ -258,12 +258,12 @@ def writer_does_not_spin_out_of_descriptors(_):
                   codes, res.get("status"), res.get("took", -1), used, 2.5,
                   "%.2f s" % (w1 - w0) if w0 is not None and w1 is not None else "unnamed"))
         assert used < 0.5, "out of descriptors the daemon used %.2f s of CPU in 2.5 s" % used
-        assert res.get("took", 99) < 5, "A's send out of descriptors took %.1f s (answered " \
+        assert res.get("took", 99) < 5, "im's send out of descriptors took %.1f s (answered " \
             "%r)" % (res.get("took", -1), res.get("status"))
     finally:
         close_all(socks)
     poll(lambda: st.push().get("ws") == 0, 10, "the sockets gone")
     t = time.time()
     ok_json(st.c.post("/api/message/send", json={"content": "又好了", "session_id": uniq("em")}),
-            "A's send once descriptors are free")
+            "im's send once descriptors are free")
     assert time.time() - t < 5

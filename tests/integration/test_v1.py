@@ -1,17 +1,17 @@
-"""Dialect D (seed 003): /api/v1/sessions, /api/v1/sessions/{id}/messages,
+"""Dialect v1: /api/v1/sessions, /api/v1/sessions/{id}/messages,
 /api/v1/model-configs, /api/v1/logs."""
 
 import json
 import time
 
-from harness import (BAD_PAGES, BAD_SIZES, BIG_N, D_CFG_KEYS, D_LOG_KEYS, D_MSG_KEYS, a_send,
-                     b_msg, b_session, big_conv, check_msgid, check_uuid4, check_z_time,
-                     contents, err_env, is_int, keys_exact, ok_env, ok_json, parse_z_time, q,
-                     qs, test, uniq)
+from harness import (BAD_PAGES, BAD_SIZES, BIG_N, V1_CFG_KEYS, V1_LOG_KEYS, V1_MSG_KEYS, im_send,
+                     aichat_msg, aichat_session, big_conv, check_msgid, check_uuid4, check_z_time,
+                     contents, err_env, is_int, keys_exact, ok_env, ok_json, parse_z_time, q, qs,
+                     test, uniq)
 
 
-def d_messages(c, sid, query=""):
-    data = ok_env(c.get("/api/v1/sessions/%s/messages%s" % (q(sid), query)), "D messages")
+def v1_messages(c, sid, query=""):
+    data = ok_env(c.get("/api/v1/sessions/%s/messages%s" % (q(sid), query)), "v1 messages")
     assert isinstance(data, dict) and "messages" in data and "total" in data, "data %r" % (
         data,)
     assert isinstance(data["messages"], list) and is_int(data["total"])
@@ -45,18 +45,18 @@ def find_keys(obj, path=""):
 
 
 @test
-def create_session(s):
+def v1_session_create(s):
     u = uniq("du")
     data = ok_env(s.c.post("/api/v1/sessions", json={"user_id": u}))
     check_uuid4(data.get("session_id"), "session_id")
     sess = ok_env(s.c.get("/api/chat/sessions/" + data["session_id"]))
-    assert (sess["user_id"], sess["message_count"]) == (u, 0), "B sees %r" % sess
-    d = d_messages(s.c, data["session_id"])
+    assert (sess["user_id"], sess["message_count"]) == (u, 0), "aichat sees %r" % sess
+    d = v1_messages(s.c, data["session_id"])
     assert d["messages"] == [] and d["total"] == 0
 
 
 @test
-def create_session_defaults_and_validation(s):
+def v1_session_create_defaults_and_validation(s):
     u = uniq("du")
     data = ok_env(s.c.post("/api/v1/sessions", json={"user_id": u}))
     check_uuid4(data.get("session_id"))
@@ -73,17 +73,17 @@ def create_session_defaults_and_validation(s):
 
 
 @test
-def messages_shape_and_types(s):
-    sid = b_session(s.c)["session_id"]
-    a = b_msg(s.c, sid, "ai says", "assistant")
-    sy = b_msg(s.c, sid, "system says", "system")
-    d = d_messages(s.c, sid)
+def v1_messages_list_shape_and_types(s):
+    sid = aichat_session(s.c)["session_id"]
+    a = aichat_msg(s.c, sid, "ai says", "assistant")
+    sy = aichat_msg(s.c, sid, "system says", "system")
+    d = v1_messages(s.c, sid)
     assert d["total"] == 2 and len(d["messages"]) == 2, "%r" % d
     alist = ok_json(s.c.get("/api/message/list" + qs(session_id=sid)))["messages"]
     for m, want_type, src, am in zip(d["messages"], ("ai", "system"), (a, sy), alist):
-        keys_exact(m, D_MSG_KEYS, "D message")
+        keys_exact(m, V1_MSG_KEYS, "v1 message")
         check_msgid(m["message_id"])
-        assert m["message_id"] == am["message_id"], "D message_id %r != A %r" % (
+        assert m["message_id"] == am["message_id"], "v1 message_id %r != im %r" % (
             m["message_id"], am["message_id"])
         assert m["type"] == want_type, "type %r, expected %r" % (m["type"], want_type)
         assert m["content"] == src["content"]
@@ -92,29 +92,29 @@ def messages_shape_and_types(s):
 
 
 @test
-def messages_user_type(s):
+def v1_messages_list_user_type(s):
     sid = uniq("dA")
-    m = a_send(s.c, sid, "来自 A 的消息")
-    d = d_messages(s.c, sid)
+    m = im_send(s.c, sid, "来自 im 的消息")
+    d = v1_messages(s.c, sid)
     first = d["messages"][0]
     assert (first["message_id"], first["type"], first["content"]) == (
-        m["message_id"], "user", "来自 A 的消息"), "first %r" % first
+        m["message_id"], "user", "来自 im 的消息"), "first %r" % first
     for x in d["messages"][1:]:
         assert x["type"] == "ai", "reply type %r" % x["type"]
 
 
 @test
-def messages_pagination(s):
+def v1_messages_list_pagination(s):
     sid = big_conv(s)
-    d = d_messages(s.c, sid)
+    d = v1_messages(s.c, sid)
     assert d["total"] == BIG_N and [m["content"] for m in d["messages"]] == contents(1, 20), \
         "default page (20): %r" % [m["content"] for m in d["messages"]]
     assert d["messages"][6]["type"] == "system"
-    d = d_messages(s.c, sid, "?page_num=6")
+    d = v1_messages(s.c, sid, "?page_num=6")
     assert [m["content"] for m in d["messages"]] == contents(101, 105)
-    d = d_messages(s.c, sid, "?page_num=2&page_size=100")
+    d = v1_messages(s.c, sid, "?page_num=2&page_size=100")
     assert [m["content"] for m in d["messages"]] == contents(101, 105)
-    d = d_messages(s.c, sid, "?page_num=7")
+    d = v1_messages(s.c, sid, "?page_num=7")
     assert d["messages"] == [] and d["total"] == BIG_N
     for v in BAD_PAGES:
         err_env(s.c.get("/api/v1/sessions/%s/messages?page_num=%s" % (sid, q(v))), 400)
@@ -123,16 +123,16 @@ def messages_pagination(s):
 
 
 @test
-def messages_unknown_session_404(s):
+def v1_messages_list_unknown_session_404(s):
     err_env(s.c.get("/api/v1/sessions/%s/messages" % uniq("nosuch")), 404)
 
 
 @test
-def model_configs_shape(s):
+def v1_mcfg_list_shape(s):
     models = configs(s.c)
     assert models, "no model configs at all"
     for m in models:
-        keys_exact(m, D_CFG_KEYS, "model config")
+        keys_exact(m, V1_CFG_KEYS, "model config")
         assert m["provider"] in ("builtin", "openai", "n8n"), "provider %r" % m["provider"]
         assert isinstance(m["parameters"], dict), "parameters %r is not an object" % (
             m["parameters"],)
@@ -145,7 +145,7 @@ def model_configs_shape(s):
 
 
 @test
-def model_config_put_takes_effect(s):
+def v1_mcfg_put_takes_effect(s):
     orig = configs(s.c)[0]
     cid = orig["config_id"]
     before = logs(s.c)["total"]
@@ -181,7 +181,7 @@ def model_config_put_takes_effect(s):
 
 
 @test
-def model_config_put_validation(s):
+def v1_mcfg_put_validation(s):
     cid = q(configs(s.c)[0]["config_id"])
     p = "/api/v1/model-configs/"
     err_env(s.c.put(p + uniq("nocfg"), json={"model_version": "x"}), 404)
@@ -195,12 +195,12 @@ def model_config_put_validation(s):
 
 
 @test
-def logs_shape_and_order(s):
+def v1_logs_shape_and_order(s):
     d = logs(s.c)
     assert d["total"] >= 1 and d["logs"], "no log entries (start should be logged)"
     assert len(d["logs"]) <= 20
     for e in d["logs"]:
-        keys_exact(e, D_LOG_KEYS, "log entry")
+        keys_exact(e, V1_LOG_KEYS, "log entry")
         assert e["level"] in ("info", "warning", "error"), "level %r" % e["level"]
         assert isinstance(e["message"], str) and e["message"]
         check_z_time(e["created_time"], recent=False, what="created_time")
@@ -209,7 +209,7 @@ def logs_shape_and_order(s):
 
 
 @test
-def logs_filters(s):
+def v1_logs_filters(s):
     d = logs(s.c, "?level=info")
     assert d["logs"] and all(e["level"] == "info" for e in d["logs"]), "level=info: %r" % (
         d["logs"][:3],)
@@ -244,7 +244,7 @@ def logs_filters(s):
 
 
 @test
-def wrong_method_and_unknown_route(s):
+def v1_wrong_method_and_unknown_route(s):
     r = s.c.delete("/api/v1/model-configs")
     err_env(r, 405)
     assert "GET" in (r.header("Allow") or ""), "Allow %r" % r.header("Allow")

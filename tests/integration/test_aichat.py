@@ -1,14 +1,14 @@
-"""Dialect B (seed 001): /api/chat/session*, /api/chat/message*, /aichat/*."""
+"""Dialect aichat: /api/chat/session*, /api/chat/message*, /aichat/*."""
 
 import time
 
-from harness import (B_MSG_KEYS, B_SESSION_KEYS, BAD_PAGES, BAD_SIZES, BIG_N, b_msg, b_session,
-                     big_conv, check_uuid4, check_z_time, contents, err_env, is_int, keys_exact,
-                     ok_env, ok_json, q, qs, test, uniq)
+from harness import (AICHAT_MSG_KEYS, AICHAT_SESSION_KEYS, BAD_PAGES, BAD_SIZES, BIG_N, aichat_msg,
+                     aichat_session, big_conv, check_uuid4, check_z_time, contents, err_env, is_int,
+                     keys_exact, ok_env, ok_json, q, qs, test, uniq)
 
 
 def check_session(sess, recent=True):
-    keys_exact(sess, B_SESSION_KEYS, "B session")
+    keys_exact(sess, AICHAT_SESSION_KEYS, "aichat session")
     assert isinstance(sess["session_id"], str) and sess["session_id"]
     assert isinstance(sess["user_id"], str) and isinstance(sess["title"], str)
     assert is_int(sess["message_count"]) and sess["message_count"] >= 0
@@ -18,7 +18,7 @@ def check_session(sess, recent=True):
 
 
 def check_msg(m, recent=True):
-    keys_exact(m, B_MSG_KEYS, "B message")
+    keys_exact(m, AICHAT_MSG_KEYS, "aichat message")
     assert is_int(m["message_id"]) and m["message_id"] > 0, "message_id %r" % (m["message_id"],)
     assert m["role"] in ("user", "assistant", "system"), "role %r" % (m["role"],)
     assert isinstance(m["content"], str)
@@ -39,23 +39,23 @@ def list_sessions(c, **body):
 
 def msg_items(c, sid, query="", prefix="/api/chat/sessions/"):
     data = ok_env(c.get(prefix + q(sid) + "/messages" + query), "GET messages")
-    keys_exact(data, ("items", "total", "page", "page_size"), "B message page")
+    keys_exact(data, ("items", "total", "page", "page_size"), "aichat message page")
     return data
 
 
 @test
-def create_session_shape(s):
+def aichat_session_create_shape(s):
     u = uniq("bu")
-    sess = b_session(s.c, user_id=u, title="技术讨论")
+    sess = aichat_session(s.c, user_id=u, title="技术讨论")
     check_session(sess)
     check_uuid4(sess["session_id"], "session_id")
     assert (sess["user_id"], sess["title"], sess["message_count"]) == (u, "技术讨论", 0), sess
 
 
 @test
-def create_session_defaults(s):
+def aichat_session_create_defaults(s):
     u = uniq("bu")
-    sess = b_session(s.c, user_id=u)
+    sess = aichat_session(s.c, user_id=u)
     check_session(sess)
     assert sess["user_id"] == u, "owner %r" % sess["user_id"]
     assert sess["title"] == "新会话", "default title %r" % sess["title"]
@@ -64,19 +64,19 @@ def create_session_defaults(s):
 
 
 @test
-def create_session_validation(s):
+def aichat_session_create_validation(s):
     p = "/api/chat/session"
     err_env(s.c.post(p, json={"title": ""}), 400)
     err_env(s.c.post(p, json={"title": "题" * 201}), 400)
     err_env(s.c.post(p, json={"title": 5}), 400)
     err_env(s.c.post(p, json={"user_id": 5}), 400)
-    sess = b_session(s.c, title="题" * 200)
+    sess = aichat_session(s.c, title="题" * 200)
     assert sess["title"] == "题" * 200
 
 
 @test
-def get_session_and_unknown(s):
-    sess = b_session(s.c, user_id=uniq("bu"), title="t")
+def aichat_session_get_and_unknown(s):
+    sess = aichat_session(s.c, user_id=uniq("bu"), title="t")
     got = get_session(s.c, sess["session_id"])
     check_session(got)
     assert got == sess, "GET %r != created %r" % (got, sess)
@@ -84,22 +84,22 @@ def get_session_and_unknown(s):
 
 
 @test
-def post_message_assistant_and_system(s):
-    sess = b_session(s.c, title="m")
+def aichat_message_post_assistant_and_system(s):
+    sess = aichat_session(s.c, title="m")
     sid = sess["session_id"]
-    m1 = b_msg(s.c, sid, "如何学习Python？", "assistant")
+    m1 = aichat_msg(s.c, sid, "如何学习Python？", "assistant")
     check_msg(m1)
     assert (m1["session_id"], m1["role"], m1["content"]) == (sid, "assistant", "如何学习Python？")
-    m2 = b_msg(s.c, sid, "You are helpful.", "system")
+    m2 = aichat_msg(s.c, sid, "You are helpful.", "system")
     check_msg(m2)
     assert m2["role"] == "system" and m2["message_id"] > m1["message_id"]
     assert get_session(s.c, sid)["message_count"] == 2
 
 
 @test
-def post_message_user_is_stored_and_returned(s):
-    sid = b_session(s.c, title="u")["session_id"]
-    m = b_msg(s.c, sid, "用户的问题", "user")
+def aichat_message_post_user_is_stored_and_returned(s):
+    sid = aichat_session(s.c, title="u")["session_id"]
+    m = aichat_msg(s.c, sid, "用户的问题", "user")
     check_msg(m)
     assert (m["role"], m["content"], m["session_id"]) == ("user", "用户的问题", sid)
     got = ok_env(s.c.get("/api/chat/sessions/%s/messages/%d" % (q(sid), m["message_id"])))
@@ -115,8 +115,8 @@ def post_message_user_is_stored_and_returned(s):
 
 
 @test
-def post_message_validation(s):
-    sid = b_session(s.c)["session_id"]
+def aichat_message_post_validation(s):
+    sid = aichat_session(s.c)["session_id"]
     p = "/api/chat/message"
     err_env(s.c.post(p, json={"session_id": sid, "content": "x", "role": "bot"}), 400)
     err_env(s.c.post(p, json={"session_id": sid, "content": "", "role": "assistant"}), 400)
@@ -129,15 +129,15 @@ def post_message_validation(s):
     err_env(s.c.post(p, json={"session_id": uniq("nosuch"), "content": "x", "role": "assistant"}),
             404, "会话不存在")
     assert get_session(s.c, sid)["message_count"] == 0
-    m = b_msg(s.c, sid, "中" * 5000, "assistant")
+    m = aichat_msg(s.c, sid, "中" * 5000, "assistant")
     assert m["content"] == "中" * 5000
 
 
 @test
-def get_single_message_must_belong(s):
-    s1 = b_session(s.c)["session_id"]
-    s2 = b_session(s.c)["session_id"]
-    m = b_msg(s.c, s1, "mine")
+def aichat_message_get_must_belong(s):
+    s1 = aichat_session(s.c)["session_id"]
+    s2 = aichat_session(s.c)["session_id"]
+    m = aichat_msg(s.c, s1, "mine")
     got = ok_env(s.c.get("/api/chat/sessions/%s/messages/%d" % (s1, m["message_id"])))
     check_msg(got)
     for k in ("message_id", "session_id", "role", "content", "created_at"):
@@ -150,7 +150,7 @@ def get_single_message_must_belong(s):
 
 
 @test
-def messages_pagination(s):
+def aichat_messages_list_pagination(s):
     sid = big_conv(s)
     for prefix in ("/api/chat/sessions/", "/aichat/sessions/"):
         d = msg_items(s.c, sid, "", prefix)
@@ -169,7 +169,7 @@ def messages_pagination(s):
 
 
 @test
-def messages_bad_pagination(s):
+def aichat_messages_list_bad_pagination(s):
     sid = big_conv(s)
     for prefix in ("/api/chat/sessions/", "/aichat/sessions/"):
         for v in BAD_PAGES:
@@ -180,29 +180,29 @@ def messages_bad_pagination(s):
 
 
 @test
-def messages_unknown_session_404(s):
+def aichat_messages_list_unknown_session_404(s):
     err_env(s.c.get("/api/chat/sessions/%s/messages" % uniq("nosuch")), 404, "会话不存在")
     err_env(s.c.get("/aichat/sessions/%s/messages" % uniq("nosuch")), 404, "会话不存在")
 
 
 @test
-def edit_user_message(s):
-    sid = b_session(s.c)["session_id"]
-    m = b_msg(s.c, sid, "原来的内容", "user")
+def aichat_message_edit_user_message(s):
+    sid = aichat_session(s.c)["session_id"]
+    m = aichat_msg(s.c, sid, "原来的内容", "user")
     d = ok_env(s.c.patch("/api/chat/messages/%d" % m["message_id"],
                          json={"new_content": "更新后的消息内容"}))
     assert d == "消息编辑成功", "data %r" % (d,)
     got = ok_env(s.c.get("/api/chat/sessions/%s/messages/%d" % (sid, m["message_id"])))
     assert got["content"] == "更新后的消息内容", "after edit %r" % got
     a = ok_json(s.c.get("/api/message/%d" % m["message_id"]))
-    assert a["msg_content"] == "更新后的消息内容", "A sees %r" % a
+    assert a["msg_content"] == "更新后的消息内容", "im sees %r" % a
 
 
 @test
-def edit_non_user_message_is_403(s):
-    sid = b_session(s.c)["session_id"]
+def aichat_message_edit_non_user_message_is_403(s):
+    sid = aichat_session(s.c)["session_id"]
     for role in ("assistant", "system"):
-        m = b_msg(s.c, sid, "不可编辑", role)
+        m = aichat_msg(s.c, sid, "不可编辑", role)
         err_env(s.c.patch("/api/chat/messages/%d" % m["message_id"],
                           json={"new_content": "x"}), 403, "只能编辑用户消息")
         got = ok_env(s.c.get("/api/chat/sessions/%s/messages/%d" % (sid, m["message_id"])))
@@ -210,9 +210,9 @@ def edit_non_user_message_is_403(s):
 
 
 @test
-def edit_validation(s):
-    sid = b_session(s.c)["session_id"]
-    m = b_msg(s.c, sid, "x", "user")
+def aichat_message_edit_validation(s):
+    sid = aichat_session(s.c)["session_id"]
+    m = aichat_msg(s.c, sid, "x", "user")
     p = "/api/chat/messages/%d" % m["message_id"]
     err_env(s.c.patch(p, json={}), 400)
     err_env(s.c.patch(p, json={"new_content": ""}), 400)
@@ -224,11 +224,11 @@ def edit_validation(s):
 
 
 @test
-def delete_message(s):
-    sid = b_session(s.c)["session_id"]
-    m1 = b_msg(s.c, sid, "keep")
-    m2 = b_msg(s.c, sid, "drop", "system")
-    m3 = b_msg(s.c, sid, "keep too")
+def aichat_message_delete(s):
+    sid = aichat_session(s.c)["session_id"]
+    m1 = aichat_msg(s.c, sid, "keep")
+    m2 = aichat_msg(s.c, sid, "drop", "system")
+    m3 = aichat_msg(s.c, sid, "keep too")
     d = ok_env(s.c.delete("/api/chat/messages/%d" % m2["message_id"]))
     assert d == "消息删除成功", "data %r" % (d,)
     err_env(s.c.get("/api/chat/sessions/%s/messages/%d" % (sid, m2["message_id"])), 404,
@@ -245,8 +245,8 @@ def delete_message(s):
 
 
 @test
-def update_title(s):
-    sid = b_session(s.c, title="旧标题")["session_id"]
+def aichat_session_rename_updates_title(s):
+    sid = aichat_session(s.c, title="旧标题")["session_id"]
     d = ok_env(s.c.patch("/api/chat/sessions/" + sid, json={"new_title": "更新后的标题"}))
     assert d == "标题更新成功", "data %r" % (d,)
     assert get_session(s.c, sid)["title"] == "更新后的标题"
@@ -259,10 +259,10 @@ def update_title(s):
 
 
 @test
-def delete_session(s):
+def aichat_session_delete(s):
     u = uniq("bdel")
-    sid = b_session(s.c, user_id=u)["session_id"]
-    m = b_msg(s.c, sid, "x")
+    sid = aichat_session(s.c, user_id=u)["session_id"]
+    m = aichat_msg(s.c, sid, "x")
     d = ok_env(s.c.delete("/api/chat/sessions/" + sid))
     assert d == "会话删除成功", "data %r" % (d,)
     err_env(s.c.get("/api/chat/sessions/" + sid), 404, "会话不存在")
@@ -277,15 +277,15 @@ def delete_session(s):
 
 
 @test
-def session_lists_newest_updated_first(s):
+def aichat_view_list_newest_updated_first(s):
     u = uniq("bord")
-    s1 = b_session(s.c, user_id=u, title="one")["session_id"]
+    s1 = aichat_session(s.c, user_id=u, title="one")["session_id"]
     time.sleep(0.02)
-    s2 = b_session(s.c, user_id=u, title="two")["session_id"]
+    s2 = aichat_session(s.c, user_id=u, title="two")["session_id"]
     time.sleep(0.02)
-    s3 = b_session(s.c, user_id=u, title="three")["session_id"]
+    s3 = aichat_session(s.c, user_id=u, title="three")["session_id"]
     time.sleep(0.02)
-    b_msg(s.c, s1, "bump")
+    aichat_msg(s.c, s1, "bump")
     lst = list_sessions(s.c, user_id=u)
     assert [x["session_id"] for x in lst] == [s1, s3, s2], "order %r" % (
         [x["title"] for x in lst],)
@@ -300,11 +300,11 @@ def session_lists_newest_updated_first(s):
 
 
 @test
-def session_list_pagination(s):
+def aichat_view_list_pagination(s):
     u = uniq("bpag")
     sids = []
     for i in range(3):
-        sids.append(b_session(s.c, user_id=u, title="p%d" % i)["session_id"])
+        sids.append(aichat_session(s.c, user_id=u, title="p%d" % i)["session_id"])
         time.sleep(0.02)
     sids.reverse()
     assert [x["session_id"] for x in list_sessions(s.c, user_id=u, page=1, page_size=2)] == \
@@ -329,11 +329,11 @@ def session_list_pagination(s):
 
 
 @test
-def session_list_is_one_users_newest_first(s):
+def aichat_sessions_list_is_one_users_newest_first(s):
     u = uniq("ua")
-    a = b_session(s.c, user_id=u)["session_id"]
-    b = b_session(s.c, user_id=u)["session_id"]
-    other = b_session(s.c, user_id=uniq("ub"))["session_id"]
+    a = aichat_session(s.c, user_id=u)["session_id"]
+    b = aichat_session(s.c, user_id=u)["session_id"]
+    other = aichat_session(s.c, user_id=uniq("ub"))["session_id"]
     lst = list_sessions(s.c, user_id=u, page_size=100)
     ids = [x["session_id"] for x in lst]
     assert ids == [b, a], "one user's sessions, newest first: %r (other %s)" % (ids, other)
@@ -343,19 +343,19 @@ def session_list_is_one_users_newest_first(s):
 
 
 @test
-def getsessionlistshow(s):
+def aichat_view_listshow(s):
     u = uniq("bshow")
     d = ok_env(s.c.get("/aichat/getsessionlistshow/" + u))
     assert d == {"items": [], "total": 0, "page": 1, "page_size": 20, "messages": [],
                  "latest_session_id": None}, "empty user: %r" % d
-    s1 = b_session(s.c, user_id=u, title="s1")["session_id"]
-    b_msg(s.c, s1, "a1")
-    b_msg(s.c, s1, "a2", "system")
+    s1 = aichat_session(s.c, user_id=u, title="s1")["session_id"]
+    aichat_msg(s.c, s1, "a1")
+    aichat_msg(s.c, s1, "a2", "system")
     time.sleep(0.02)
-    s2 = b_session(s.c, user_id=u, title="s2")["session_id"]
-    b_msg(s.c, s2, "b1")
+    s2 = aichat_session(s.c, user_id=u, title="s2")["session_id"]
+    aichat_msg(s.c, s2, "b1")
     time.sleep(0.02)
-    b_msg(s.c, s1, "a3")
+    aichat_msg(s.c, s1, "a3")
     d = ok_env(s.c.get("/aichat/getsessionlistshow/" + u))
     keys_exact(d, ("items", "total", "page", "page_size", "messages", "latest_session_id"),
                "getsessionlistshow data")
@@ -368,19 +368,19 @@ def getsessionlistshow(s):
 
 
 @test
-def aichat_session_detail_latest_50(s):
+def aichat_view_session_latest_50(s):
     sid = big_conv(s)
     d = ok_env(s.c.get("/aichat/sessions/" + sid))
-    keys_exact(d, B_SESSION_KEYS + ("messages",), "aichat session")
+    keys_exact(d, AICHAT_SESSION_KEYS + ("messages",), "aichat session")
     assert d["session_id"] == sid and d["message_count"] == BIG_N, "%r" % (
-        {k: d[k] for k in B_SESSION_KEYS},)
+        {k: d[k] for k in AICHAT_SESSION_KEYS},)
     assert [m["content"] for m in d["messages"]] == contents(BIG_N - 49, BIG_N), \
         "latest 50 oldest first: got %r..%r" % (d["messages"][0]["content"],
                                                 d["messages"][-1]["content"])
 
 
 @test
-def aichat_twins(s):
+def aichat_session_create_twin_routes(s):
     u = uniq("btw")
     sess = ok_env(s.c.post("/aichat/createsession", json={"user_id": u, "title": "孪生"}))
     check_session(sess)
@@ -398,9 +398,9 @@ def aichat_twins(s):
 
 
 @test
-def message_count_counts_visible(s):
-    sid = b_session(s.c)["session_id"]
-    ms = [b_msg(s.c, sid, "c%d" % i) for i in range(4)]
+def aichat_session_get_message_count_counts_visible(s):
+    sid = aichat_session(s.c)["session_id"]
+    ms = [aichat_msg(s.c, sid, "c%d" % i) for i in range(4)]
     assert get_session(s.c, sid)["message_count"] == 4
     ok_env(s.c.delete("/api/chat/messages/%d" % ms[1]["message_id"]))
     ok_env(s.c.delete("/api/chat/messages/%d" % ms[2]["message_id"]))
@@ -411,7 +411,7 @@ def message_count_counts_visible(s):
 
 
 @test
-def wrong_method_and_unknown_route(s):
+def aichat_wrong_method_and_unknown_route(s):
     r = s.c.get("/api/chat/session")
     err_env(r, 405)
     assert "POST" in (r.header("Allow") or ""), "Allow %r" % r.header("Allow")
@@ -424,9 +424,9 @@ def wrong_method_and_unknown_route(s):
 
 
 @test
-def user_ids_with_spaces_and_chinese(s):
+def aichat_view_list_user_ids_with_spaces_and_chinese(s):
     u = "用户 一号/" + uniq("x")
-    sid = b_session(s.c, user_id=u)["session_id"]
+    sid = aichat_session(s.c, user_id=u)["session_id"]
     assert get_session(s.c, sid)["user_id"] == u
     d = ok_env(s.c.get("/aichat/getsessionlist/" + q(u)))
     assert [x["session_id"] for x in d["items"]] == [sid], "getsessionlist %r" % d

@@ -1,8 +1,8 @@
-"""Dialect E (seed 004): GET /api/chat/history. (/api/chat/send and /stream need a reply:
+"""Dialect workflow: GET /api/chat/history. (/api/chat/send and /stream need a reply:
 not covered here.)"""
 
-from harness import (BAD_PAGES, BAD_SIZES, E_ITEM_KEYS, a_send, b_msg, b_session, check_a_time,
-                     err_env, is_int, keys_exact, ok_env, q, qs, test, uniq)
+from harness import (BAD_PAGES, BAD_SIZES, WORKFLOW_ITEM_KEYS, im_send, aichat_msg, aichat_session,
+                     check_im_time, err_env, is_int, keys_exact, ok_env, q, qs, test, uniq)
 
 
 def history(c, sid, query=""):
@@ -14,40 +14,40 @@ def history(c, sid, query=""):
 
 
 @test
-def history_unknown_session_is_empty(s):
+def workflow_history_unknown_session_is_empty(s):
     sid = uniq("e")
     data = history(s.c, sid)
     assert data == {"sessionId": sid, "total": 0, "messages": []}, "%r" % data
 
 
 @test
-def history_needs_session_id(s):
+def workflow_history_needs_session_id(s):
     err_env(s.c.get("/api/chat/history"), 400, "会话ID不能为空")
     err_env(s.c.get("/api/chat/history?sessionId="), 400, "会话ID不能为空")
     err_env(s.c.get("/api/chat/history" + qs(sessionId="x" * 49)), 400)
 
 
 @test
-def history_pairs_from_a(s):
+def workflow_history_pairs_from_im(s):
     sid = uniq("e")
-    m = a_send(s.c, sid, "我想去上海旅游")
+    m = im_send(s.c, sid, "我想去上海旅游")
     data = history(s.c, sid)
     assert data["total"] == 1 and len(data["messages"]) == 1, "%r" % data
     it = data["messages"][0]
-    keys_exact(it, E_ITEM_KEYS, "history item")
+    keys_exact(it, WORKFLOW_ITEM_KEYS, "history item")
     assert (it["id"], it["sessionId"], it["userId"], it["userMessage"]) == (
         m["id"], sid, "default_user", "我想去上海旅游"), "item %r" % it
     assert it["aiResponse"] is None or isinstance(it["aiResponse"], str)
-    check_a_time(it["timestamp"], what="timestamp")
-    check_a_time(it["createdAt"], what="createdAt")
-    assert it["createdAt"] == m["created_at"], "createdAt %r vs A created_at %r" % (
+    check_im_time(it["timestamp"], what="timestamp")
+    check_im_time(it["createdAt"], what="createdAt")
+    assert it["createdAt"] == m["created_at"], "createdAt %r vs im created_at %r" % (
         it["createdAt"], m["created_at"])
 
 
 @test
-def history_order_and_pagination(s):
-    sid = b_session(s.c)["session_id"]
-    ids = [b_msg(s.c, sid, "q%d" % i, "user")["message_id"] for i in range(1, 4)]
+def workflow_history_order_and_pagination(s):
+    sid = aichat_session(s.c)["session_id"]
+    ids = [aichat_msg(s.c, sid, "q%d" % i, "user")["message_id"] for i in range(1, 4)]
     data = history(s.c, sid)
     assert data["total"] == 3, "total %r (pairs = user messages)" % data["total"]
     assert [x["userMessage"] for x in data["messages"]] == ["q1", "q2", "q3"]
@@ -63,15 +63,15 @@ def history_order_and_pagination(s):
 
 
 @test
-def history_deleted_session_is_404(s):
+def workflow_history_deleted_session_is_404(s):
     sid = uniq("edel")
-    a_send(s.c, sid, "x")
+    im_send(s.c, sid, "x")
     ok_env(s.c.delete("/api/chat/sessions/" + q(sid)))
     err_env(s.c.get("/api/chat/history?sessionId=" + q(sid)), 404)
 
 
 @test
-def wrong_method_and_unknown_route(s):
+def workflow_wrong_method_and_unknown_route(s):
     r = s.c.post("/api/chat/history", json={})
     err_env(r, 405)
     assert "GET" in (r.header("Allow") or ""), "Allow %r" % r.header("Allow")
