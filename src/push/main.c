@@ -1,7 +1,9 @@
 /*
  * aichatd-push: the push daemon. One libuv pushd_loop that takes AI runs from the database,
- * makes each reply through a provider (llm.h), saves the partial content as it grows, ends
- * each run in the database, and answers the workers' wake-ups and waits (push.h).
+ * makes each reply through a provider (llm.h), keeps the partial content in memory as it
+ * grows (the workers read it with the "content" command; nothing is saved until the end),
+ * ends each run in the database, and answers the workers' wake-ups, waits, stops and
+ * content requests (push-proto.h).
  *
  * Runs are durable: the database is the queue. At start every run still marked running is
  * taken again (its reply is made anew), unless it is older than the longest a reply may
