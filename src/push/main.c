@@ -306,19 +306,19 @@ run_end(struct job_run *r, int code, const char *error, const char *travel_plan)
 	memset(e, 0, sizeof(*e));
 	e->run_id = r->id;
 	e->ai_msg = r->job.ai_msg;
-	e->status = code == RUN_STOPPED ? RUN_STOPPED : code ? 2 : 1;
+	e->status = code == RUN_STOPPED ? RUN_STOPPED : code ? RUN_FAILED : RUN_DONE;
 	e->len = utf8_whole(r->content.s, r->content.len);
 	if (!utf8_valid(r->content.s, e->len)) {
 		code = LLM_E_FAILED;
-		e->status = 2;
+		e->status = RUN_FAILED;
 		error = "AI 服务调用失败: the reply is not valid UTF-8";
 		e->len = 0;
 	}
 	r->content.len = e->len; /* what subscribers are told is what is saved */
 	r->content.s[e->len] = '\0';
 	e->content = r->content.s;
-	e->error_code = e->status == 2 ? code : 0;
-	e->error = e->status == 2 ? pool_strdup(r->pool, error ? error : "AI 服务调用失败") : NULL;
+	e->error_code = e->status == RUN_FAILED ? code : 0;
+	e->error = e->status == RUN_FAILED ? pool_strdup(r->pool, error ? error : "AI 服务调用失败") : NULL;
 	e->duration_ms = (int64_t)(uv_now(pushd_loop) - r->started);
 	e->travel_plan = pool_strdup(r->pool, travel_plan);
 	/* the metadata (provider, model) is made by the writer */
@@ -333,7 +333,7 @@ run_end(struct job_run *r, int code, const char *error, const char *travel_plan)
 	it->run = r;
 	/* the log keeps the failure's detail (curl's message, with the upstream's host), cut on
 	 * a character boundary */
-	if (e->status == 2 &&
+	if (e->status == RUN_FAILED &&
 	    asprintf(&it->log, "AI run %s (%s) failed [%d]: %s", r->job.record_id,
 		     r->job.cfg.provider, e->error_code,
 		     r->error_detail ? r->error_detail : e->error ? e->error : "") < 0)
@@ -526,7 +526,7 @@ runs_stop_id(int64_t id)
 	if (!r) {
 		if (store_run_status(pushd_store, id, &status, err) != RC_OK)
 			return -1;
-		if (status != 0)
+		if (status != RUN_RUNNING)
 			return status;
 		runs_start(id); /* queued: load it, to end it as stopped */
 		r = runs_find(id);
@@ -608,8 +608,8 @@ check_waiters(void)
 		if (*run_slot(c->waiting))
 			continue;
 		if (store_run_status(pushd_store, c->waiting, &status, err) == RC_NOTFOUND)
-			status = 2;
-		else if (status == 0)
+			status = RUN_FAILED;
+		else if (status == RUN_RUNNING)
 			continue;
 		notify(c->waiting, status);
 	}
@@ -714,7 +714,7 @@ conn_line(struct conn *c, char *line)
 				conn_say(c, "done %lld 2\n", (long long)id);
 				return;
 			}
-			if (status != 0) {
+			if (status != RUN_RUNNING) {
 				conn_say(c, "done %lld %d\n", (long long)id, status);
 				return;
 			}
