@@ -652,13 +652,13 @@ stream_open(struct hconn *c, int64_t run_id, struct pool *p)
 			hc_respond(c, 404, "Not Found", "text/plain; charset=utf-8", "not found\n");
 			return;
 		}
-		if (res.status == 0) {
+		if (res.status == RUN_RUNNING) {
 			runs_start_streamed(run_id);
 			r = runs_find(run_id);
 		}
 		if (!r) {
 			/* ended before the client came: what it made, in one piece */
-			if (res.status == 2)
+			if (res.status == RUN_FAILED)
 				hc_respond(c, 500, "Internal Server Error", "text/plain; charset=utf-8",
 					   pool_printf(p, "发送消息失败: %s", res.error ? res.error : ""));
 			else
@@ -1407,7 +1407,7 @@ sync_open(struct hconn *c, char kind, int64_t run_id, const char *query)
 		return;
 	}
 	if (!runs_find(run_id) &&
-	    (store_run_status(pushd_store, run_id, &status, err) != RC_OK || status != 0)) {
+	    (store_run_status(pushd_store, run_id, &status, err) != RC_OK || status != RUN_RUNNING)) {
 		sync_answer(c); /* ended (and written) before it came, or no such run */
 		return;
 	}
@@ -1451,7 +1451,7 @@ hub_sync_check(void)
 		if (!runs_find(c->sync_run)) {
 			/* ended out of this daemon's sight (it never should) */
 			if (store_run_status(pushd_store, c->sync_run, &status, err) != RC_OK ||
-			    status != 0)
+			    status != RUN_RUNNING)
 				sync_answer(c);
 			continue;
 		}
@@ -1833,7 +1833,7 @@ hub_done(struct job_run *r, int status, const char *error)
 	if ((t = topic_get(key, 0)) && t->subs) {
 		buf_init(&b, SSE_TEXT_MAX);
 		if (sse_put_end(&b, r->job.ai_msg_id, r->content.s, r->content.len,
-				status == 2 ? (error ? error : "") : NULL) == 0) {
+				status == RUN_FAILED ? (error ? error : "") : NULL) == 0) {
 			fan_out(t, b.s, b.len, 1);
 		} else {
 			for (c = t->subs; c; c = next) {
@@ -1845,7 +1845,7 @@ hub_done(struct job_run *r, int status, const char *error)
 	}
 	snprintf(key, sizeof(key), "c:%s", r->job.conv_id);
 	if ((t = topic_get(key, 0)) && t->subs) {
-		if (status == 2)
+		if (status == RUN_FAILED)
 			j = json_pack("{s:s,s:s,s:s,s:s,s:s}", "type", "error", "message",
 				      error ? error : "AI 服务调用失败", "message_id", r->job.ai_msg_id,
 				      "user_message_id", r->job.user_msg_id, "session_id",
@@ -1869,7 +1869,7 @@ hub_done(struct job_run *r, int status, const char *error)
 		for (c = t->subs; c; c = next) {
 			next = c->sub_next;
 			if (!c->headers_sent) {
-				if (status == 2) {
+				if (status == RUN_FAILED) {
 					char body[512];
 					snprintf(body, sizeof(body), "发送消息失败: %s", error ? error : "");
 					hc_respond(c, 500, "Internal Server Error",

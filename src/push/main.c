@@ -1,7 +1,9 @@
 /*
  * aichatd-push: the push daemon. One libuv pushd_loop that takes AI runs from the database,
- * makes each reply through a provider (llm.h), saves the partial content as it grows, ends
- * each run in the database, and answers the workers' wake-ups and waits (push.h).
+ * makes each reply through a provider (llm.h), keeps the partial content in memory as it
+ * grows (the workers read it with the "content" command; nothing is saved until the end),
+ * ends each run in the database, and answers the workers' wake-ups, waits, stops and
+ * content requests (push-proto.h).
  *
  * Runs are durable: the database is the queue. At start every run still marked running is
  * taken again (its reply is made anew), unless it is older than the longest a reply may
@@ -304,19 +306,19 @@ run_end(struct job_run *r, int code, const char *error, const char *travel_plan)
 	memset(e, 0, sizeof(*e));
 	e->run_id = r->id;
 	e->ai_msg = r->job.ai_msg;
-	e->status = code == RUN_STOPPED ? RUN_STOPPED : code ? 2 : 1;
+	e->status = code == RUN_STOPPED ? RUN_STOPPED : code ? RUN_FAILED : RUN_DONE;
 	e->len = utf8_whole(r->content.s, r->content.len);
 	if (!utf8_valid(r->content.s, e->len)) {
 		code = LLM_E_FAILED;
-		e->status = 2;
+		e->status = RUN_FAILED;
 		error = "AI 服务调用失败: the reply is not valid UTF-8";
 		e->len = 0;
 	}
 	r->content.len = e->len; /* what subscribers are told is what is saved */
 	r->content.s[e->len] = '\0';
 	e->content = r->content.s;
-	e->error_code = e->status == 2 ? code : 0;
-	e->error = e->status == 2 ? pool_strdup(r->pool, error ? error : "AI 服务调用失败") : NULL;
+	e->error_code = e->status == RUN_FAILED ? code : 0;
+	e->error = e->status == RUN_FAILED ? pool_strdup(r->pool, error ? error : "AI 服务调用失败") : NULL;
 	e->duration_ms = (int64_t)(uv_now(pushd_loop) - r->started);
 	e->travel_plan = pool_strdup(r->pool, travel_plan);
 	/* the metadata (provider, model) is made by the writer */
@@ -331,7 +333,7 @@ run_end(struct job_run *r, int code, const char *error, const char *travel_plan)
 	it->run = r;
 	/* the log keeps the failure's detail (curl's message, with the upstream's host), cut on
 	 * a character boundary */
-	if (e->status == 2 &&
+	if (e->status == RUN_FAILED &&
 	    asprintf(&it->log, "AI run %s (%s) failed [%d]: %s", r->job.record_id,
 		     r->job.cfg.provider, e->error_code,
 		     r->error_detail ? r->error_detail : e->error ? e->error : "") < 0)
@@ -524,7 +526,7 @@ runs_stop_id(int64_t id)
 	if (!r) {
 		if (store_run_status(pushd_store, id, &status, err) != RC_OK)
 			return -1;
-		if (status != 0)
+		if (status != RUN_RUNNING)
 			return status;
 		runs_start(id); /* queued: load it, to end it as stopped */
 		r = runs_find(id);
@@ -606,8 +608,8 @@ check_waiters(void)
 		if (*run_slot(c->waiting))
 			continue;
 		if (store_run_status(pushd_store, c->waiting, &status, err) == RC_NOTFOUND)
-			status = 2;
-		else if (status == 0)
+			status = RUN_FAILED;
+		else if (status == RUN_RUNNING)
 			continue;
 		notify(c->waiting, status);
 	}
@@ -712,7 +714,7 @@ conn_line(struct conn *c, char *line)
 				conn_say(c, "done %lld 2\n", (long long)id);
 				return;
 			}
-			if (status != 0) {
+			if (status != RUN_RUNNING) {
 				conn_say(c, "done %lld %d\n", (long long)id, status);
 				return;
 			}
