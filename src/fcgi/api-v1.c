@@ -9,6 +9,7 @@
 #include "pool.h"
 #include "util.h"
 #include "push-client.h"
+#include "provider.h"
 #include "api.h"
 
 #define MODEL_NAME_MAX 100
@@ -275,9 +276,12 @@ v1_mcfg_put(struct req *r)
 	    cfg_field(r, "provider", 1, 16, (const char **)&m.provider) ||
 	    cfg_field(r, "system_prompt", 0, PROMPT_MAX, (const char **)&m.system_prompt))
 		return -1;
-	if (m.provider && strcmp(m.provider, "builtin") && strcmp(m.provider, "openai") &&
-	    strcmp(m.provider, "n8n"))
-		return req_fail(r, 400, 0, "provider 必须是 builtin、openai 或 n8n");
+	if (m.provider && !provider_known(m.provider)) {
+		char names[128];
+		const char *msg = pool_printf(r->pool, "provider 必须是 %s",
+					      provider_list(names, sizeof(names), "、", " 或 "));
+		return req_fail(r, 400, 0, msg ? msg : "provider");
+	}
 	if (params && !json_is_null(params)) {
 		json_t *obj = params;
 		if (json_is_string(params))

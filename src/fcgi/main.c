@@ -23,6 +23,7 @@
 #include "util.h"
 #include "auth.h"
 #include "store.h"
+#include "provider.h"
 #include "router.h"
 #include "token.h"
 #include "jsonpool.h"
@@ -255,10 +256,14 @@ prepare_store(void)
 {
 	char err[ERR_LEN], msg[256];
 	struct store *st = store_open(cfg.db_path, err);
-	struct mcfg m[3] = {
-		{"builtin", "builtin", "builtin", "1", "{\"temperature\":0}", "", 0},
-		{"openai", "openai", cfg.openai_model, "", "{\"temperature\":0.7}", "", 0},
-		{"n8n", "n8n", "n8n-workflow", "", "{}", "", 0},
+	/* one a provider, each named after it */
+	char *b = (char *)provider_name(PROVIDER_BUILTIN);
+	char *o = (char *)provider_name(PROVIDER_OPENAI);
+	char *n = (char *)provider_name(PROVIDER_N8N);
+	struct mcfg m[PROVIDER_COUNT] = {
+		[PROVIDER_BUILTIN] = {b, b, b, "1", "{\"temperature\":0}", "", 0},
+		[PROVIDER_OPENAI] = {o, o, cfg.openai_model, "", "{\"temperature\":0.7}", "", 0},
+		[PROVIDER_N8N] = {n, n, "n8n-workflow", "", "{}", "", 0},
 	};
 	int i;
 
@@ -266,7 +271,7 @@ prepare_store(void)
 		die("%s", err);
 	if (store_migrate(st, err) != RC_OK)
 		die("%s", err);
-	for (i = 0; i < 3; i++)
+	for (i = 0; i < PROVIDER_COUNT; i++)
 		if (store_mcfg_ensure(st, &m[i], err) != RC_OK)
 			die("%s", err);
 	snprintf(msg, sizeof(msg), "aichatd %s started: %d workers x %d threads, auth %s",

@@ -13,6 +13,7 @@
 #include "rc.h"
 #include "util.h"
 #include "config.h"
+#include "provider.h"
 
 enum kind { K_INT, K_STR, K_SIZE, K_AUTH };
 
@@ -186,7 +187,7 @@ config_load(struct config *c, const char *path, char *err)
 	c->ws_pending_max = 32u << 20;
 	c->max_runs = 256;
 	if (set_str(&c->listen, "127.0.0.1", err) || set_str(&c->data_dir, "./var", err) ||
-	    set_str(&c->provider, "builtin", err) || set_str(&c->jwt_secret, "", err) ||
+	    set_str(&c->provider, provider_name(PROVIDER_DEFAULT), err) || set_str(&c->jwt_secret, "", err) ||
 	    set_str(&c->openai_base_url, "https://api.openai.com/v1", err) ||
 	    set_str(&c->openai_api_key, "", err) || set_str(&c->openai_model, "gpt-4o-mini", err) ||
 	    set_str(&c->n8n_webhook_url, "", err))
@@ -204,9 +205,10 @@ config_load(struct config *c, const char *path, char *err)
 		if (v && (rc = config_set(c, keys[i].name, v, env, err)) != RC_OK)
 			return rc;
 	}
-	if (strcmp(c->provider, "builtin") && strcmp(c->provider, "openai") &&
-	    strcmp(c->provider, "n8n")) {
-		snprintf(err, ERR_LEN, "provider must be builtin, openai or n8n");
+	if (!provider_known(c->provider)) {
+		char names[128];
+		snprintf(err, ERR_LEN, "provider must be %s",
+			 provider_list(names, sizeof(names), ", ", " or "));
 		return RC_ERR;
 	}
 	if (c->auth == AUTH_JWT && strlen(c->jwt_secret) < 16) {

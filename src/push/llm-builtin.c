@@ -11,6 +11,19 @@
 #define QUOTE_MAX 200 /* code points of the message quoted back */
 #define PIECE 12      /* code points per piece */
 
+/* A builtin call: queued by due time on the provider's one timer. Its reply is short (the
+ * quote is at most QUOTE_MAX code points), far below LLM_REPLY_MAX, so its pieces go to
+ * chunk() without being counted. */
+struct builtin_call {
+	struct llm_call call; /* first: see llm_provider.call_size */
+	struct builtin_call *tick_prev, *tick_next;
+	uint64_t due;
+	int queued; /* in the queue (or, once ended, on the list freed after a tick) */
+	char *reply;
+	size_t len; /* strlen(reply) */
+	size_t pos;
+};
+
 char *
 llm_builtin_reply(const char *content)
 {
@@ -34,10 +47,10 @@ llm_builtin_reply(const char *content)
  */
 static uv_timer_t ticker;
 static int ticker_ready, in_tick;
-static struct llm_call *head, *tail, *dead;
+static struct builtin_call *head, *tail, *dead;
 
 static void
-unqueue(struct llm_call *c)
+unqueue(struct builtin_call *c)
 {
 	if (c->tick_prev)
 		c->tick_prev->tick_next = c->tick_next;
@@ -53,9 +66,9 @@ unqueue(struct llm_call *c)
 
 /* Queue c by c->due: from the tail, where it almost always belongs. */
 static void
-enqueue(struct llm_call *c)
+enqueue(struct builtin_call *c)
 {
-	struct llm_call *after = tail;
+	struct builtin_call *after = tail;
 
 	while (after && after->due > c->due)
 		after = after->tick_prev;
@@ -75,7 +88,7 @@ enqueue(struct llm_call *c)
 static void on_ticker(uv_timer_t *t);
 
 static void
-call_free(struct llm_call *c)
+call_free(struct builtin_call *c)
 {
 	free(c->reply);
 	free(c);
@@ -93,16 +106,19 @@ arm(uv_loop_t *loop)
 }
 
 static uint64_t
-delay_of(const struct llm_call *c)
+delay_of(const struct builtin_call *c)
 {
-	return c->cfg->builtin_delay_ms > 0 ? (uint64_t)c->cfg->builtin_delay_ms : 1;
+	int ms = c->call.cfg->builtin_delay_ms;
+
+	return ms > 0 ? (uint64_t)ms : 1;
 }
 
 /* The upstream bytes of a piece for E's stream, as a server-sent event
  * `data: {"content":"<piece>"}`; `data: [DONE]` after the last (docs/API.md). */
 static void
-raw_piece(struct llm_call *c, const char *s, size_t n)
+raw_piece(struct builtin_call *c, const char *s, size_t n)
 {
+	const struct llm_cb *cb = c->call.cb;
 	static const char ctype[] = "text/event-stream; charset=utf-8";
 	json_t *j = json_pack("{s:s%}", "content", s, n);
 	char *data = j ? json_pool_text(j, JSON_COMPACT) : NULL, *ev = NULL;
@@ -110,44 +126,44 @@ raw_piece(struct llm_call *c, const char *s, size_t n)
 
 	json_decref(j);
 	if (data && (len = asprintf(&ev, "data: %s\n\n", data)) > 0)
-		c->cb->raw(c->ctx, ctype, ev, (size_t)len);
+		cb->raw(c->call.ctx, ctype, ev, (size_t)len);
 	free(ev);
 	free(data);
-	if (!c->ended && c->pos + n >= c->builtin_len)
-		c->cb->raw(c->ctx, ctype, "data: [DONE]\n\n", 14);
+	if (!c->call.ended && c->pos + n >= c->len)
+		cb->raw(c->call.ctx, ctype, "data: [DONE]\n\n", 14);
 }
 
 /* The next piece of c; the end after the last. */
 static void
-piece(struct llm_call *c)
+piece(struct builtin_call *c)
 {
 	size_t n;
 
 	n = utf8_prefix(c->reply + c->pos, PIECE);
-	if (c->cb->raw)
+	if (c->call.cb->raw)
 		raw_piece(c, c->reply + c->pos, n);
-	if (c->ended)
+	if (c->call.ended)
 		return;
-	llm_emit(c, c->reply + c->pos, n);
-	if (c->ended)
+	c->call.cb->chunk(c->call.ctx, c->reply + c->pos, n);
+	if (c->call.ended)
 		return;
 	c->pos += n;
-	if (c->pos >= c->builtin_len)
-		llm_finish(c, 0, NULL, NULL);
+	if (c->pos >= c->len)
+		llm_finish(&c->call, 0, NULL, NULL, NULL);
 }
 
 static void
 on_ticker(uv_timer_t *t)
 {
 	uint64_t now = uv_now(t->loop);
-	struct llm_call *c;
+	struct builtin_call *c;
 
 	in_tick = 1;
 	while (head && head->due <= now) {
 		c = head;
 		unqueue(c);
 		piece(c); /* may end c, or cancel others: ended calls go on the dead list */
-		if (!c->ended) {
+		if (!c->call.ended) {
 			c->due = now + delay_of(c);
 			enqueue(c);
 		}
@@ -160,15 +176,17 @@ on_ticker(uv_timer_t *t)
 	arm(t->loop);
 }
 
-int
-llm_builtin_start(struct llm_call *c, uv_loop_t *loop, char *err)
+static int
+builtin_start(struct llm_call *call, uv_loop_t *loop, char *err)
 {
-	c->reply = llm_builtin_reply(c->job->content);
+	struct builtin_call *c = (struct builtin_call *)call;
+
+	c->reply = llm_builtin_reply(call->job->content);
 	if (!c->reply) {
 		snprintf(err, ERR_LEN, "out of memory");
 		return RC_NOMEM;
 	}
-	c->builtin_len = strlen(c->reply);
+	c->len = strlen(c->reply);
 	if (!ticker_ready) {
 		uv_timer_init(loop, &ticker);
 		uv_unref((uv_handle_t *)&ticker); /* the replies keep the loop alive, not it */
@@ -182,9 +200,11 @@ llm_builtin_start(struct llm_call *c, uv_loop_t *loop, char *err)
 	return RC_OK;
 }
 
-void
-llm_builtin_release(struct llm_call *c)
+static void
+builtin_release(struct llm_call *call)
 {
+	struct builtin_call *c = (struct builtin_call *)call;
+
 	if (c->queued)
 		unqueue(c);
 	if (in_tick) {
@@ -195,3 +215,13 @@ llm_builtin_release(struct llm_call *c)
 	}
 	call_free(c);
 }
+
+const struct llm_provider llm_builtin = {
+	PROVIDER_BUILTIN,            /* id */
+	sizeof(struct builtin_call), /* call_size */
+	0,                           /* wants_history */
+	0,                           /* streams_raw */
+	NULL,                        /* transport: none, its one timer is made on first use */
+	builtin_start,               /* start */
+	builtin_release,             /* release */
+};

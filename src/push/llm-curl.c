@@ -1,17 +1,14 @@
 /*
- * The provider calls on one libcurl multi handle driven by the libuv loop (the wiring of
- * curl's docs/examples/multi-uv.c), and the entry points of llm.h.
+ * llm-curl: the HTTP providers' calls on one libcurl multi handle driven by the libuv loop
+ * (see llm-curl.h).
  */
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
-#include <stdarg.h>
 
 #include "rc.h"
-#include "pool.h"
-#include "jsonpool.h"
 #include "util.h"
-#include "llm-int.h"
+#include "llm-curl.h"
 
 static CURLM *multi;
 static uv_loop_t *loop;
@@ -110,33 +107,21 @@ handle_socket(CURL *e, curl_socket_t fd, int action, void *u, void *sockp)
 	return 0;
 }
 
-static void
-http_release(struct llm_call *c)
+void
+llm_http_release(struct llm_call *call)
 {
+	struct llm_http_call *c = (struct llm_http_call *)call;
+
 	if (c->easy) {
 		curl_multi_remove_handle(multi, c->easy);
 		curl_easy_cleanup(c->easy);
-		c->easy = NULL;
 		active--;
 	}
 	curl_slist_free_all(c->headers);
-	c->headers = NULL;
 	free(c->body);
-	c->body = NULL;
-	buf_free(&c->line);
 	buf_free(&c->whole);
-	free(c->travel_plan);
-	c->travel_plan = NULL;
-}
-
-static void
-release(struct llm_call *c)
-{
-	http_release(c);
-	if (c->reply)
-		llm_builtin_release(c);
-	else
-		free(c);
+	upstream_free(&c->up);
+	free(c);
 }
 
 /* Replace every occurrence of needle (any case) in the string s, which has size bytes of
@@ -179,7 +164,7 @@ struct url_parts {
 };
 
 static void
-url_parts(struct llm_call *c, struct url_parts *p)
+url_parts(struct llm_http_call *c, struct url_parts *p)
 {
 	char *url = NULL;
 	CURLU *u;
@@ -213,7 +198,7 @@ url_parts_free(struct url_parts *p)
 /* Clear s of where the upstream is: its URL, host (and host:port), address, and a last
  * path segment long enough to be a secret (an n8n webhook's id). */
 static void
-redact_upstream(struct llm_call *c, char *s, size_t size)
+redact_upstream(struct llm_http_call *c, char *s, size_t size)
 {
 	char *url = NULL, *ip = NULL, hp[512];
 	struct url_parts u;
@@ -249,7 +234,7 @@ redact_upstream(struct llm_call *c, char *s, size_t size)
 /* Where the call went, for the log: scheme://host:port/path, without a user, password or
  * query (which may hold credentials). */
 static void
-upstream_where(struct llm_call *c, char *out, size_t size)
+upstream_where(struct llm_http_call *c, char *out, size_t size)
 {
 	struct url_parts u;
 
@@ -263,15 +248,15 @@ upstream_where(struct llm_call *c, char *out, size_t size)
 /* text as a message: well-formed UTF-8 in out (size bytes), never with the key in it, and
  * for clients (shown) never with where the upstream is. */
 static void
-clean_text(struct llm_call *c, char *out, size_t size, const char *text, int shown)
+clean_text(struct llm_http_call *c, char *out, size_t size, const char *text, int shown)
 {
+	const struct config *cfg = c->call.cfg;
 	char tmp[4096];
-
 	struct url_parts u;
 
 	utf8_mend(tmp, sizeof(tmp), text, strlen(text));
-	if (c->cfg && c->cfg->openai_api_key)
-		redact(tmp, sizeof(tmp), c->cfg->openai_api_key, "***");
+	if (cfg && cfg->openai_api_key)
+		redact(tmp, sizeof(tmp), cfg->openai_api_key, "***");
 	url_parts(c, &u);
 	redact(tmp, sizeof(tmp), u.password, "***"); /* a password in the URL */
 	url_parts_free(&u);
@@ -281,101 +266,33 @@ clean_text(struct llm_call *c, char *out, size_t size, const char *text, int sho
 	memcpy(out, tmp, strlen(tmp) + 1);
 }
 
-void
-llm_finish(struct llm_call *c, int code, const char *error, const char *detail)
+/* End the call: on a failure, error (NULL: a generic one) is cut, mended and cleared of the
+ * upstream's host, port and key for clients; detail (NULL: the same as error) only cut,
+ * mended and cleared of the key, for the log. */
+static void
+http_finish(struct llm_http_call *c, int code, const char *error, const char *detail)
 {
 	char shown[LLM_ERROR_MAX + 1], logged[LLM_DETAIL_MAX + 1];
 
-	if (c->ended)
+	if (c->call.ended)
 		return;
-	c->ended = 1;
 	if (code) {
 		clean_text(c, shown, sizeof(shown), error ? error : "AI 服务调用失败", 1);
 		clean_text(c, logged, sizeof(logged), detail ? detail : shown, 0);
-		c->cb->done(c->ctx, code, shown, NULL, logged);
+		llm_finish(&c->call, code, shown, NULL, logged);
 	} else {
-		c->cb->done(c->ctx, 0, NULL, c->travel_plan, NULL);
+		llm_finish(&c->call, 0, NULL, c->up.travel_plan, NULL);
 	}
-	release(c);
-}
-
-void
-llm_failf(struct llm_call *c, const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(c->fail, sizeof(c->fail), fmt, ap);
-	va_end(ap);
-	utf8_cut(c->fail, sizeof(c->fail) - 1);
-}
-
-int
-llm_emit(struct llm_call *c, const char *s, size_t n)
-{
-	if (!n)
-		return 0;
-	if (c->reply_len + n > LLM_REPLY_MAX) {
-		llm_failf(c, "AI 服务调用失败: reply longer than %u bytes", LLM_REPLY_MAX);
-		return -1;
-	}
-	c->reply_len += n;
-	c->cb->chunk(c->ctx, s, n);
-	return 0;
-}
-
-/* One line to the provider. The JSON values a line makes live no longer than its
- * handling: they come from a scratch pool (see jsonpool.h), freed in one go after it,
- * which takes the allocator off a path that runs for every piece of every reply. */
-static void
-line_call(struct llm_call *c)
-{
-	static struct pool *scratch;
-
-	if (!scratch)
-		scratch = pool_create();
-	json_pool_use(scratch);
-	c->on_line(c, c->line.s, c->line.len);
-	json_pool_use(NULL);
-	if (scratch)
-		pool_reset(scratch);
-	buf_reset(&c->line);
-}
-
-/* Feed received bytes to the provider line by line ("\n", an optional "\r" dropped). */
-static int
-feed_lines(struct llm_call *c, const char *p, size_t n)
-{
-	while (n) {
-		const char *nl = memchr(p, '\n', n);
-		size_t take = nl ? (size_t)(nl - p) : n;
-
-		if (buf_add(&c->line, p, take) != RC_OK) {
-			llm_failf(c, "AI 服务调用失败: upstream line longer than %u bytes",
-				  LLM_LINE_MAX);
-			return -1;
-		}
-		if (!nl)
-			break;
-		if (c->line.len && c->line.s[c->line.len - 1] == '\r')
-			c->line.s[--c->line.len] = '\0';
-		line_call(c);
-		if (c->fail[0])
-			return -1;
-		p = nl + 1;
-		n -= take + 1;
-	}
-	return 0;
 }
 
 static size_t
 on_write(char *p, size_t size, size_t nmemb, void *u)
 {
-	struct llm_call *c = u;
+	struct llm_http_call *c = u;
 	size_t n = size * nmemb;
 	char *ct = NULL;
 
-	if (c->ended)
+	if (c->call.ended)
 		return 0;
 	if (!c->http_status) {
 		curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &c->http_status);
@@ -386,89 +303,65 @@ on_write(char *p, size_t size, size_t nmemb, void *u)
 			ct = "application/octet-stream";
 		utf8_mend(c->ctype, sizeof(c->ctype), ct, strlen(ct));
 	}
-	if (c->http_status < 400 && c->cb->raw)
-		c->cb->raw(c->ctx, c->ctype, p, n);
+	if (c->http_status < 400 && c->call.cb->raw)
+		c->call.cb->raw(c->call.ctx, c->ctype, p, n);
 	if (c->http_status >= 400 || !c->stream) {
 		/* kept whole: an error body for the message, or one JSON reply */
 		if (buf_add(&c->whole, p, n) != RC_OK && c->http_status < 400) {
-			llm_failf(c, "AI 服务调用失败: reply longer than %u bytes", LLM_REPLY_MAX);
+			upstream_failf(&c->up, "AI 服务调用失败: reply longer than %u bytes",
+				       LLM_REPLY_MAX);
 			return 0;
 		}
 		return n;
 	}
-	return feed_lines(c, p, n) == 0 ? n : 0;
-}
-
-/* The upstream's message in an error body: OpenAI's error.message (or a string error,
- * message, detail), else the body itself; mended into out. */
-static void
-body_message(struct llm_call *c, char *out, size_t size)
-{
-	json_t *j = json_loadb(c->whole.s, c->whole.len, 0, NULL), *e;
-	const char *m = NULL;
-
-	if (json_is_object(j)) {
-		e = json_object_get(j, "error");
-		m = json_string_value(json_object_get(e, "message"));
-		if (!m)
-			m = json_string_value(e);
-		if (!m)
-			m = json_string_value(json_object_get(j, "message"));
-		if (!m)
-			m = json_string_value(json_object_get(j, "detail"));
-	}
-	if (m)
-		utf8_mend(out, size, m, strlen(m));
-	else
-		utf8_mend(out, size, c->whole.s ? c->whole.s : "", c->whole.len);
-	json_decref(j);
+	return upstream_feed(&c->up, p, n) == RC_OK ? n : 0;
 }
 
 /* A transfer that ended: the failure it met, told twice (see llm_cb.done): for clients,
  * with curl's own words for the kind of failure (they never name the host), and for the
  * operation log, with curl's message (which does). */
 static void
-transfer_done(struct llm_call *c, CURLcode rc)
+transfer_done(struct llm_http_call *c, CURLcode rc)
 {
 	char shown[1024], detail[2048], said[LLM_ERRBODY_MAX + 1], body[LLM_DETAIL_MAX];
 	char where[300];
 	curl_off_t connected = 0;
 
-	if (c->fail[0]) {
-		llm_finish(c, LLM_E_FAILED, c->fail, NULL);
+	if (c->up.fail[0]) {
+		http_finish(c, LLM_E_FAILED, c->up.fail, NULL);
 	} else if (rc == CURLE_OPERATION_TIMEDOUT) {
 		curl_easy_getinfo(c->easy, CURLINFO_CONNECT_TIME_T, &connected);
 		if (connected > 0)
 			snprintf(shown, sizeof(shown), "AI 回复超时: no complete reply within %d s",
-				 c->cfg->reply_timeout_s);
+				 c->call.cfg->reply_timeout_s);
 		else
 			snprintf(shown, sizeof(shown),
 				 "AI 回复超时: no connection to the AI service within %d s",
-				 c->cfg->connect_timeout_s);
+				 c->call.cfg->connect_timeout_s);
 		snprintf(detail, sizeof(detail), "AI 回复超时: %s",
 			 c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc));
-		llm_finish(c, LLM_E_TIMEOUT, shown, detail);
+		http_finish(c, LLM_E_TIMEOUT, shown, detail);
 	} else if (rc != CURLE_OK) {
 		snprintf(shown, sizeof(shown), "AI 服务调用失败: %s", curl_easy_strerror(rc));
 		snprintf(detail, sizeof(detail), "AI 服务调用失败: %s",
 			 c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc));
-		llm_finish(c, LLM_E_FAILED, shown, detail);
+		http_finish(c, LLM_E_FAILED, shown, detail);
 	} else if (c->http_status >= 400) {
-		body_message(c, said, sizeof(said));
+		upstream_error_message(c->whole.s, c->whole.len, said, sizeof(said));
 		snprintf(shown, sizeof(shown), "AI 服务调用失败: upstream HTTP %ld: %s",
 			 c->http_status, said);
 		upstream_where(c, where, sizeof(where));
 		utf8_mend(body, sizeof(body), c->whole.s ? c->whole.s : "", c->whole.len);
 		snprintf(detail, sizeof(detail), "AI 服务调用失败: upstream HTTP %ld from %s: %s",
 			 c->http_status, where, body);
-		llm_finish(c, LLM_E_FAILED, shown, detail);
+		http_finish(c, LLM_E_FAILED, shown, detail);
 	} else {
-		/* a last line without its newline */
-		if (c->stream && c->line.len)
-			line_call(c);
-		c->on_end(c);
-		if (!c->ended)
-			llm_finish(c, c->fail[0] ? LLM_E_FAILED : 0, c->fail[0] ? c->fail : NULL, NULL);
+		if (c->stream)
+			upstream_end(&c->up);
+		else
+			upstream_document(&c->up, c->whole.s, c->whole.len);
+		http_finish(c, c->up.fail[0] ? LLM_E_FAILED : 0, c->up.fail[0] ? c->up.fail : NULL,
+			    NULL);
 	}
 }
 
@@ -479,7 +372,7 @@ check_multi_info(void)
 	int left;
 
 	while ((m = curl_multi_info_read(multi, &left))) {
-		struct llm_call *c;
+		struct llm_http_call *c;
 
 		if (m->msg != CURLMSG_DONE)
 			continue;
@@ -491,11 +384,15 @@ check_multi_info(void)
 }
 
 int
-llm_http_start(struct llm_call *c, const char *url, char *err)
+llm_http_start(struct llm_call *call, const char *url, const struct upstream_syntax *syntax,
+	       char *err)
 {
-	CURL *e = curl_easy_init();
+	struct llm_http_call *c = (struct llm_http_call *)call;
+	CURL *e;
 
-	if (!e) {
+	upstream_init(&c->up, syntax, LLM_REPLY_MAX, call->cb->chunk, call->ctx);
+	buf_init(&c->whole, LLM_REPLY_MAX);
+	if (!(e = curl_easy_init())) {
 		snprintf(err, ERR_LEN, "curl_easy_init failed");
 		return RC_ERR;
 	}
@@ -509,8 +406,8 @@ llm_http_start(struct llm_call *c, const char *url, char *err)
 	curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
 	curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)c);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->errbuf);
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, (long)c->cfg->connect_timeout_s);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT, (long)c->cfg->reply_timeout_s);
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT, (long)call->cfg->connect_timeout_s);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT, (long)call->cfg->reply_timeout_s);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
@@ -525,65 +422,8 @@ llm_http_start(struct llm_call *c, const char *url, char *err)
 	return RC_OK;
 }
 
-const char *
-llm_sse_data(const char *line)
-{
-	if (strncmp(line, "data:", 5) != 0)
-		return NULL;
-	line += 5;
-	if (*line == ' ')
-		line++;
-	return line;
-}
-
-int
-llm_wants_history(const char *provider)
-{
-	return strcmp(provider, "openai") == 0;
-}
-
-struct llm_call *
-llm_start(uv_loop_t *l, const struct config *cfg, const struct run_job *job,
-	  const struct llm_cb *cb, void *ctx, char *err)
-{
-	struct llm_call *c = calloc(1, sizeof(*c));
-	int rc;
-
-	if (!c) {
-		snprintf(err, ERR_LEN, "out of memory");
-		return NULL;
-	}
-	c->cb = cb;
-	c->ctx = ctx;
-	c->cfg = cfg;
-	c->job = job;
-	buf_init(&c->line, LLM_LINE_MAX);
-	buf_init(&c->whole, LLM_REPLY_MAX);
-	if (strcmp(job->cfg.provider, "openai") == 0)
-		rc = llm_openai_start(c, err);
-	else if (strcmp(job->cfg.provider, "n8n") == 0)
-		rc = llm_n8n_start(c, err);
-	else
-		rc = llm_builtin_start(c, l, err);
-	if (rc != RC_OK) {
-		c->ended = 1;
-		release(c);
-		return NULL;
-	}
-	return c;
-}
-
-void
-llm_cancel(struct llm_call *c)
-{
-	if (!c || c->ended)
-		return;
-	c->ended = 1;
-	release(c);
-}
-
-int
-llm_init(uv_loop_t *l, char *err)
+static int
+http_init(uv_loop_t *l, char *err)
 {
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
 		snprintf(err, ERR_LEN, "curl_global_init failed");
@@ -601,8 +441,8 @@ llm_init(uv_loop_t *l, char *err)
 	return RC_OK;
 }
 
-void
-llm_shutdown(void)
+static void
+http_shutdown(void)
 {
 	if (!multi)
 		return;
@@ -613,8 +453,14 @@ llm_shutdown(void)
 	curl_global_cleanup();
 }
 
-int
-llm_active(void)
+static int
+http_active(void)
 {
 	return active;
 }
+
+const struct llm_transport llm_http = {
+	http_init,     /* init */
+	http_shutdown, /* shutdown */
+	http_active,   /* active */
+};

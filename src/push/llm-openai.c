@@ -1,4 +1,5 @@
-/* The openai provider: POST {base}/chat/completions with stream: true, read the SSE reply. */
+/* The openai provider: POST {base}/chat/completions with stream: true, its answer read as
+ * upstream_openai (src/lib/upstream-openai.c). */
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
@@ -6,90 +7,24 @@
 #include "rc.h"
 #include "jsonpool.h"
 #include "util.h"
-#include "llm-int.h"
+#include "llm-curl.h"
 
-/* One choice's text and end from a chunk (or a whole, non-streamed reply). */
-static void
-take_choice(struct llm_call *c, json_t *j)
+static int
+openai_start(struct llm_call *call, uv_loop_t *loop, char *err)
 {
-	json_t *choice = json_array_get(json_object_get(j, "choices"), 0), *err;
-	json_t *delta, *content, *finish;
-
-	if ((err = json_object_get(j, "error"))) {
-		const char *m = json_string_value(json_object_get(err, "message"));
-		if (!m)
-			m = json_string_value(err);
-		llm_failf(c, "AI 服务调用失败: %s", m ? m : "upstream error");
-		return;
-	}
-	if (!choice)
-		return;
-	delta = json_object_get(choice, "delta");
-	if (!delta)
-		delta = json_object_get(choice, "message");
-	content = json_object_get(delta, "content");
-	if (json_is_string(content) &&
-	    llm_emit(c, json_string_value(content), json_string_length(content)) != 0)
-		return;
-	finish = json_object_get(choice, "finish_reason");
-	if (finish && !json_is_null(finish))
-		c->finished = 1;
-}
-
-static void
-on_line(struct llm_call *c, char *line, size_t len)
-{
-	const char *data = llm_sse_data(line);
-	json_t *j;
-
-	(void)len;
-	if (!data || c->fail[0])
-		return; /* comments, event names, ids, blank separators */
-	if (strcmp(data, "[DONE]") == 0) {
-		c->finished = 1;
-		return;
-	}
-	j = json_loads(data, 0, NULL);
-	if (!j) {
-		llm_failf(c, "AI 服务调用失败: malformed stream chunk");
-		return;
-	}
-	take_choice(c, j);
-	json_decref(j);
-}
-
-static void
-on_end(struct llm_call *c)
-{
-	if (!c->stream) {
-		/* the server answered with one JSON document instead of a stream */
-		json_t *j = json_loadb(c->whole.s, c->whole.len, 0, NULL);
-		if (!j) {
-			llm_failf(c, "AI 服务调用失败: malformed JSON reply");
-			return;
-		}
-		take_choice(c, j);
-		json_decref(j);
-		if (!c->fail[0] && !c->reply_len && !c->finished)
-			llm_failf(c, "AI 服务调用失败: reply has no content");
-		return;
-	}
-	if (!c->finished && !c->fail[0])
-		llm_failf(c, "AI 服务调用失败: stream ended before [DONE]");
-}
-
-int
-llm_openai_start(struct llm_call *c, char *err)
-{
-	const struct run_job *job = c->job;
+	struct llm_http_call *c = (struct llm_http_call *)call;
+	const struct run_job *job = call->job;
+	const struct config *cfg = call->cfg;
 	json_t *req, *msgs, *params;
-	const char *key = c->cfg->openai_api_key, *model = job->cfg.model_name;
+	const char *key = cfg->openai_api_key, *model = job->cfg.model_name;
 	char url[2048], *auth = NULL;
-	size_t blen = strlen(c->cfg->openai_base_url);
+	size_t blen = strlen(cfg->openai_base_url);
 	int i;
 
-	if (!model || !*model || strcmp(model, "openai") == 0)
-		model = c->cfg->openai_model;
+	(void)loop;
+	/* no model, or the provider's own name for one: the setting's */
+	if (!model || !*model || strcmp(model, provider_name(PROVIDER_OPENAI)) == 0)
+		model = cfg->openai_model;
 	msgs = json_array();
 	if (job->cfg.system_prompt && *job->cfg.system_prompt)
 		json_array_append_new(msgs, json_pack("{s:s,s:s}", "role", "system", "content",
@@ -112,9 +47,9 @@ llm_openai_start(struct llm_call *c, char *err)
 	json_decref(req);
 	if (c->body) /* the parameters' reals as they were written: 0.7, not 0.69999999999999996 */
 		c->body[num_shorten_json(c->body, strlen(c->body))] = '\0';
-	while (blen && c->cfg->openai_base_url[blen - 1] == '/')
+	while (blen && cfg->openai_base_url[blen - 1] == '/')
 		blen--;
-	snprintf(url, sizeof(url), "%.*s/chat/completions", (int)blen, c->cfg->openai_base_url);
+	snprintf(url, sizeof(url), "%.*s/chat/completions", (int)blen, cfg->openai_base_url);
 	c->headers = curl_slist_append(NULL, "Content-Type: application/json");
 	c->headers = curl_slist_append(c->headers, "Accept: text/event-stream");
 	if (*key && asprintf(&auth, "Authorization: Bearer %s", key) >= 0) {
@@ -125,7 +60,15 @@ llm_openai_start(struct llm_call *c, char *err)
 		snprintf(err, ERR_LEN, "out of memory");
 		return RC_NOMEM;
 	}
-	c->on_line = on_line;
-	c->on_end = on_end;
-	return llm_http_start(c, url, err);
+	return llm_http_start(call, url, &upstream_openai, err);
 }
+
+const struct llm_provider llm_openai = {
+	PROVIDER_OPENAI,              /* id */
+	sizeof(struct llm_http_call), /* call_size */
+	1,                            /* wants_history: the earlier messages go as messages */
+	0,                            /* streams_raw */
+	&llm_http,                    /* transport */
+	openai_start,                 /* start */
+	llm_http_release,             /* release */
+};

@@ -446,7 +446,7 @@ run_go(struct job_run *r)
 		run_end(r, LLM_E_TIMEOUT, "AI 回复超时: interrupted by a restart", NULL);
 		return;
 	}
-	r->raw_wanted = r->raw_wanted || strcmp(r->job.cfg.provider, "n8n") == 0;
+	r->raw_wanted = r->raw_wanted || llm_provider_find(r->job.cfg.provider)->streams_raw;
 	r->call = llm_start(pushd_loop, &pushd_cfg, &r->job, r->raw_wanted ? &run_cb : &run_cb_noraw,
 			    r, err);
 	if (!r->call)

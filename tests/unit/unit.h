@@ -36,5 +36,7 @@ void t_json(void);
 void t_token(void);
 void t_store(void);
 void t_push(void);
+void t_upstream(void);
+void t_provider(void);
 
 #endif
