@@ -7,6 +7,7 @@
 #include "config.h"
 #include "push-client.h"
 #include "api.h"
+#include "provider.h"
 
 int
 wf_history(struct req *r)
@@ -74,7 +75,8 @@ wf_body(struct req *r, struct store_post *in)
 	in->conv_user = user;
 	in->title = sid;
 	/* E talks to its workflow whenever one is set up; else to the default provider */
-	in->model_config = in->run_config = *r->cfg->n8n_webhook_url ? "n8n" : NULL;
+	in->model_config = in->run_config =
+		*r->cfg->n8n_webhook_url ? provider_name(PROVIDER_N8N) : NULL;
 	in->sender = user;
 	in->role = "user";
 	in->content = input;
@@ -146,7 +148,7 @@ wf_send_result(struct req *r)
 static const char *
 wf_unusable(const struct config *cfg)
 {
-	if (*cfg->n8n_webhook_url || strcmp(cfg->provider, "openai") != 0)
+	if (*cfg->n8n_webhook_url || provider_find(cfg->provider) != PROVIDER_OPENAI)
 		return NULL; /* n8n with its webhook, or builtin: always there */
 	if (!*cfg->openai_base_url)
 		return "no openai_base_url is configured";
