@@ -40,7 +40,7 @@ im_message(const struct msg *m)
 static int
 im_session_ok(struct req *r, const char *sid)
 {
-	if (!sid || !*sid || utf8_count(sid) > SESSION_ID_MAX)
+	if (!limit_session_id(sid))
 		return req_fail(r, 400, E_SESSION,
 				sid && *sid ? "会话ID长度不能超过48个字符" : "会话ID不能为空");
 	return 0;
