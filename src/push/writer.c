@@ -39,7 +39,9 @@
 #include "push-proto.h"
 #include "jsonpool.h"
 #include "util.h"
-#include "pushd.h"
+#include "log.h"
+#include "runs.h"
+#include "writer.h"
 
 static pthread_t thread;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -58,7 +60,7 @@ static const char *default_provider;
 static void
 logf_(const char *what, const char *err)
 {
-	fprintf(stderr, "aichatd-push: writer: %s: %s\n", what, err);
+	log_line("writer: %s: %s", what, err);
 }
 
 /* A run's end, with the reply's metadata: which provider and model made it, how long it

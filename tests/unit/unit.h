@@ -38,5 +38,6 @@ void t_store(void);
 void t_push(void);
 void t_upstream(void);
 void t_provider(void);
+void t_ws(void);
 
 #endif
