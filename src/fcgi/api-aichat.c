@@ -1,4 +1,4 @@
-/* Dialect B (seed 001): sessions and messages under /api/chat, views under /aichat. */
+/* The aichat dialect (seed 001): sessions and messages under /api/chat, views under /aichat. */
 #include <string.h>
 
 #include "rc.h"
@@ -22,8 +22,8 @@ session_json(const struct conv *c)
 {
 	return json_pack("{s:s,s:s,s:s,s:I,s:o,s:o,s:b}", "session_id", c->id, "user_id",
 			 c->user_id, "title", c->title, "message_count", (json_int_t)c->msg_count,
-			 "created_at", api_time(D_B, c->created_at), "updated_at",
-			 api_time(D_B, c->updated_at), "is_deleted", 0);
+			 "created_at", api_time(D_AICHAT, c->created_at), "updated_at",
+			 api_time(D_AICHAT, c->updated_at), "is_deleted", 0);
 }
 
 static json_t *
@@ -31,8 +31,8 @@ message_json(const struct msg *m)
 {
 	return json_pack("{s:I,s:s,s:s,s:s,s:o,s:o,s:b}", "message_id", (json_int_t)m->id,
 			 "session_id", m->conv_id, "role", m->role, "content", m->content,
-			 "created_at", api_time(D_B, m->created_at), "updated_at",
-			 api_time(D_B, m->updated_at), "is_deleted", 0);
+			 "created_at", api_time(D_AICHAT, m->created_at), "updated_at",
+			 api_time(D_AICHAT, m->updated_at), "is_deleted", 0);
 }
 
 static json_t *

@@ -1,4 +1,4 @@
-/* Dialect C (seed 002): ChaxAI under /ai. Errors are {"error": "..."}. */
+/* The chax dialect (seed 002): ChaxAI under /ai. Errors are {"error": "..."}. */
 #include <string.h>
 #include <stdio.h>
 

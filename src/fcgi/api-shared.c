@@ -13,7 +13,7 @@
 static const char *
 bad_page_msg(struct req *r)
 {
-	return r->dialect == D_C ? "invalid page or page_size" : "分页参数不合法";
+	return r->dialect == D_CHAX ? "invalid page or page_size" : "分页参数不合法";
 }
 
 /* Validate page and size (already parsed) into pg; 0, or -1 after writing the 400. */
@@ -91,7 +91,7 @@ api_field(struct req *r, const char *name, const char **out)
 	if (!v || json_is_null(v))
 		return 0;
 	if (!json_is_string(v)) {
-		const char *m = r->dialect == D_C ?
+		const char *m = r->dialect == D_CHAX ?
 			pool_printf(r->pool, "%s must be a string", name) :
 			pool_printf(r->pool, "%s 必须是字符串", name);
 		return req_fail(r, 400, 0, m);
@@ -105,11 +105,11 @@ api_content_ok(struct req *r, const char *s)
 {
 	switch (limit_content(s)) {
 	case CONTENT_EMPTY:
-		return req_fail(r, 400, r->dialect == D_A ? 1001 : 0,
-				r->dialect == D_C ? "content is required" : "消息内容不能为空");
+		return req_fail(r, 400, r->dialect == D_IM ? 1001 : 0,
+				r->dialect == D_CHAX ? "content is required" : "消息内容不能为空");
 	case CONTENT_LONG:
-		return req_fail(r, 400, r->dialect == D_A ? 1002 : 0,
-				r->dialect == D_C ? "content is too long" : "消息内容过长");
+		return req_fail(r, 400, r->dialect == D_IM ? 1002 : 0,
+				r->dialect == D_CHAX ? "content is too long" : "消息内容过长");
 	case CONTENT_OK:
 		break;
 	}
@@ -120,15 +120,16 @@ const char *
 api_acting_user(struct req *r, const char *given)
 {
 	if (given && utf8_count(given) > USER_ID_MAX) {
-		req_fail(r, 400, 0, r->dialect == D_C ? "user id is too long" : "用户ID过长");
+		req_fail(r, 400, 0, r->dialect == D_CHAX ? "user id is too long" : "用户ID过长");
 		return NULL;
 	}
 	if (given && !*given)
 		given = NULL;
 	if (r->user) {
 		if (given && strcmp(given, r->user) != 0) {
-			req_fail(r, 403, 0, r->dialect == D_C ? "user id does not match the token" :
-								"用户ID与令牌不符");
+			req_fail(r, 403, 0,
+				 r->dialect == D_CHAX ? "user id does not match the token" :
+							"用户ID与令牌不符");
 			return NULL;
 		}
 		return r->user;
@@ -140,7 +141,7 @@ const char *
 api_required_user(struct req *r, const char *given)
 {
 	if ((!given || !*given) && !r->user) {
-		req_fail(r, 400, 0, r->dialect == D_C ? "user_id is required" : "用户ID不能为空");
+		req_fail(r, 400, 0, r->dialect == D_CHAX ? "user_id is required" : "用户ID不能为空");
 		return NULL;
 	}
 	return api_acting_user(r, given);
@@ -157,9 +158,9 @@ api_time(enum dialect d, int64_t ms)
 {
 	char t[32];
 
-	if (d == D_C)
+	if (d == D_CHAX)
 		return json_integer(ms);
-	time_iso(t, ms, d == D_B || d == D_D);
+	time_iso(t, ms, d == D_AICHAT || d == D_V1);
 	return json_string_nocheck(t); /* ASCII */
 }
 

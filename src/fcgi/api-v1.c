@@ -1,4 +1,4 @@
-/* Dialect D (seed 003): /api/v1 sessions, model configs and the operation log. */
+/* The v1 dialect (seed 003): /api/v1 sessions, model configs and the operation log. */
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
@@ -75,7 +75,7 @@ message_json(const struct msg *m)
 	const char *type = strcmp(m->role, "assistant") == 0 ? "ai" : m->role;
 
 	return json_pack("{s:s,s:s,s:s,s:o,s:o}", "message_id", m->msg_id, "type", type,
-			 "content", m->content, "created_time", api_time(D_D, m->created_at),
+			 "content", m->content, "created_time", api_time(D_V1, m->created_at),
 			 "metadata", json_text(m->metadata));
 }
 
@@ -223,7 +223,7 @@ mcfg_json(const struct mcfg *m)
 	return json_pack("{s:s,s:s,s:s,s:s,s:o,s:s,s:o}", "config_id", m->config_id, "provider",
 			 m->provider, "model_name", m->model_name, "model_version",
 			 m->model_version, "parameters", params, "system_prompt", m->system_prompt,
-			 "updated_time", api_time(D_D, m->updated_at));
+			 "updated_time", api_time(D_V1, m->updated_at));
 }
 
 int
@@ -321,7 +321,7 @@ v1_mcfg_put(struct req *r)
 		 m.parameters ? " parameters" : "", m.system_prompt ? " system_prompt" : "");
 	store_log(r->store, "info", log);
 	return ok(r, json_pack("{s:s,s:o}", "config_id", m.config_id, "updated_time",
-			       api_time(D_D, updated)));
+			       api_time(D_V1, updated)));
 }
 
 int
@@ -353,12 +353,12 @@ v1_logs(struct req *r)
 		json_array_append_new(a, json_pack("{s:I,s:s,s:s,s:o}", "log_id",
 						   (json_int_t)rows[i].id, "level", rows[i].level,
 						   "message", rows[i].message, "created_time",
-						   api_time(D_D, rows[i].created_at)));
+						   api_time(D_V1, rows[i].created_at)));
 	return ok(r, json_pack("{s:o,s:I,s:I,s:I}", "logs", a, "total", (json_int_t)total,
 			       "page_num", (json_int_t)page, "page_size", (json_int_t)size));
 }
 
-/* D's answer to a send, once its run has ended (or its time ran out). */
+/* v1's answer to a send, once its run has ended (or its time ran out). */
 static int
 v1_send_answer(struct req *r, const struct run_result *res)
 {
@@ -368,10 +368,10 @@ v1_send_answer(struct req *r, const struct run_result *res)
 		return req_fail(r, 502, 0, res->error ? res->error : "AI 服务调用失败");
 	}
 	return ok(r, json_pack("{s:{s:s,s:o},s:{s:s,s:s,s:o,s:o}}", "user_message", "message_id",
-			       res->user_msg_id, "created_time", api_time(D_D, res->user_msg_at),
+			       res->user_msg_id, "created_time", api_time(D_V1, res->user_msg_at),
 			       "ai_message", "message_id", res->reply.msg_id, "content",
 			       res->reply.content, "created_time",
-			       api_time(D_D, res->reply.created_at), "metadata",
+			       api_time(D_V1, res->reply.created_at), "metadata",
 			       json_text(res->reply.metadata)));
 }
 
@@ -387,7 +387,7 @@ v1_send(struct req *r)
 
 	if (api_field(r, "user_id", &uid) || api_field(r, "message", &message))
 		return -1;
-	/* the seed's body names the sender: required, or the token's subject */
+	/* the dialect's body names the sender: required, or the token's subject */
 	if (!(user = api_required_user(r, uid)))
 		return -1;
 	if (api_content_ok(r, message))

@@ -1,10 +1,10 @@
 /*
  * api: the handlers, one file per dialect, and the shared chrome they use.
- *   api-im.c       dialect A (seed 000): /api/message, /api/ai, /health
- *   api-aichat.c   dialect B (seed 001): /api/chat/session*, /api/chat/message*, /aichat
- *   api-chax.c     dialect C (seed 002): /ai
- *   api-v1.c       dialect D (seed 003): /api/v1
- *   api-workflow.c dialect E (seed 004): /api/chat/send, /history, /stream
+ *   api-im.c       im: /api/message, /api/ai, /health
+ *   api-aichat.c   aichat: /api/chat/session*, /api/chat/message*, /aichat
+ *   api-chax.c     chax: /ai
+ *   api-v1.c       v1: /api/v1
+ *   api-workflow.c workflow: /api/chat/send, /history, /stream
  *   api-shared.c   pagination, body fields, identity, times
  * A handler returns 0 after req_json(), or the -1 of req_fail().
  */
@@ -22,13 +22,13 @@
 #define PAGE_SIZE_MAX 100
 #define DEFAULT_USER "default_user"
 
-/* dialect A */
+/* im (api-im.c) */
 int im_send(struct req *r);
 int im_get(struct req *r);
 int im_list(struct req *r);
 int im_records(struct req *r);
 int im_health(struct req *r);
-/* dialect B */
+/* aichat (api-aichat.c) */
 int aichat_session_create(struct req *r);
 int aichat_session_get(struct req *r);
 int aichat_sessions_list(struct req *r);
@@ -42,14 +42,14 @@ int aichat_message_edit(struct req *r);
 int aichat_view_list(struct req *r);
 int aichat_view_listshow(struct req *r);
 int aichat_view_session(struct req *r);
-/* dialect C */
+/* chax (api-chax.c) */
 int chax_record_list(struct req *r);
 int chax_message_list(struct req *r);
 int chax_message_content(struct req *r);
 int chax_chat(struct req *r);
 int chax_stream(struct req *r);
 int chax_stop(struct req *r);
-/* dialect D */
+/* v1 (api-v1.c) */
 int v1_session_create(struct req *r);
 int v1_messages_list(struct req *r);
 int v1_mcfg_list(struct req *r);
@@ -57,11 +57,11 @@ int v1_mcfg_put(struct req *r);
 int v1_logs(struct req *r);
 int v1_send(struct req *r);
 int v1_send_result(struct req *r);
-/* dialect E */
-int wf_history(struct req *r);
-int wf_send(struct req *r);
-int wf_send_result(struct req *r);
-int wf_stream(struct req *r);
+/* workflow (api-workflow.c) */
+int workflow_history(struct req *r);
+int workflow_send(struct req *r);
+int workflow_send_result(struct req *r);
+int workflow_stream(struct req *r);
 
 /* ---- shared chrome (api-shared.c) ---- */
 
@@ -77,8 +77,8 @@ int api_page_json(struct req *r, const char *pname, const char *sname, const cha
 /* A string field of r->json: *out is NULL when absent or null. A present field of another
  * type writes a 400 (`msg`, or a generic one) and returns -1. */
 int api_field(struct req *r, const char *name, const char **out);
-/* limit_content(), writing the dialect's 400 (A's codes 1001 and 1002, C's English) when the
- * content breaks them: 0 ok, -1 after the error. */
+/* limit_content(), writing the dialect's 400 (im's codes 1001 and 1002, chax's English) when
+ * the content breaks them: 0 ok, -1 after the error. */
 int api_content_ok(struct req *r, const char *s);
 
 /* The user a request acts for, given an optional user id from the body or path: with auth
@@ -91,9 +91,9 @@ const char *api_required_user(struct req *r, const char *given);
 /* The visibility filter for the store: the token's user, or NULL with auth off. */
 #define api_owner(r) ((r)->user)
 
-/* A conversation named by a client (A's session_id, E's sessionId): found (*have = 1), or
- * never used (*have = 0: lists as empty); -1 after writing a 404 with `gone` when it is
- * deleted or someone else's. */
+/* A conversation named by a client (im's session_id, workflow's sessionId): found
+ * (*have = 1), or never used (*have = 0: lists as empty); -1 after writing a 404 with
+ * `gone` when it is deleted or someone else's. */
 int api_named_conv(struct req *r, const char *id, struct conv *c, int *have, const char *gone);
 /* Wait for a run to end (sync sends). 0 with out filled (out->status 1 done, 2 failed, or
  * still 0 with error_code 2002 when the time ran out); -1 after writing a 500. */
@@ -101,12 +101,12 @@ int api_wait_run(struct req *r, int64_t run_id, struct run_result *out);
 /* Hand the connection to the push daemon through nginx's internal location (target is
  * the daemon's path, e.g. "sse/<msgId>"): the worker is free as soon as it answers. */
 int api_hand_over(struct req *r, const char *target);
-/* D's and E's synchronous sends, which hold no worker while the reply is made. After the
- * post, api_sync_hand_over() answers X-Accel-Redirect to nginx's /_aichatd_sync/<kind>/
- * <run> (kind 'd' or 'e'), which the push daemon holds until the run's end is committed; it
- * then redirects nginx to /_aichatd_result/<kind>/<run>, whose route (the same handler as
- * the daemon-less fallback /_aichatd_sync/<kind>/<run>) reads the result with
- * api_sync_result(). api_posted_via_daemon() says whether the thread's last api_post()
+/* v1's and workflow's synchronous sends, which hold no worker while the reply is made.
+ * After the post, api_sync_hand_over() answers X-Accel-Redirect to nginx's
+ * /_aichatd_sync/<kind>/<run> (kind 'd' for v1, 'e' for workflow), which the push daemon
+ * holds until the run's end is committed; it then redirects nginx to
+ * /_aichatd_result/<kind>/<run>, whose route (the same handler as the daemon-less fallback
+ * /_aichatd_sync/<kind>/<run>) reads the result with api_sync_result(). api_posted_via_daemon() says whether the thread's last api_post()
  * went through the daemon: a send the daemon could not take waits in its worker as before. */
 int api_posted_via_daemon(void);
 int api_sync_hand_over(struct req *r, char kind, int64_t run_id);

@@ -23,7 +23,7 @@ struct config;
 struct route;
 
 /* The five dialects (docs/API.md): each has its own error body. */
-enum dialect { D_A, D_B, D_C, D_D, D_E };
+enum dialect { D_IM, D_AICHAT, D_CHAX, D_V1, D_WORKFLOW };
 
 #define REQ_MAX_PARAMS 4
 #define REQ_MAX_QUERY 32
@@ -65,7 +65,7 @@ struct req {
 	struct buf out;     /* the body */
 	const char *ctype;  /* NULL: application/json */
 	int err_status;     /* nonzero once an error was set */
-	int err_code;       /* dialect A's business code, or 0 for the HTTP status */
+	int err_code;       /* the im dialect's business code, or 0 for the HTTP status */
 	const char *err_msg;
 };
 
