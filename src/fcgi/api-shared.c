@@ -147,6 +147,13 @@ api_required_user(struct req *r, const char *given)
 	return api_acting_user(r, given);
 }
 
+int
+api_success(struct req *r, json_t *data)
+{
+	return req_json(r, 200, json_pack("{s:i,s:s,s:o}", "code", 200, "message", "success",
+					  "data", data ? data : json_null()));
+}
+
 json_t *
 api_stored(const char *s)
 {

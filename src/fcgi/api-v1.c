@@ -15,18 +15,11 @@
 #define MODEL_NAME_MAX 100
 #define PROMPT_MAX 20000
 
-static int
-ok(struct req *r, json_t *data)
-{
-	return req_json(r, 200, json_pack("{s:i,s:s,s:o}", "code", 200, "message", "success",
-					  "data", data ? data : json_null()));
-}
-
 /* The answer's reals as they were written (0.7, not 0.69999999999999996). */
 static int
-ok_reals(struct req *r, json_t *data)
+success_reals(struct req *r, json_t *data)
 {
-	if (ok(r, data))
+	if (api_success(r, data))
 		return -1;
 	buf_setlen(&r->out, num_shorten_json(r->out.s, r->out.len));
 	return 0;
@@ -66,7 +59,7 @@ v1_session_create(struct req *r)
 	rc = store_conv_create(r->store, r->pool, NULL, user, "新会话", cfgid, &c, err);
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
-	return ok(r, json_pack("{s:s}", "session_id", c.id));
+	return api_success(r, json_pack("{s:s}", "session_id", c.id));
 }
 
 static json_t *
@@ -104,9 +97,9 @@ v1_messages_list(struct req *r)
 	for (i = 0; i < n; i++)
 		json_array_append_new(a, message_json(&rows[i]));
 	/* the metadata clients sent, with its reals as they wrote them */
-	return ok_reals(r, json_pack("{s:o,s:I,s:I,s:I}", "messages", a, "total",
-				     (json_int_t)total, "page_num", (json_int_t)page, "page_size",
-				     (json_int_t)size));
+	return success_reals(r, json_pack("{s:o,s:I,s:I,s:I}", "messages", a, "total",
+					  (json_int_t)total, "page_num", (json_int_t)page,
+					  "page_size", (json_int_t)size));
 }
 
 /*
@@ -240,7 +233,7 @@ v1_mcfg_list(struct req *r)
 	a = json_array();
 	for (i = 0; i < n; i++)
 		json_array_append_new(a, mcfg_json(&rows[i]));
-	return ok_reals(r, json_pack("{s:o}", "models", a));
+	return success_reals(r, json_pack("{s:o}", "models", a));
 }
 
 /* A bounded string field for a config; -1 after a written 400. */
@@ -320,8 +313,8 @@ v1_mcfg_put(struct req *r)
 		 m.model_name ? " model_name" : "", m.model_version ? " model_version" : "",
 		 m.parameters ? " parameters" : "", m.system_prompt ? " system_prompt" : "");
 	store_log(r->store, "info", log);
-	return ok(r, json_pack("{s:s,s:o}", "config_id", m.config_id, "updated_time",
-			       api_time(D_V1, updated)));
+	return api_success(r, json_pack("{s:s,s:o}", "config_id", m.config_id, "updated_time",
+					api_time(D_V1, updated)));
 }
 
 int
@@ -354,8 +347,9 @@ v1_logs(struct req *r)
 						   (json_int_t)rows[i].id, "level", rows[i].level,
 						   "message", rows[i].message, "created_time",
 						   api_time(D_V1, rows[i].created_at)));
-	return ok(r, json_pack("{s:o,s:I,s:I,s:I}", "logs", a, "total", (json_int_t)total,
-			       "page_num", (json_int_t)page, "page_size", (json_int_t)size));
+	return api_success(r, json_pack("{s:o,s:I,s:I,s:I}", "logs", a, "total",
+					(json_int_t)total, "page_num", (json_int_t)page,
+					"page_size", (json_int_t)size));
 }
 
 /* v1's answer to a send, once its run has ended (or its time ran out). */
@@ -367,12 +361,13 @@ v1_send_answer(struct req *r, const struct run_result *res)
 			return req_fail(r, 504, 0, res->error ? res->error : "AI 回复超时");
 		return req_fail(r, 502, 0, res->error ? res->error : "AI 服务调用失败");
 	}
-	return ok(r, json_pack("{s:{s:s,s:o},s:{s:s,s:s,s:o,s:o}}", "user_message", "message_id",
-			       res->user_msg_id, "created_time", api_time(D_V1, res->user_msg_at),
-			       "ai_message", "message_id", res->reply.msg_id, "content",
-			       res->reply.content, "created_time",
-			       api_time(D_V1, res->reply.created_at), "metadata",
-			       json_text(res->reply.metadata)));
+	return api_success(r, json_pack("{s:{s:s,s:o},s:{s:s,s:s,s:o,s:o}}", "user_message",
+					"message_id", res->user_msg_id, "created_time",
+					api_time(D_V1, res->user_msg_at), "ai_message",
+					"message_id", res->reply.msg_id, "content",
+					res->reply.content, "created_time",
+					api_time(D_V1, res->reply.created_at), "metadata",
+					json_text(res->reply.metadata)));
 }
 
 int

@@ -114,6 +114,10 @@ int api_sync_hand_over(struct req *r, char kind, int64_t run_id);
  * filled as api_wait_run() fills it (on /_aichatd_result/ it does not wait: a run still
  * open has timed out), or -1 after an error was written. */
 int api_sync_result(struct req *r, struct run_result *out, const char *gone);
+/* Answer 200 with the success envelope aichat and v1 share, {"code":200,"message":"success",
+ * "data":data}. data's reference is stolen; NULL (a value that could not be made) gives
+ * "data":null. 0, or -1 after the error was set. */
+int api_success(struct req *r, json_t *data);
 /* A timestamp as the dialect renders it. New reference. */
 json_t *api_time(enum dialect d, int64_t ms);
 /* A string the store gave back, as a JSON string without checking its UTF-8 again (all
