@@ -105,10 +105,10 @@ api_content_ok(struct req *r, const char *s)
 {
 	switch (limit_content(s)) {
 	case CONTENT_EMPTY:
-		return req_fail(r, 400, r->dialect == D_IM ? 1001 : 0,
+		return req_fail(r, 400, r->dialect == D_IM ? IM_CONTENT_EMPTY : 0,
 				r->dialect == D_CHAX ? "content is required" : "消息内容不能为空");
 	case CONTENT_LONG:
-		return req_fail(r, 400, r->dialect == D_IM ? 1002 : 0,
+		return req_fail(r, 400, r->dialect == D_IM ? IM_CONTENT_LONG : 0,
 				r->dialect == D_CHAX ? "content is too long" : "消息内容过长");
 	case CONTENT_OK:
 		break;
@@ -247,6 +247,15 @@ api_named_conv(struct req *r, const char *id, struct conv *c, int *have, const c
 	return 0;
 }
 
+/* A run still running when its caller stops waiting: answered as timed out. */
+static int
+time_ran_out(struct run_result *out)
+{
+	out->error_code = RUN_ERR_TIMEOUT;
+	out->error = "AI 回复超时";
+	return 0;
+}
+
 int
 api_wait_run(struct req *r, int64_t run_id, struct run_result *out)
 {
@@ -266,13 +275,10 @@ api_wait_run(struct req *r, int64_t run_id, struct run_result *out)
 		rc = store_run_result(r->store, r->pool, run_id, out, err);
 		if (rc != RC_OK)
 			return api_store_fail(r, rc, err);
-		if (out->status != 0)
+		if (out->status != RUN_RUNNING)
 			return 0;
-		if (time_now_ms() - start >= limit) {
-			out->error_code = 2002;
-			out->error = "AI 回复超时";
-			return 0;
-		}
+		if (time_now_ms() - start >= limit)
+			return time_ran_out(out);
 	}
 }
 
@@ -303,14 +309,12 @@ api_sync_result(struct req *r, struct run_result *out, const char *gone)
 		return req_fail(r, 404, 0, gone);
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
-	if (out->status != 0)
+	if (out->status != RUN_RUNNING)
 		return 0;
 	if (strncmp(r->path, "/_aichatd_sync/", 15) == 0)
 		return api_wait_run(r, run_id, out); /* no daemon held it: wait here */
 	/* the daemon let it go unended: its time ran out, as api_wait_run() says it */
-	out->error_code = 2002;
-	out->error = "AI 回复超时";
-	return 0;
+	return time_ran_out(out);
 }
 
 int

@@ -356,8 +356,8 @@ v1_logs(struct req *r)
 static int
 v1_send_answer(struct req *r, const struct run_result *res)
 {
-	if (res->status != 1) {
-		if (res->error_code == 2002)
+	if (res->status != RUN_DONE) {
+		if (res->error_code == RUN_ERR_TIMEOUT)
 			return req_fail(r, 504, 0, res->error ? res->error : "AI 回复超时");
 		return req_fail(r, 502, 0, res->error ? res->error : "AI 服务调用失败");
 	}

@@ -102,7 +102,7 @@ workflow_send_answer(struct req *r, const struct run_result *res)
 {
 	json_t *plan = NULL;
 
-	if (res->status != 1)
+	if (res->status != RUN_DONE)
 		return req_fail(r, 500, 0,
 				pool_printf(r->pool, "发送消息失败: %s",
 					    res->error ? res->error : "AI 回复超时"));

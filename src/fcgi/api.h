@@ -21,6 +21,9 @@
 #define PAGE_MAX 2147483647LL
 #define PAGE_SIZE_MAX 100
 #define DEFAULT_USER "default_user"
+/* The im dialect's business codes (its error body's "code") for content it refuses; its
+ * run errors are enum run_error's (store.h). */
+enum im_code { IM_CONTENT_EMPTY = 1001, IM_CONTENT_LONG = 1002 };
 
 /* im (api-im.c) */
 int im_send(struct req *r);
@@ -77,8 +80,8 @@ int api_page_json(struct req *r, const char *pname, const char *sname, const cha
 /* A string field of r->json: *out is NULL when absent or null. A present field of another
  * type writes a 400 (`msg`, or a generic one) and returns -1. */
 int api_field(struct req *r, const char *name, const char **out);
-/* limit_content(), writing the dialect's 400 (im's codes 1001 and 1002, chax's English) when
- * the content breaks them: 0 ok, -1 after the error. */
+/* limit_content(), writing the dialect's 400 (im's IM_CONTENT_EMPTY and IM_CONTENT_LONG,
+ * chax's English) when the content breaks them: 0 ok, -1 after the error. */
 int api_content_ok(struct req *r, const char *s);
 
 /* The user a request acts for, given an optional user id from the body or path: with auth
@@ -95,8 +98,9 @@ const char *api_required_user(struct req *r, const char *given);
  * (*have = 1), or never used (*have = 0: lists as empty); -1 after writing a 404 with
  * `gone` when it is deleted or someone else's. */
 int api_named_conv(struct req *r, const char *id, struct conv *c, int *have, const char *gone);
-/* Wait for a run to end (sync sends). 0 with out filled (out->status 1 done, 2 failed, or
- * still 0 with error_code 2002 when the time ran out); -1 after writing a 500. */
+/* Wait for a run to end (sync sends). 0 with out filled (out->status RUN_DONE, RUN_FAILED,
+ * or still RUN_RUNNING with error_code RUN_ERR_TIMEOUT when the time ran out); -1 after
+ * writing a 500. */
 int api_wait_run(struct req *r, int64_t run_id, struct run_result *out);
 /* Hand the connection to the push daemon through nginx's internal location (target is
  * the daemon's path, e.g. "sse/<msgId>"): the worker is free as soon as it answers. */
@@ -106,8 +110,9 @@ int api_hand_over(struct req *r, const char *target);
  * /_aichatd_sync/<kind>/<run> (kind 'd' for v1, 'e' for workflow), which the push daemon
  * holds until the run's end is committed; it then redirects nginx to
  * /_aichatd_result/<kind>/<run>, whose route (the same handler as the daemon-less fallback
- * /_aichatd_sync/<kind>/<run>) reads the result with api_sync_result(). api_posted_via_daemon() says whether the thread's last api_post()
- * went through the daemon: a send the daemon could not take waits in its worker as before. */
+ * /_aichatd_sync/<kind>/<run>) reads the result with api_sync_result().
+ * api_posted_via_daemon() says whether the thread's last api_post() went through the
+ * daemon: a send the daemon could not take waits in its worker as before. */
 int api_posted_via_daemon(void);
 int api_sync_hand_over(struct req *r, char kind, int64_t run_id);
 /* The ended run of the path's :run, the caller's (else a 404 with `gone`): 0 with out
