@@ -51,8 +51,11 @@ size_t utf8_mend(char *out, size_t size, const char *s, size_t len);
 /* The bytes utf8_mend() writes for all of s[0..len), without the NUL. */
 size_t utf8_mended_len(const char *s, size_t len);
 
-/* Parse a strict positive decimal integer (no sign, no spaces, no leading '+', at most
- * max). RC_OK or RC_ERR. */
+/* Parse a strict decimal integer from 0 to max (max >= 0): digits only, no sign, no
+ * spaces, not empty; leading zeros are read as usual ("007" is 7, "00" is 0). RC_OK with
+ * *out, or RC_ERR with *out untouched. */
+int parse_uint0(const char *s, int64_t max, int64_t *out);
+/* The same from 1 to max, for ids, pages and sizes, where 0 is no value ("0" is RC_ERR). */
 int parse_uint(const char *s, int64_t max, int64_t *out);
 
 /* Rewrite, in place, every real number of the JSON text s[0..len) (one that jansson wrote,
