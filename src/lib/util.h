@@ -1,6 +1,9 @@
 /*
- * Small pure helpers with no I/O: ids, times, UTF-8 text, integer parsing.
+ * Small helpers: ids, times, UTF-8 text, integer parsing, JSON numbers.
  * Prefixes: ids_, time_, utf8_, parse_, num_.
+ * Not all pure: the ids_ functions draw on the kernel's randomness (getrandom(), through a
+ * per-thread buffer), and time_now_ms() and time_mono_ns() read the clocks. The rest
+ * depend on their arguments only, do no I/O and keep no state, so any thread may call them.
  */
 #ifndef AICHATD_UTIL_H
 #define AICHATD_UTIL_H
