@@ -96,6 +96,15 @@ workflow_post(struct req *r, struct store_posted *out)
 	return 0;
 }
 
+/* workflow's 500 for a send whose run failed or timed out: "send failed: <reason>", in the
+ * dialect's Chinese; the push daemon answers a failed run of workflow's stream in the same
+ * words. */
+static int
+workflow_send_failed(struct req *r, const char *reason)
+{
+	return req_fail(r, 500, 0, pool_printf(r->pool, "发送消息失败: %s", reason));
+}
+
 /* workflow's answer to a send, once its run has ended (or its time ran out). */
 static int
 workflow_send_answer(struct req *r, const struct run_result *res)
@@ -103,9 +112,7 @@ workflow_send_answer(struct req *r, const struct run_result *res)
 	json_t *plan = NULL;
 
 	if (res->status != RUN_DONE)
-		return req_fail(r, 500, 0,
-				pool_printf(r->pool, "发送消息失败: %s",
-					    res->error ? res->error : "AI 回复超时"));
+		return workflow_send_failed(r, res->error ? res->error : "AI 回复超时");
 	if (res->travel_plan)
 		plan = json_loads(res->travel_plan, 0, NULL);
 	return req_json(r, 200, json_pack("{s:i,s:s,s:{s:s,s:o,s:o}}", "code", 200, "message",
