@@ -5,8 +5,48 @@
  *   api-chax.c     chax: /ai
  *   api-v1.c       v1: /api/v1
  *   api-workflow.c workflow: /api/chat/send, /history, /stream
- *   api-shared.c   pagination, body fields, identity, times
- * A handler returns 0 after req_json(), or the -1 of req_fail().
+ *   api-shared.c   pagination, body fields, identity, times, the success envelope, posts,
+ *                  hand-overs to the push daemon and synchronous sends
+ *
+ * A handler is `int <dialect>_<what>(struct req *r)`. When it runs, the router has matched
+ * its route (r->params holds the pattern's :name segments, percent-decoded), decoded the
+ * query (req_query()), checked the token when auth = jwt (r->user, r->admin) and parsed
+ * the body if the route's flags say so (r->json). It answers with req_json() (or
+ * api_success(), api_hand_over(), ...) and returns 0, or sets an error with req_fail() and
+ * returns its -1: the router renders the error in the route's dialect. What it allocates
+ * comes from r->pool, which lives until the next request.
+ *
+ * Adding a route, in the way git's builtin.h says how to add a command:
+ *   1. The handler, in api-<dialect>.c, named <dialect>_<what>. Its SQL is a store_*
+ *      function (store.h); none is written in a handler.
+ *   2. Its prototype below, under its dialect.
+ *   3. A row in routes[] in router.c: method, pattern, handler, dialect, flags. A pattern
+ *      is literal segments and ":name" segments, each capturing one non-empty segment (at
+ *      most REQ_MAX_PARAMS); rows are tried in order and the first match wins; HEAD is
+ *      answered by the GET row.
+ *   4. Only for a path prefix no route has yet: router_dialect() in router.c, so that the
+ *      prefix's 404s and 405s come in its dialect's body (unknown prefixes are aichat's),
+ *      and a location in conf/aichatd-locations.conf.in with that dialect's error_page
+ *      lines, or nginx never passes the path to the pool.
+ *   5. Tests in tests/integration/test_<dialect>.py: @test functions named after the
+ *      handler they exercise, <handler>_<what they check> (im_send_validation_codes).
+ *   6. A row in docs/ROUTES.md, under the dialect: what the route takes and answers; and
+ *      a line in docs/API.md where it decides something the dialect's rules left open.
+ *
+ * The route flags (enum route_flags, router.h), or'ed in a row's last field. With none, a
+ * route needs a token when auth = jwt and its body, if any, is not parsed (r->json NULL).
+ *   R_PUBLIC    no token is asked for, even when auth = jwt (r->user stays NULL); without
+ *               it, auth = jwt makes a missing or invalid token a 401.
+ *   R_ADMIN     when auth = jwt, the token's role must be "admin" (r->admin), else a 403;
+ *               with auth off it stops nobody, and on an R_PUBLIC row it is not checked.
+ *   R_JSON      the body must be a JSON object: it is parsed into r->json (the handler
+ *               reads its fields with api_field()); an absent or empty body, JSON that
+ *               does not parse, or a value that is not an object is a 400.
+ *   R_JSON_OPT  as R_JSON, but an absent or empty body reads as {}.
+ * router_dispatch() checks, in this order, each failure in the route's dialect's body: the
+ * route (404; 405 with Allow; 400 for a path parameter that does not decode: a bad escape,
+ * a NUL or invalid UTF-8), the body's size (413 past body_limit), the query (400), the
+ * token (401, then R_ADMIN's 403), the body (R_JSON's 400); then the handler runs.
  */
 #ifndef AICHATD_API_H
 #define AICHATD_API_H

@@ -10,8 +10,6 @@
 #include "router.h"
 #include "url.h"
 
-#define R_JSON_OPT (R_JSON | 1 << 3) /* as R_JSON, but an empty body reads as {} */
-
 static const struct route routes[] = {
 	/* im */
 	{"GET", "/health", im_health, D_IM, R_PUBLIC},
