@@ -1,4 +1,4 @@
--- wrk script for scripts/bench: dialect A's POST /api/message/send, every request into the
+-- wrk script for scripts/bench: dialect im's POST /api/message/send, every request into the
 -- one conversation "bench_send" (the first request creates it).
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"

@@ -1,4 +1,4 @@
-/* Dialect B (seed 001): sessions and messages under /api/chat, views under /aichat. */
+/* The aichat dialect (seed 001): sessions and messages under /api/chat, views under /aichat. */
 #include <string.h>
 
 #include "rc.h"
@@ -10,20 +10,13 @@
 #define LATEST 50
 #define DEFAULT_TITLE "新会话"
 
-static int
-ok(struct req *r, json_t *data)
-{
-	return req_json(r, 200, json_pack("{s:i,s:s,s:o}", "code", 200, "message", "success",
-					  "data", data ? data : json_null()));
-}
-
 static json_t *
 session_json(const struct conv *c)
 {
 	return json_pack("{s:s,s:s,s:s,s:I,s:o,s:o,s:b}", "session_id", c->id, "user_id",
 			 c->user_id, "title", c->title, "message_count", (json_int_t)c->msg_count,
-			 "created_at", api_time(D_B, c->created_at), "updated_at",
-			 api_time(D_B, c->updated_at), "is_deleted", 0);
+			 "created_at", api_time(D_AICHAT, c->created_at), "updated_at",
+			 api_time(D_AICHAT, c->updated_at), "is_deleted", 0);
 }
 
 static json_t *
@@ -31,8 +24,8 @@ message_json(const struct msg *m)
 {
 	return json_pack("{s:I,s:s,s:s,s:s,s:o,s:o,s:b}", "message_id", (json_int_t)m->id,
 			 "session_id", m->conv_id, "role", m->role, "content", m->content,
-			 "created_at", api_time(D_B, m->created_at), "updated_at",
-			 api_time(D_B, m->updated_at), "is_deleted", 0);
+			 "created_at", api_time(D_AICHAT, m->created_at), "updated_at",
+			 api_time(D_AICHAT, m->updated_at), "is_deleted", 0);
 }
 
 static json_t *
@@ -94,7 +87,7 @@ aichat_session_create(struct req *r)
 	rc = store_conv_create(r->store, r->pool, NULL, user, title, NULL, &c, err);
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
-	return ok(r, session_json(&c));
+	return api_success(r, session_json(&c));
 }
 
 int
@@ -104,7 +97,7 @@ aichat_session_get(struct req *r)
 
 	if (find_session(r, &c))
 		return -1;
-	return ok(r, session_json(&c));
+	return api_success(r, session_json(&c));
 }
 
 /* List a user's sessions (user NULL: everybody's); with_page adds the paging fields. */
@@ -126,7 +119,7 @@ list_sessions(struct req *r, const char *user, struct page pg, int64_t page, int
 	for (i = 0; i < n; i++)
 		json_array_append_new(a, session_json(&rows[i]));
 	if (bare)
-		return ok(r, a);
+		return api_success(r, a);
 	data = json_pack("{s:o,s:I,s:I,s:I}", "items", a, "total", (json_int_t)total, "page",
 			 (json_int_t)page, "page_size", (json_int_t)size);
 	if (show) {
@@ -152,7 +145,7 @@ list_sessions(struct req *r, const char *user, struct page pg, int64_t page, int
 				    nl ? json_string(latest->id) : json_null());
 		json_object_set_new(data, "messages", messages_json(msgs, nm));
 	}
-	return ok(r, data);
+	return api_success(r, data);
 }
 
 int
@@ -211,7 +204,7 @@ aichat_view_session(struct req *r)
 		return api_store_fail(r, rc, err);
 	s = session_json(&c);
 	json_object_set_new(s, "messages", messages_json(rows, n));
-	return ok(r, s);
+	return api_success(r, s);
 }
 
 int
@@ -224,7 +217,7 @@ aichat_session_delete(struct req *r)
 		return req_fail(r, 404, 0, "会话不存在");
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
-	return ok(r, json_string("会话删除成功"));
+	return api_success(r, json_string("会话删除成功"));
 }
 
 int
@@ -241,7 +234,7 @@ aichat_session_rename(struct req *r)
 		return req_fail(r, 404, 0, "会话不存在");
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
-	return ok(r, json_string("标题更新成功"));
+	return api_success(r, json_string("标题更新成功"));
 }
 
 int
@@ -277,7 +270,7 @@ aichat_message_post(struct req *r)
 	in.run = strcmp(role, "user") == 0;
 	if (api_post(r, &in, &out, "会话不存在"))
 		return -1;
-	return ok(r, message_json(&out.msg));
+	return api_success(r, message_json(&out.msg));
 }
 
 /* The visible message named by path parameter i (an integer id), or a written 404. */
@@ -309,7 +302,7 @@ aichat_message_get(struct req *r)
 	if (strcmp(m.conv_id, c.id) != 0)
 		return req_fail(r, 404, 0, "消息不存在");
 	api_msg_so_far(r, &m);
-	return ok(r, message_json(&m));
+	return api_success(r, message_json(&m));
 }
 
 int
@@ -328,9 +321,9 @@ aichat_messages_list(struct req *r)
 	rc = store_msg_list(r->store, r->pool, &c, pg, 0, &rows, &n, &total, err);
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
-	return ok(r, json_pack("{s:o,s:I,s:I,s:I}", "items", messages_json(rows, n), "total",
-			       (json_int_t)total, "page", (json_int_t)page, "page_size",
-			       (json_int_t)size));
+	return api_success(r, json_pack("{s:o,s:I,s:I,s:I}", "items", messages_json(rows, n),
+					"total", (json_int_t)total, "page", (json_int_t)page,
+					"page_size", (json_int_t)size));
 }
 
 int
@@ -347,7 +340,7 @@ aichat_message_delete(struct req *r)
 		return req_fail(r, 404, 0, "消息不存在");
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
-	return ok(r, json_string("消息删除成功"));
+	return api_success(r, json_string("消息删除成功"));
 }
 
 int
@@ -368,5 +361,5 @@ aichat_message_edit(struct req *r)
 		return req_fail(r, 404, 0, "消息不存在");
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
-	return ok(r, json_string("消息编辑成功"));
+	return api_success(r, json_string("消息编辑成功"));
 }

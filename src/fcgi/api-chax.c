@@ -1,4 +1,4 @@
-/* Dialect C (seed 002): ChaxAI under /ai. Errors are {"error": "..."}. */
+/* The chax dialect (seed 002): ChaxAI under /ai. Errors are {"error": "..."}. */
 #include <string.h>
 #include <stdio.h>
 
@@ -223,10 +223,10 @@ chax_stop(struct req *r)
 		return req_fail(r, 400, 0, "not an AI reply");
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
-	if (status == 0) {
+	if (status == RUN_RUNNING) {
 		if (push_stop(r->cfg, run_id, &status) != RC_OK)
 			return req_fail(r, 503, 0, "the push daemon is not reachable");
-		stopped = status == 3;
+		stopped = status == RUN_STOPPED;
 		rc = store_msg_get_by_msgid(r->store, r->pool, r->params[0], api_owner(r), &m, err);
 		if (rc != RC_OK)
 			return api_store_fail(r, rc, err);

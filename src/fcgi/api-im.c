@@ -1,4 +1,4 @@
-/* Dialect A (seed 000): the lightweight IM service. /api/message, /api/ai, /health. */
+/* The im dialect (seed 000): the lightweight IM service. /api/message, /api/ai, /health. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,7 +32,7 @@ im_message(const struct msg *m)
 	json_object_set_new_nocheck(o, "from_user_id", api_stored(from));
 	json_object_set_new_nocheck(o, "msg_type", json_string_nocheck(type));
 	json_object_set_new_nocheck(o, "msg_content", api_stored(m->content));
-	json_object_set_new_nocheck(o, "created_at", api_time(D_A, m->created_at));
+	json_object_set_new_nocheck(o, "created_at", api_time(D_IM, m->created_at));
 	return o;
 }
 
@@ -158,7 +158,7 @@ im_records(struct req *r)
 				       "duration_ms",
 				       x->duration_ms < 0 ? json_null() : json_integer(x->duration_ms),
 				       "error_message", api_str_or_null(x->error_message), "created_at",
-				       api_time(D_A, x->created_at)));
+				       api_time(D_IM, x->created_at)));
 	}
 	return req_json(r, 200, json_pack("{s:o,s:I,s:I,s:I}", "records", arr, "total",
 					  (json_int_t)total, "page", (json_int_t)page, "page_size",

@@ -13,7 +13,7 @@
 static const char *
 bad_page_msg(struct req *r)
 {
-	return r->dialect == D_C ? "invalid page or page_size" : "分页参数不合法";
+	return r->dialect == D_CHAX ? "invalid page or page_size" : "分页参数不合法";
 }
 
 /* Validate page and size (already parsed) into pg; 0, or -1 after writing the 400. */
@@ -91,7 +91,7 @@ api_field(struct req *r, const char *name, const char **out)
 	if (!v || json_is_null(v))
 		return 0;
 	if (!json_is_string(v)) {
-		const char *m = r->dialect == D_C ?
+		const char *m = r->dialect == D_CHAX ?
 			pool_printf(r->pool, "%s must be a string", name) :
 			pool_printf(r->pool, "%s 必须是字符串", name);
 		return req_fail(r, 400, 0, m);
@@ -105,11 +105,11 @@ api_content_ok(struct req *r, const char *s)
 {
 	switch (limit_content(s)) {
 	case CONTENT_EMPTY:
-		return req_fail(r, 400, r->dialect == D_A ? 1001 : 0,
-				r->dialect == D_C ? "content is required" : "消息内容不能为空");
+		return req_fail(r, 400, r->dialect == D_IM ? IM_CONTENT_EMPTY : 0,
+				r->dialect == D_CHAX ? "content is required" : "消息内容不能为空");
 	case CONTENT_LONG:
-		return req_fail(r, 400, r->dialect == D_A ? 1002 : 0,
-				r->dialect == D_C ? "content is too long" : "消息内容过长");
+		return req_fail(r, 400, r->dialect == D_IM ? IM_CONTENT_LONG : 0,
+				r->dialect == D_CHAX ? "content is too long" : "消息内容过长");
 	case CONTENT_OK:
 		break;
 	}
@@ -120,15 +120,16 @@ const char *
 api_acting_user(struct req *r, const char *given)
 {
 	if (given && utf8_count(given) > USER_ID_MAX) {
-		req_fail(r, 400, 0, r->dialect == D_C ? "user id is too long" : "用户ID过长");
+		req_fail(r, 400, 0, r->dialect == D_CHAX ? "user id is too long" : "用户ID过长");
 		return NULL;
 	}
 	if (given && !*given)
 		given = NULL;
 	if (r->user) {
 		if (given && strcmp(given, r->user) != 0) {
-			req_fail(r, 403, 0, r->dialect == D_C ? "user id does not match the token" :
-								"用户ID与令牌不符");
+			req_fail(r, 403, 0,
+				 r->dialect == D_CHAX ? "user id does not match the token" :
+							"用户ID与令牌不符");
 			return NULL;
 		}
 		return r->user;
@@ -140,10 +141,17 @@ const char *
 api_required_user(struct req *r, const char *given)
 {
 	if ((!given || !*given) && !r->user) {
-		req_fail(r, 400, 0, r->dialect == D_C ? "user_id is required" : "用户ID不能为空");
+		req_fail(r, 400, 0, r->dialect == D_CHAX ? "user_id is required" : "用户ID不能为空");
 		return NULL;
 	}
 	return api_acting_user(r, given);
+}
+
+int
+api_success(struct req *r, json_t *data)
+{
+	return req_json(r, 200, json_pack("{s:i,s:s,s:o}", "code", 200, "message", "success",
+					  "data", data ? data : json_null()));
 }
 
 json_t *
@@ -157,9 +165,9 @@ api_time(enum dialect d, int64_t ms)
 {
 	char t[32];
 
-	if (d == D_C)
+	if (d == D_CHAX)
 		return json_integer(ms);
-	time_iso(t, ms, d == D_B || d == D_D);
+	time_iso(t, ms, d == D_AICHAT || d == D_V1);
 	return json_string_nocheck(t); /* ASCII */
 }
 
@@ -239,6 +247,15 @@ api_named_conv(struct req *r, const char *id, struct conv *c, int *have, const c
 	return 0;
 }
 
+/* A run still running when its caller stops waiting: answered as timed out. */
+static int
+time_ran_out(struct run_result *out)
+{
+	out->error_code = RUN_ERR_TIMEOUT;
+	out->error = "AI 回复超时";
+	return 0;
+}
+
 int
 api_wait_run(struct req *r, int64_t run_id, struct run_result *out)
 {
@@ -258,13 +275,10 @@ api_wait_run(struct req *r, int64_t run_id, struct run_result *out)
 		rc = store_run_result(r->store, r->pool, run_id, out, err);
 		if (rc != RC_OK)
 			return api_store_fail(r, rc, err);
-		if (out->status != 0)
+		if (out->status != RUN_RUNNING)
 			return 0;
-		if (time_now_ms() - start >= limit) {
-			out->error_code = 2002;
-			out->error = "AI 回复超时";
-			return 0;
-		}
+		if (time_now_ms() - start >= limit)
+			return time_ran_out(out);
 	}
 }
 
@@ -295,14 +309,12 @@ api_sync_result(struct req *r, struct run_result *out, const char *gone)
 		return req_fail(r, 404, 0, gone);
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
-	if (out->status != 0)
+	if (out->status != RUN_RUNNING)
 		return 0;
 	if (strncmp(r->path, "/_aichatd_sync/", 15) == 0)
 		return api_wait_run(r, run_id, out); /* no daemon held it: wait here */
 	/* the daemon let it go unended: its time ran out, as api_wait_run() says it */
-	out->error_code = 2002;
-	out->error = "AI 回复超时";
-	return 0;
+	return time_ran_out(out);
 }
 
 int

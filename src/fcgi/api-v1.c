@@ -1,4 +1,4 @@
-/* Dialect D (seed 003): /api/v1 sessions, model configs and the operation log. */
+/* The v1 dialect (seed 003): /api/v1 sessions, model configs and the operation log. */
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
@@ -15,18 +15,11 @@
 #define MODEL_NAME_MAX 100
 #define PROMPT_MAX 20000
 
-static int
-ok(struct req *r, json_t *data)
-{
-	return req_json(r, 200, json_pack("{s:i,s:s,s:o}", "code", 200, "message", "success",
-					  "data", data ? data : json_null()));
-}
-
 /* The answer's reals as they were written (0.7, not 0.69999999999999996). */
 static int
-ok_reals(struct req *r, json_t *data)
+success_reals(struct req *r, json_t *data)
 {
-	if (ok(r, data))
+	if (api_success(r, data))
 		return -1;
 	buf_setlen(&r->out, num_shorten_json(r->out.s, r->out.len));
 	return 0;
@@ -66,7 +59,7 @@ v1_session_create(struct req *r)
 	rc = store_conv_create(r->store, r->pool, NULL, user, "新会话", cfgid, &c, err);
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
-	return ok(r, json_pack("{s:s}", "session_id", c.id));
+	return api_success(r, json_pack("{s:s}", "session_id", c.id));
 }
 
 static json_t *
@@ -75,7 +68,7 @@ message_json(const struct msg *m)
 	const char *type = strcmp(m->role, "assistant") == 0 ? "ai" : m->role;
 
 	return json_pack("{s:s,s:s,s:s,s:o,s:o}", "message_id", m->msg_id, "type", type,
-			 "content", m->content, "created_time", api_time(D_D, m->created_at),
+			 "content", m->content, "created_time", api_time(D_V1, m->created_at),
 			 "metadata", json_text(m->metadata));
 }
 
@@ -104,9 +97,9 @@ v1_messages_list(struct req *r)
 	for (i = 0; i < n; i++)
 		json_array_append_new(a, message_json(&rows[i]));
 	/* the metadata clients sent, with its reals as they wrote them */
-	return ok_reals(r, json_pack("{s:o,s:I,s:I,s:I}", "messages", a, "total",
-				     (json_int_t)total, "page_num", (json_int_t)page, "page_size",
-				     (json_int_t)size));
+	return success_reals(r, json_pack("{s:o,s:I,s:I,s:I}", "messages", a, "total",
+					  (json_int_t)total, "page_num", (json_int_t)page,
+					  "page_size", (json_int_t)size));
 }
 
 /*
@@ -223,7 +216,7 @@ mcfg_json(const struct mcfg *m)
 	return json_pack("{s:s,s:s,s:s,s:s,s:o,s:s,s:o}", "config_id", m->config_id, "provider",
 			 m->provider, "model_name", m->model_name, "model_version",
 			 m->model_version, "parameters", params, "system_prompt", m->system_prompt,
-			 "updated_time", api_time(D_D, m->updated_at));
+			 "updated_time", api_time(D_V1, m->updated_at));
 }
 
 int
@@ -240,7 +233,7 @@ v1_mcfg_list(struct req *r)
 	a = json_array();
 	for (i = 0; i < n; i++)
 		json_array_append_new(a, mcfg_json(&rows[i]));
-	return ok_reals(r, json_pack("{s:o}", "models", a));
+	return success_reals(r, json_pack("{s:o}", "models", a));
 }
 
 /* A bounded string field for a config; -1 after a written 400. */
@@ -320,8 +313,8 @@ v1_mcfg_put(struct req *r)
 		 m.model_name ? " model_name" : "", m.model_version ? " model_version" : "",
 		 m.parameters ? " parameters" : "", m.system_prompt ? " system_prompt" : "");
 	store_log(r->store, "info", log);
-	return ok(r, json_pack("{s:s,s:o}", "config_id", m.config_id, "updated_time",
-			       api_time(D_D, updated)));
+	return api_success(r, json_pack("{s:s,s:o}", "config_id", m.config_id, "updated_time",
+					api_time(D_V1, updated)));
 }
 
 int
@@ -353,26 +346,28 @@ v1_logs(struct req *r)
 		json_array_append_new(a, json_pack("{s:I,s:s,s:s,s:o}", "log_id",
 						   (json_int_t)rows[i].id, "level", rows[i].level,
 						   "message", rows[i].message, "created_time",
-						   api_time(D_D, rows[i].created_at)));
-	return ok(r, json_pack("{s:o,s:I,s:I,s:I}", "logs", a, "total", (json_int_t)total,
-			       "page_num", (json_int_t)page, "page_size", (json_int_t)size));
+						   api_time(D_V1, rows[i].created_at)));
+	return api_success(r, json_pack("{s:o,s:I,s:I,s:I}", "logs", a, "total",
+					(json_int_t)total, "page_num", (json_int_t)page,
+					"page_size", (json_int_t)size));
 }
 
-/* D's answer to a send, once its run has ended (or its time ran out). */
+/* v1's answer to a send, once its run has ended (or its time ran out). */
 static int
 v1_send_answer(struct req *r, const struct run_result *res)
 {
-	if (res->status != 1) {
-		if (res->error_code == 2002)
+	if (res->status != RUN_DONE) {
+		if (res->error_code == RUN_ERR_TIMEOUT)
 			return req_fail(r, 504, 0, res->error ? res->error : "AI 回复超时");
 		return req_fail(r, 502, 0, res->error ? res->error : "AI 服务调用失败");
 	}
-	return ok(r, json_pack("{s:{s:s,s:o},s:{s:s,s:s,s:o,s:o}}", "user_message", "message_id",
-			       res->user_msg_id, "created_time", api_time(D_D, res->user_msg_at),
-			       "ai_message", "message_id", res->reply.msg_id, "content",
-			       res->reply.content, "created_time",
-			       api_time(D_D, res->reply.created_at), "metadata",
-			       json_text(res->reply.metadata)));
+	return api_success(r, json_pack("{s:{s:s,s:o},s:{s:s,s:s,s:o,s:o}}", "user_message",
+					"message_id", res->user_msg_id, "created_time",
+					api_time(D_V1, res->user_msg_at), "ai_message",
+					"message_id", res->reply.msg_id, "content",
+					res->reply.content, "created_time",
+					api_time(D_V1, res->reply.created_at), "metadata",
+					json_text(res->reply.metadata)));
 }
 
 int
@@ -387,7 +382,7 @@ v1_send(struct req *r)
 
 	if (api_field(r, "user_id", &uid) || api_field(r, "message", &message))
 		return -1;
-	/* the seed's body names the sender: required, or the token's subject */
+	/* the dialect's body names the sender: required, or the token's subject */
 	if (!(user = api_required_user(r, uid)))
 		return -1;
 	if (api_content_ok(r, message))

@@ -1,4 +1,4 @@
-/* Dialect E (seed 004): the n8n workflow chat under /api/chat/send, /history, /stream. */
+/* The workflow dialect (seed 004): the n8n workflow chat, /api/chat/send, /history, /stream. */
 #include <string.h>
 
 #include "rc.h"
@@ -10,7 +10,7 @@
 #include "provider.h"
 
 int
-wf_history(struct req *r)
+workflow_history(struct req *r)
 {
 	const char *sid = req_query(r, "sessionId");
 	struct conv c;
@@ -39,19 +39,19 @@ wf_history(struct req *r)
 						   (json_int_t)x->id, "sessionId", sid, "userId",
 						   x->user_id, "userMessage", x->user_message,
 						   "aiResponse", api_str_or_null(x->ai_response),
-						   "timestamp", api_time(D_E, x->created_at),
-						   "createdAt", api_time(D_E, x->created_at)));
+						   "timestamp", api_time(D_WORKFLOW, x->created_at),
+						   "createdAt", api_time(D_WORKFLOW, x->created_at)));
 	}
 	return req_json(r, 200, json_pack("{s:i,s:s,s:{s:s,s:I,s:o}}", "code", 200, "message",
 					  "success", "data", "sessionId", sid, "total",
 					  (json_int_t)total, "messages", a));
 }
 
-/* Validate E's send and stream body into in: sessionId, userId and chatInput are required
- * (with auth = jwt a missing userId is the token's user). 0, or -1 after an error was
- * written. The strings stay the request's. */
+/* Validate workflow's send and stream body into in: sessionId, userId and chatInput are
+ * required (with auth = jwt a missing userId is the token's user). 0, or -1 after an error
+ * was written. The strings stay the request's. */
 static int
-wf_body(struct req *r, struct store_post *in)
+workflow_body(struct req *r, struct store_post *in)
 {
 	const char *sid, *uid, *input, *user;
 
@@ -84,28 +84,35 @@ wf_body(struct req *r, struct store_post *in)
 	return 0;
 }
 
-/* Validate E's send body, store the user message and start the run: 0, or -1 after an
- * error was written. */
+/* Validate workflow's send body, store the user message and start the run: 0, or -1 after
+ * an error was written. */
 static int
-wf_post(struct req *r, struct store_posted *out)
+workflow_post(struct req *r, struct store_posted *out)
 {
 	struct store_post in;
 
-	if (wf_body(r, &in) || api_post(r, &in, out, "会话不存在"))
+	if (workflow_body(r, &in) || api_post(r, &in, out, "会话不存在"))
 		return -1;
 	return 0;
 }
 
-/* E's answer to a send, once its run has ended (or its time ran out). */
+/* workflow's 500 for a send whose run failed or timed out: "send failed: <reason>", in the
+ * dialect's Chinese; the push daemon answers a failed run of workflow's stream in the same
+ * words. */
 static int
-wf_send_answer(struct req *r, const struct run_result *res)
+workflow_send_failed(struct req *r, const char *reason)
+{
+	return req_fail(r, 500, 0, pool_printf(r->pool, "发送消息失败: %s", reason));
+}
+
+/* workflow's answer to a send, once its run has ended (or its time ran out). */
+static int
+workflow_send_answer(struct req *r, const struct run_result *res)
 {
 	json_t *plan = NULL;
 
-	if (res->status != 1)
-		return req_fail(r, 500, 0,
-				pool_printf(r->pool, "发送消息失败: %s",
-					    res->error ? res->error : "AI 回复超时"));
+	if (res->status != RUN_DONE)
+		return workflow_send_failed(r, res->error ? res->error : "AI 回复超时");
 	if (res->travel_plan)
 		plan = json_loads(res->travel_plan, 0, NULL);
 	return req_json(r, 200, json_pack("{s:i,s:s,s:{s:s,s:o,s:o}}", "code", 200, "message",
@@ -117,36 +124,37 @@ wf_send_answer(struct req *r, const struct run_result *res)
 }
 
 int
-wf_send(struct req *r)
+workflow_send(struct req *r)
 {
 	struct store_posted out;
 	struct run_result res;
 
-	if (wf_post(r, &out))
+	if (workflow_post(r, &out))
 		return -1;
 	if (api_posted_via_daemon())
-		return api_sync_hand_over(r, 'e', out.run_id); /* answered by wf_send_result */
+		/* answered by workflow_send_result */
+		return api_sync_hand_over(r, 'e', out.run_id);
 	/* the daemon could not take the post: wait here, as a send once always did */
 	if (api_wait_run(r, out.run_id, &res))
 		return -1;
-	return wf_send_answer(r, &res);
+	return workflow_send_answer(r, &res);
 }
 
 int
-wf_send_result(struct req *r)
+workflow_send_result(struct req *r)
 {
 	struct run_result res;
 
 	if (api_sync_result(r, &res, "会话不存在"))
 		return -1;
-	return wf_send_answer(r, &res);
+	return workflow_send_answer(r, &res);
 }
 
-/* Why the provider E's stream would use cannot be used at all, or NULL: n8n when a
+/* Why the provider workflow's stream would use cannot be used at all, or NULL: n8n when a
  * webhook is set, else the default provider; openai needs a base URL, and a key when that
  * URL is OpenAI's own. */
 static const char *
-wf_unusable(const struct config *cfg)
+workflow_unusable(const struct config *cfg)
 {
 	if (*cfg->n8n_webhook_url || provider_find(cfg->provider) != PROVIDER_OPENAI)
 		return NULL; /* n8n with its webhook, or builtin: always there */
@@ -158,16 +166,16 @@ wf_unusable(const struct config *cfg)
 }
 
 int
-wf_stream(struct req *r)
+workflow_stream(struct req *r)
 {
 	struct store_post in;
 	struct store_posted out;
 	const char *why;
 
-	if (wf_body(r, &in))
+	if (workflow_body(r, &in))
 		return -1;
-	if ((why = wf_unusable(r->cfg))) {
-		/* the seed's answer: plain text, not the JSON envelope */
+	if ((why = workflow_unusable(r->cfg))) {
+		/* the dialect's own answer here: plain text, not the JSON envelope */
 		r->status = 503;
 		r->ctype = "text/plain; charset=utf-8";
 		buf_printf(&r->out, "AI 工作流未启用或配置错误 (%s)\n", why);

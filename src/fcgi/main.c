@@ -2,6 +2,8 @@
  * aichatd: the FastCGI program. `aichatd serve` is a master that applies migrations, opens
  * the FastCGI socket and keeps a pool of worker processes on it, each running several
  * accept loops (threads) with their own SQLite connection. nginx talks to the socket.
+ * Here: the master, the workers' accept loops (each request's phases, request.h, around
+ * router_dispatch()) and the other subcommands.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -20,16 +22,14 @@
 #include "rc.h"
 #include "buf.h"
 #include "pool.h"
-#include "util.h"
-#include "auth.h"
 #include "store.h"
 #include "provider.h"
+#include "request.h"
 #include "router.h"
 #include "token.h"
 #include "jsonpool.h"
 
 #define RESPONSE_CAP (16u << 20)
-#define DRAIN_MAX (64u << 20)
 
 static struct config cfg;
 static int fcgi_sock = -1;
@@ -50,126 +50,6 @@ die(const char *fmt, ...)
 	exit(1);
 }
 
-static char *
-param(struct pool *p, FCGX_Request *fr, const char *name)
-{
-	return pool_strdup(p, FCGX_GetParam(name, fr->envp));
-}
-
-/* Phases 1 and 2: copy what the request needs out of libfcgi, then read the body. */
-static void
-req_load(struct req *r, FCGX_Request *fr)
-{
-	char *uri, *q, *cl;
-	size_t cap = r->cfg->body_limit, total = 0;
-	char chunk[16384];
-	int n;
-
-	r->method = param(r->pool, fr, "REQUEST_METHOD");
-	if (!r->method)
-		r->method = "GET";
-	uri = param(r->pool, fr, "REQUEST_URI");
-	if (!uri)
-		uri = pool_strdup(r->pool, "/");
-	q = uri ? strchr(uri, '?') : NULL;
-	if (q)
-		*q++ = '\0';
-	r->path = uri;
-	r->query = q ? q : "";
-	r->content_type = param(r->pool, fr, "CONTENT_TYPE");
-	r->authorization = param(r->pool, fr, "HTTP_AUTHORIZATION");
-	cl = FCGX_GetParam("CONTENT_LENGTH", fr->envp);
-	r->content_length = -1;
-	if (cl && *cl) {
-		int64_t v;
-		if (strcmp(cl, "0") == 0)
-			r->content_length = 0;
-		else if (parse_uint(cl, INT64_MAX, &v) == RC_OK)
-			r->content_length = v;
-	}
-	if (r->content_length > (int64_t)cap) {
-		r->body_too_big = 1;
-	} else if (r->content_length != 0) {
-		struct buf b;
-		buf_init(&b, cap);
-		while ((n = FCGX_GetStr(chunk, sizeof(chunk), fr->in)) > 0) {
-			if (buf_add(&b, chunk, (size_t)n) != RC_OK) {
-				r->body_too_big = 1;
-				break;
-			}
-		}
-		if (!r->body_too_big && b.len) {
-			r->body = pool_strndup(r->pool, b.s, b.len);
-			r->body_len = b.len;
-		}
-		buf_free(&b);
-	}
-	if (r->body_too_big) {
-		/* read the rest so the peer's write does not fail before it reads our 413 */
-		while (total < DRAIN_MAX && (n = FCGX_GetStr(chunk, sizeof(chunk), fr->in)) > 0)
-			total += (size_t)n;
-	}
-}
-
-static const char *
-status_text(int status)
-{
-	switch (status) {
-	case 200: return "OK";
-	case 201: return "Created";
-	case 204: return "No Content";
-	case 400: return "Bad Request";
-	case 401: return "Unauthorized";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 413: return "Payload Too Large";
-	case 500: return "Internal Server Error";
-	case 502: return "Bad Gateway";
-	case 503: return "Service Unavailable";
-	case 504: return "Gateway Timeout";
-	default: return "Unknown";
-	}
-}
-
-static void
-req_send(struct req *r, FCGX_Request *fr)
-{
-	FCGX_FPrintF(fr->out, "Status: %d %s\r\nContent-Type: %s\r\nContent-Length: %lu\r\n%s",
-		     r->status, status_text(r->status),
-		     r->ctype ? r->ctype : "application/json; charset=utf-8",
-		     (unsigned long)r->out.len,
-		     /* API answers are never cached; a hand-over's headers come from the daemon */
-		     r->ctype ? "" : "Cache-Control: no-store\r\n");
-	if (r->headers.len)
-		FCGX_PutStr(r->headers.s, (int)r->headers.len, fr->out);
-	FCGX_PutStr("\r\n", 2, fr->out);
-	FCGX_PutStr(r->out.s, (int)r->out.len, fr->out);
-}
-
-/* Reset everything per-request; the store, config, pool and buffers' memory stay. */
-static void
-req_reset(struct req *r)
-{
-	struct pool *pool = r->pool;
-	struct store *st = r->store;
-	struct buf out = r->out, headers = r->headers;
-
-	if (r->json)
-		json_decref(r->json);
-	pool_reset(pool);
-	json_pool_use(pool);
-	memset(r, 0, sizeof(*r));
-	r->pool = pool;
-	r->store = st;
-	r->cfg = &cfg;
-	r->out = out;
-	r->headers = headers;
-	buf_reset(&r->out);
-	buf_reset(&r->headers);
-	r->status = 200;
-}
-
 static void *
 accept_loop(void *arg)
 {
@@ -184,6 +64,7 @@ accept_loop(void *arg)
 	r.store = store_open(cfg.db_path, err);
 	if (!r.pool || !r.store)
 		die("worker: %s", r.store ? "out of memory" : err);
+	r.cfg = &cfg;
 	buf_init(&r.out, RESPONSE_CAP);
 	buf_init(&r.headers, 64 * 1024);
 	FCGX_InitRequest(&fr, fcgi_sock, 0);

@@ -32,8 +32,9 @@ int push_post(const struct config *cfg, struct pool *p, const struct store_post 
  * when the daemon could not be reached or the time ran out (check the database). */
 int push_wait(const struct config *cfg, int64_t run_id, int timeout_ms);
 
-/* Stop a run; *status is its final status (3 stopped, or 1/2 when it had already ended,
- * -1 when there is no such run). RC_ERR when the daemon could not be reached. */
+/* Stop a run; *status is its final status (enum run_status, store.h): RUN_STOPPED, or
+ * RUN_DONE or RUN_FAILED when it had already ended; -1 when there is no such run. RC_ERR
+ * when the daemon could not be reached. */
 int push_stop(const struct config *cfg, int64_t run_id, int *status);
 /* A running reply's content so far, as the daemon holds it (whole UTF-8 characters), into
  * *out (from pool p) and *len: RC_OK; RC_NOTFOUND when the daemon runs no reply of message

@@ -5,8 +5,9 @@
  *   3. route  (router)        the matching route row and its path parameters
  *   4. user   (router)        the caller's identity when auth is on
  *   5. reply  (handlers)      status, extra headers, body, or an error to render
- * Nothing in a req points into libfcgi's memory: every string is copied into r->pool,
- * which is reset at the top of the accept loop.
+ *   6. send   (req_send)      the reply written back to libfcgi
+ * then req_reset() clears it for the next request. Nothing in a req points into libfcgi's
+ * memory: every string is copied into r->pool, which req_reset() empties.
  */
 #ifndef AICHATD_REQ_H
 #define AICHATD_REQ_H
@@ -21,9 +22,10 @@ struct pool;
 struct store;
 struct config;
 struct route;
+struct FCGX_Request;
 
 /* The five dialects (docs/API.md): each has its own error body. */
-enum dialect { D_A, D_B, D_C, D_D, D_E };
+enum dialect { D_IM, D_AICHAT, D_CHAX, D_V1, D_WORKFLOW };
 
 #define REQ_MAX_PARAMS 4
 #define REQ_MAX_QUERY 32
@@ -65,9 +67,20 @@ struct req {
 	struct buf out;     /* the body */
 	const char *ctype;  /* NULL: application/json */
 	int err_status;     /* nonzero once an error was set */
-	int err_code;       /* dialect A's business code, or 0 for the HTTP status */
+	int err_code;       /* the im dialect's business code, or 0 for the HTTP status */
 	const char *err_msg;
 };
+
+/* Phases 1 and 2: copy method, path, query and headers out of fr into r->pool, then read
+ * the body (at most cfg->body_limit bytes; past that body_too_big is set and the rest is
+ * read and dropped). r must have been reset. */
+void req_load(struct req *r, struct FCGX_Request *fr);
+/* Phase 6: write r's status, headers and body to fr. */
+void req_send(struct req *r, struct FCGX_Request *fr);
+/* Empty r for the next request: its pool is reset and everything else cleared, but the
+ * pool, store and settings stay set, and the buffers keep their memory. Before the first
+ * request r holds only those (pool, store, cfg, out and headers initialised). */
+void req_reset(struct req *r);
 
 /* Set an error to be rendered in the dialect's error body; returns -1 for `return`. */
 int req_fail(struct req *r, int status, int code, const char *msg);

@@ -10,58 +10,56 @@
 #include "router.h"
 #include "url.h"
 
-#define R_JSON_OPT (R_JSON | 1 << 3) /* as R_JSON, but an empty body reads as {} */
-
 static const struct route routes[] = {
-	/* dialect A (seed 000) */
-	{"GET", "/health", im_health, D_A, R_PUBLIC},
-	{"POST", "/api/message/send", im_send, D_A, R_JSON},
-	{"GET", "/api/message/list", im_list, D_A, 0},
-	{"GET", "/api/message/:id", im_get, D_A, 0},
-	{"GET", "/api/ai/records", im_records, D_A, 0},
-	/* dialect B (seed 001) */
-	{"POST", "/api/chat/session", aichat_session_create, D_B, R_JSON},
-	{"POST", "/api/chat/sessions", aichat_sessions_list, D_B, R_JSON_OPT},
-	{"GET", "/api/chat/sessions/:sid", aichat_session_get, D_B, 0},
-	{"DELETE", "/api/chat/sessions/:sid", aichat_session_delete, D_B, 0},
-	{"PATCH", "/api/chat/sessions/:sid", aichat_session_rename, D_B, R_JSON},
-	{"GET", "/api/chat/sessions/:sid/messages", aichat_messages_list, D_B, 0},
-	{"GET", "/api/chat/sessions/:sid/messages/:mid", aichat_message_get, D_B, 0},
-	{"POST", "/api/chat/message", aichat_message_post, D_B, R_JSON},
-	{"DELETE", "/api/chat/messages/:mid", aichat_message_delete, D_B, 0},
-	{"PATCH", "/api/chat/messages/:mid", aichat_message_edit, D_B, R_JSON},
-	{"GET", "/aichat/getsessionlist/:uid", aichat_view_list, D_B, 0},
-	{"GET", "/aichat/getsessionlistshow/:uid", aichat_view_listshow, D_B, 0},
-	{"POST", "/aichat/createsession", aichat_session_create, D_B, R_JSON},
-	{"GET", "/aichat/sessions/:sid", aichat_view_session, D_B, 0},
-	{"PATCH", "/aichat/sessions/:sid", aichat_session_rename, D_B, R_JSON},
-	{"DELETE", "/aichat/deletesession/:sid", aichat_session_delete, D_B, 0},
-	{"GET", "/aichat/sessions/:sid/messages", aichat_messages_list, D_B, 0},
-	/* dialect C (seed 002) */
-	{"GET", "/ai/record/list", chax_record_list, D_C, 0},
-	{"GET", "/ai/message/list/:cid", chax_message_list, D_C, 0},
-	{"GET", "/ai/message/content/:mid", chax_message_content, D_C, 0},
-	{"POST", "/ai/chat", chax_chat, D_C, R_JSON},
-	{"GET", "/ai/message/stream/:mid", chax_stream, D_C, 0},
-	{"POST", "/ai/message/stop/:mid", chax_stop, D_C, 0},
-	/* dialect D (seed 003) */
-	{"POST", "/api/v1/sessions", v1_session_create, D_D, R_JSON_OPT},
-	{"GET", "/api/v1/sessions/:sid/messages", v1_messages_list, D_D, 0},
-	{"POST", "/api/v1/sessions/:sid/messages", v1_send, D_D, R_JSON},
-	{"GET", "/api/v1/model-configs", v1_mcfg_list, D_D, 0},
-	{"PUT", "/api/v1/model-configs/:id", v1_mcfg_put, D_D, R_JSON | R_ADMIN},
-	{"GET", "/api/v1/logs", v1_logs, D_D, R_ADMIN},
-	/* dialect E (seed 004) */
-	{"GET", "/api/chat/history", wf_history, D_E, 0},
-	{"POST", "/api/chat/send", wf_send, D_E, R_JSON},
-	{"POST", "/api/chat/stream", wf_stream, D_E, R_JSON},
-	/* internal (nginx's internal locations only, never reachable from outside): D's and
-	 * E's sync sends answered once the push daemon saw their run's end committed, and the
-	 * fallback that waits here when the daemon could not hold them */
-	{"GET", "/_aichatd_result/d/:run", v1_send_result, D_D, 0},
-	{"GET", "/_aichatd_result/e/:run", wf_send_result, D_E, 0},
-	{"GET", "/_aichatd_sync/d/:run", v1_send_result, D_D, 0},
-	{"GET", "/_aichatd_sync/e/:run", wf_send_result, D_E, 0},
+	/* im */
+	{"GET", "/health", im_health, D_IM, R_PUBLIC},
+	{"POST", "/api/message/send", im_send, D_IM, R_JSON},
+	{"GET", "/api/message/list", im_list, D_IM, 0},
+	{"GET", "/api/message/:id", im_get, D_IM, 0},
+	{"GET", "/api/ai/records", im_records, D_IM, 0},
+	/* aichat */
+	{"POST", "/api/chat/session", aichat_session_create, D_AICHAT, R_JSON},
+	{"POST", "/api/chat/sessions", aichat_sessions_list, D_AICHAT, R_JSON_OPT},
+	{"GET", "/api/chat/sessions/:sid", aichat_session_get, D_AICHAT, 0},
+	{"DELETE", "/api/chat/sessions/:sid", aichat_session_delete, D_AICHAT, 0},
+	{"PATCH", "/api/chat/sessions/:sid", aichat_session_rename, D_AICHAT, R_JSON},
+	{"GET", "/api/chat/sessions/:sid/messages", aichat_messages_list, D_AICHAT, 0},
+	{"GET", "/api/chat/sessions/:sid/messages/:mid", aichat_message_get, D_AICHAT, 0},
+	{"POST", "/api/chat/message", aichat_message_post, D_AICHAT, R_JSON},
+	{"DELETE", "/api/chat/messages/:mid", aichat_message_delete, D_AICHAT, 0},
+	{"PATCH", "/api/chat/messages/:mid", aichat_message_edit, D_AICHAT, R_JSON},
+	{"GET", "/aichat/getsessionlist/:uid", aichat_view_list, D_AICHAT, 0},
+	{"GET", "/aichat/getsessionlistshow/:uid", aichat_view_listshow, D_AICHAT, 0},
+	{"POST", "/aichat/createsession", aichat_session_create, D_AICHAT, R_JSON},
+	{"GET", "/aichat/sessions/:sid", aichat_view_session, D_AICHAT, 0},
+	{"PATCH", "/aichat/sessions/:sid", aichat_session_rename, D_AICHAT, R_JSON},
+	{"DELETE", "/aichat/deletesession/:sid", aichat_session_delete, D_AICHAT, 0},
+	{"GET", "/aichat/sessions/:sid/messages", aichat_messages_list, D_AICHAT, 0},
+	/* chax */
+	{"GET", "/ai/record/list", chax_record_list, D_CHAX, 0},
+	{"GET", "/ai/message/list/:cid", chax_message_list, D_CHAX, 0},
+	{"GET", "/ai/message/content/:mid", chax_message_content, D_CHAX, 0},
+	{"POST", "/ai/chat", chax_chat, D_CHAX, R_JSON},
+	{"GET", "/ai/message/stream/:mid", chax_stream, D_CHAX, 0},
+	{"POST", "/ai/message/stop/:mid", chax_stop, D_CHAX, 0},
+	/* v1 */
+	{"POST", "/api/v1/sessions", v1_session_create, D_V1, R_JSON_OPT},
+	{"GET", "/api/v1/sessions/:sid/messages", v1_messages_list, D_V1, 0},
+	{"POST", "/api/v1/sessions/:sid/messages", v1_send, D_V1, R_JSON},
+	{"GET", "/api/v1/model-configs", v1_mcfg_list, D_V1, 0},
+	{"PUT", "/api/v1/model-configs/:id", v1_mcfg_put, D_V1, R_JSON | R_ADMIN},
+	{"GET", "/api/v1/logs", v1_logs, D_V1, R_ADMIN},
+	/* workflow */
+	{"GET", "/api/chat/history", workflow_history, D_WORKFLOW, 0},
+	{"POST", "/api/chat/send", workflow_send, D_WORKFLOW, R_JSON},
+	{"POST", "/api/chat/stream", workflow_stream, D_WORKFLOW, R_JSON},
+	/* internal (nginx's internal locations only, never reachable from outside): v1's and
+	 * workflow's sync sends answered once the push daemon saw their run's end committed,
+	 * and the fallback that waits here when the daemon could not hold them */
+	{"GET", "/_aichatd_result/d/:run", v1_send_result, D_V1, 0},
+	{"GET", "/_aichatd_result/e/:run", workflow_send_result, D_WORKFLOW, 0},
+	{"GET", "/_aichatd_sync/d/:run", v1_send_result, D_V1, 0},
+	{"GET", "/_aichatd_sync/e/:run", workflow_send_result, D_WORKFLOW, 0},
 };
 
 static int
@@ -77,15 +75,15 @@ router_dialect(const char *path)
 {
 	if (has_prefix(path, "/health") || has_prefix(path, "/api/message") ||
 	    has_prefix(path, "/api/ai"))
-		return D_A;
+		return D_IM;
 	if (has_prefix(path, "/api/v1"))
-		return D_D;
+		return D_V1;
 	if (has_prefix(path, "/api/chat/send") || has_prefix(path, "/api/chat/history") ||
 	    has_prefix(path, "/api/chat/stream"))
-		return D_E;
+		return D_WORKFLOW;
 	if (has_prefix(path, "/ai"))
-		return D_C;
-	return D_B;
+		return D_CHAX;
+	return D_AICHAT;
 }
 
 /* Match one pattern; captured segments are decoded into params. 1 on a match; -1 when the
@@ -164,7 +162,7 @@ router_match(const char *method, const char *path, struct pool *p, char **params
 static const char *
 default_message(enum dialect d, int status)
 {
-	int c = d == D_C;
+	int c = d == D_CHAX;
 
 	switch (status) {
 	case 400: return c ? "Bad Request" : "请求参数错误";
@@ -186,11 +184,11 @@ router_render_error(struct req *r)
 	json_t *j;
 
 	switch (r->dialect) {
-	case D_A:
+	case D_IM:
 		j = json_pack("{s:i,s:s}", "code", r->err_code ? r->err_code : status, "message",
 			      msg);
 		break;
-	case D_C:
+	case D_CHAX:
 		j = json_pack("{s:s}", "error", msg);
 		break;
 	default:
@@ -211,7 +209,7 @@ static int
 parse_body(struct req *r, int optional)
 {
 	json_error_t e;
-	const char *bad = r->dialect == D_C ? "invalid JSON body" : "请求体不是合法的 JSON";
+	const char *bad = r->dialect == D_CHAX ? "invalid JSON body" : "请求体不是合法的 JSON";
 
 	if (!r->body || r->body_len == 0) {
 		if (!optional)
@@ -224,7 +222,7 @@ parse_body(struct req *r, int optional)
 		return req_fail(r, 400, 0, bad);
 	if (!json_is_object(r->json))
 		return req_fail(r, 400, 0,
-				r->dialect == D_C ? "JSON body must be an object" :
+				r->dialect == D_CHAX ? "JSON body must be an object" :
 						    "请求体必须是 JSON 对象");
 	return 0;
 }
@@ -244,7 +242,7 @@ router_dispatch(struct req *r)
 			req_header(r, "Allow: %s", allow);
 		req_fail(r, status, 0,
 			 status != 400 ? NULL :
-			 r->dialect == D_C ? "path parameter is not valid UTF-8" :
+			 r->dialect == D_CHAX ? "path parameter is not valid UTF-8" :
 					     "路径参数不是合法的 UTF-8");
 		goto out;
 	}
@@ -255,7 +253,7 @@ router_dispatch(struct req *r)
 		goto out;
 	}
 	if (req_parse_query(r) != RC_OK) {
-		req_fail(r, 400, 0, r->dialect == D_C ? "malformed query string" : "查询参数格式错误");
+		req_fail(r, 400, 0, r->dialect == D_CHAX ? "malformed query string" : "查询参数格式错误");
 		goto out;
 	}
 	if (r->cfg->auth == AUTH_JWT && !(rt->flags & R_PUBLIC)) {
@@ -264,7 +262,8 @@ router_dispatch(struct req *r)
 			goto out;
 		}
 		if ((rt->flags & R_ADMIN) && !r->admin) {
-			req_fail(r, 403, 0, r->dialect == D_C ? "admin role required" : "需要管理员权限");
+			req_fail(r, 403, 0,
+				 r->dialect == D_CHAX ? "admin role required" : "需要管理员权限");
 			goto out;
 		}
 	}

@@ -1,17 +1,19 @@
 /*
  * router: the static routing table and the one dispatcher that applies each row's policy
  * flags (auth, admin, JSON body) before calling its handler, and renders every error in
- * the route's dialect.
+ * the route's dialect. Adding a route: api.h.
  */
 #ifndef AICHATD_ROUTER_H
 #define AICHATD_ROUTER_H
 
 #include "request.h"
 
+/* What the router checks before a route's handler runs; api.h says each one precisely. */
 enum route_flags {
-	R_PUBLIC = 1 << 0, /* no token needed even when auth is on */
-	R_ADMIN = 1 << 1,  /* needs a token with role "admin" when auth is on */
-	R_JSON = 1 << 2,   /* the body must be a JSON object: parsed into r->json */
+	R_PUBLIC = 1 << 0,            /* no token needed even when auth is on */
+	R_ADMIN = 1 << 1,             /* needs a token with role "admin" when auth is on */
+	R_JSON = 1 << 2,              /* the body must be a JSON object: into r->json */
+	R_JSON_OPT = R_JSON | 1 << 3, /* the same, but an empty body reads as {} */
 };
 
 struct route {

@@ -85,13 +85,10 @@ config_set(struct config *c, const char *name, const char *v, const char *where,
 			return set_str((char **)f, v, err);
 		case K_INT:
 		case K_SIZE:
-			if (parse_uint(v, k->max, &n) != RC_OK || n < k->min) {
-				if (!(k->min == 0 && strcmp(v, "0") == 0)) {
-					snprintf(err, ERR_LEN, "%s: %s must be an integer from %ld to %ld",
-						 where, name, k->min, k->max);
-					return RC_ERR;
-				}
-				n = 0;
+			if (parse_uint0(v, k->max, &n) != RC_OK || n < k->min) {
+				snprintf(err, ERR_LEN, "%s: %s must be an integer from %ld to %ld",
+					 where, name, k->min, k->max);
+				return RC_ERR;
 			}
 			if (k->kind == K_INT)
 				*(int *)f = (int)n;
@@ -282,11 +279,7 @@ socket_gid(const struct config *c, gid_t *gid, char *err)
 		*gid = found->gr_gid;
 		return RC_OK;
 	}
-	if (strcmp(c->socket_group, "0") == 0) {
-		*gid = 0;
-		return RC_OK;
-	}
-	if (parse_uint(c->socket_group, INT32_MAX, &n) == RC_OK) {
+	if (parse_uint0(c->socket_group, INT32_MAX, &n) == RC_OK) {
 		*gid = (gid_t)n;
 		return RC_OK;
 	}

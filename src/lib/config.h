@@ -34,8 +34,8 @@ struct config {
 	char *db_path;
 	char *fcgi_socket;
 	char *push_http_socket; /* nginx's way to the push daemon (WebSocket, SSE) */
-	/* the push daemon's connections (WebSocket, SSE, E's stream): in all and per client
-	 * address (nginx's X-Real-IP); 0: computed at start from the descriptors it has */
+	/* the push daemon's connections (WebSocket, SSE, workflow's stream): in all and per
+	 * client address (nginx's X-Real-IP); 0: computed at start from the descriptors it has */
 	int max_connections;
 	int max_connections_per_addr;
 	int ws_fragment_timeout_s; /* an unfinished WebSocket message is closed after this */

@@ -285,7 +285,7 @@ push_post_decode(const char *data, size_t len, struct pool *p, struct store_post
 	in->content = get_str(&r);
 	in->metadata = get_str(&r);
 	v = get_int(&r);
-	in->run = v == 2 ? 2 : v != 0; /* 2: a run of E's stream (store.h) */
+	in->run = v == 2 ? 2 : v != 0; /* 2: a run of workflow's stream (store.h) */
 	in->run_config = get_str(&r);
 	/* sender, role and content are always set */
 	if (r.bad || r.p != r.end || !in->sender || !in->role || !in->content)

@@ -192,8 +192,8 @@ time_parse(const char *s, int64_t *ms)
 	if (!*s)
 		return RC_ERR;
 	if (strlen(s) <= 12 && !strchr(s, '-')) {
-		/* integer epoch seconds; "0" is the epoch itself */
-		if (strcmp(s, "0") != 0 && parse_uint(s, 253402300799LL, &v) != RC_OK)
+		/* integer epoch seconds, 0 being the epoch itself */
+		if (parse_uint0(s, 253402300799LL, &v) != RC_OK)
 			return RC_ERR;
 		*ms = v * 1000;
 		return RC_OK;
@@ -441,7 +441,7 @@ utf8_blank(const char *s)
 }
 
 int
-parse_uint(const char *s, int64_t max, int64_t *out)
+parse_uint0(const char *s, int64_t max, int64_t *out)
 {
 	int64_t v = 0;
 
@@ -450,11 +450,21 @@ parse_uint(const char *s, int64_t max, int64_t *out)
 	for (; *s; s++) {
 		if (*s < '0' || *s > '9')
 			return RC_ERR;
-		if (v > (max - (*s - '0')) / 10)
+		/* v * 10 + digit > max, without overflow (and right for a max under 9 too) */
+		if (v > max / 10 || v * 10 > max - (*s - '0'))
 			return RC_ERR;
 		v = v * 10 + (*s - '0');
 	}
-	if (v < 1)
+	*out = v;
+	return RC_OK;
+}
+
+int
+parse_uint(const char *s, int64_t max, int64_t *out)
+{
+	int64_t v;
+
+	if (parse_uint0(s, max, &v) != RC_OK || v < 1)
 		return RC_ERR;
 	*out = v;
 	return RC_OK;

@@ -1,6 +1,9 @@
 /*
- * Small pure helpers with no I/O: ids, times, UTF-8 text, integer parsing.
+ * Small helpers: ids, times, UTF-8 text, integer parsing, JSON numbers.
  * Prefixes: ids_, time_, utf8_, parse_, num_.
+ * Not all pure: the ids_ functions draw on the kernel's randomness (getrandom(), through a
+ * per-thread buffer), and time_now_ms() and time_mono_ns() read the clocks. The rest
+ * depend on their arguments only, do no I/O and keep no state, so any thread may call them.
  */
 #ifndef AICHATD_UTIL_H
 #define AICHATD_UTIL_H
@@ -51,8 +54,11 @@ size_t utf8_mend(char *out, size_t size, const char *s, size_t len);
 /* The bytes utf8_mend() writes for all of s[0..len), without the NUL. */
 size_t utf8_mended_len(const char *s, size_t len);
 
-/* Parse a strict positive decimal integer (no sign, no spaces, no leading '+', at most
- * max). RC_OK or RC_ERR. */
+/* Parse a strict decimal integer from 0 to max (max >= 0): digits only, no sign, no
+ * spaces, not empty; leading zeros are read as usual ("007" is 7, "00" is 0). RC_OK with
+ * *out, or RC_ERR with *out untouched. */
+int parse_uint0(const char *s, int64_t max, int64_t *out);
+/* The same from 1 to max, for ids, pages and sizes, where 0 is no value ("0" is RC_ERR). */
 int parse_uint(const char *s, int64_t max, int64_t *out);
 
 /* Rewrite, in place, every real number of the JSON text s[0..len) (one that jansson wrote,

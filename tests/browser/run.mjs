@@ -305,7 +305,7 @@ const checks = {
     const text2 = later.map((m) => m.content).join('');
     assert(reply.content.startsWith(text1) && reply.content.endsWith(text2),
       `ai_chunks before ${J(text1)} / after ${J(text2)} do not fit ai_reply ${J(reply.content)}`);
-    // in the browser: C's list and content routes
+    // in the browser: chax's list and content routes
     assert(Array.isArray(list), `GET /ai/message/list: ${J(list)}`);
     const c = list.find((x) => x.msgId === reply.message_id);
     assert(c, `reply ${reply.message_id} missing from /ai/message/list: ${J(list)}`);
@@ -313,7 +313,7 @@ const checks = {
       `C lists the reply as ${J(c)}`);
     assert(stored.content === reply.content && stored.error === '',
       `GET /ai/message/content ${J(stored)} != ai_reply ${J(reply.content)}`);
-    // outside it (A's routes have no CORS): A's list
+    // outside it (im's routes have no CORS): im's list
     const msgs = r.aList?.messages;
     assert(Array.isArray(msgs), `GET /api/message/list: ${J(r.aList)}`);
     const m = msgs.find((x) => x.message_id === reply.message_id);

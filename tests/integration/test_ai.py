@@ -658,7 +658,7 @@ for _case in ("array", "stream", "ndjson"):
 
 
 @test
-def n8n_travel_plan_through_e(_):
+def workflow_send_n8n_travel_plan(_):
     st = stack("n8n")
     text = "[case:travel] 帮我规划上海三日游 %s" % uniq("t")
     data, sid, user = workflow_exchange(st.c, text)

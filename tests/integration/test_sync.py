@@ -295,7 +295,7 @@ def builtin():
 
 
 @test
-def sync_answer_comes_after_the_commit_d(_):
+def v1_send_answer_comes_after_the_commit(_):
     c = builtin()
     user = uniq("du")
     sid = v1_session(c, user)
@@ -310,7 +310,7 @@ def sync_answer_comes_after_the_commit_d(_):
 
 
 @test
-def sync_answer_comes_after_the_commit_e(_):
+def workflow_send_answer_comes_after_the_commit(_):
     c = builtin()
     sid, user = uniq("es"), uniq("eu")
     for i in range(30):

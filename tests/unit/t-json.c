@@ -48,20 +48,21 @@ t_json(void)
 	buf_init(&r.headers, 4096);
 
 	/* one error shape per dialect (docs/API.md, "Errors"), the status always matching */
-	CHECK_STR(render(&r, D_A, 400, 1001, "消息内容不能为空"),
+	CHECK_STR(render(&r, D_IM, 400, 1001, "消息内容不能为空"),
 		  "{\"code\":1001,\"message\":\"消息内容不能为空\"}");
 	CHECK(r.status == 400);
-	CHECK_STR(render(&r, D_A, 404, 0, "消息不存在"), "{\"code\":404,\"message\":\"消息不存在\"}");
-	CHECK_STR(render(&r, D_B, 404, 0, "会话不存在"),
+	CHECK_STR(render(&r, D_IM, 404, 0, "消息不存在"), "{\"code\":404,\"message\":\"消息不存在\"}");
+	CHECK_STR(render(&r, D_AICHAT, 404, 0, "会话不存在"),
 		  "{\"code\":404,\"message\":\"会话不存在\",\"data\":null}");
 	CHECK(r.status == 404);
-	CHECK_STR(render(&r, D_C, 400, 0, "content is required"),
+	CHECK_STR(render(&r, D_CHAX, 400, 0, "content is required"),
 		  "{\"error\":\"content is required\"}");
-	CHECK_STR(render(&r, D_D, 401, 0, NULL), "{\"code\":401,\"message\":\"请先登录\",\"data\":null}");
-	CHECK_STR(render(&r, D_E, 413, 0, NULL),
+	CHECK_STR(render(&r, D_V1, 401, 0, NULL),
+		  "{\"code\":401,\"message\":\"请先登录\",\"data\":null}");
+	CHECK_STR(render(&r, D_WORKFLOW, 413, 0, NULL),
 		  "{\"code\":413,\"message\":\"请求体过大\",\"data\":null}");
 	CHECK(r.status == 413);
-	CHECK_STR(render(&r, D_C, 405, 0, NULL), "{\"error\":\"Method Not Allowed\"}");
+	CHECK_STR(render(&r, D_CHAX, 405, 0, NULL), "{\"error\":\"Method Not Allowed\"}");
 	/* the first error wins */
 	r.err_status = 0;
 	req_fail(&r, 400, 1002, "first");
@@ -70,13 +71,13 @@ t_json(void)
 	r.err_status = 0;
 
 	/* times per dialect */
-	t = api_time(D_A, 1737979200000LL);
+	t = api_time(D_IM, 1737979200000LL);
 	CHECK_STR(json_string_value(t), "2025-01-27T12:00:00");
 	json_decref(t);
-	t = api_time(D_B, 1704067200000LL);
+	t = api_time(D_AICHAT, 1704067200000LL);
 	CHECK_STR(json_string_value(t), "2024-01-01T00:00:00Z");
 	json_decref(t);
-	t = api_time(D_C, 1704067200123LL);
+	t = api_time(D_CHAX, 1704067200123LL);
 	CHECK(json_integer_value(t) == 1704067200123LL);
 	json_decref(t);
 
@@ -122,7 +123,7 @@ t_json(void)
 	CHECK_STR(api_acting_user(&r, NULL), DEFAULT_USER);
 	/* with auth on: a different id is a 403 */
 	r.user = "alice";
-	r.dialect = D_B;
+	r.dialect = D_AICHAT;
 	CHECK_STR(api_acting_user(&r, "alice"), "alice");
 	CHECK(api_acting_user(&r, "bob") == NULL && r.err_status == 403);
 

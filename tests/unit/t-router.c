@@ -43,15 +43,15 @@ t_router(void)
 	rt = router_match("GET", "/health", p, params, &status, allow, sizeof(allow));
 	CHECK(rt && (rt->flags & R_PUBLIC));
 
-	CHECK(router_dialect("/health") == D_A);
-	CHECK(router_dialect("/api/message/x") == D_A);
-	CHECK(router_dialect("/api/ai/records") == D_A);
-	CHECK(router_dialect("/api/chat/session") == D_B);
-	CHECK(router_dialect("/aichat/x") == D_B);
-	CHECK(router_dialect("/ai/chat") == D_C);
-	CHECK(router_dialect("/aichatx") == D_B);
-	CHECK(router_dialect("/api/v1/logs") == D_D);
-	CHECK(router_dialect("/api/chat/history") == D_E);
-	CHECK(router_dialect("/api/chat/historyx") == D_B);
+	CHECK(router_dialect("/health") == D_IM);
+	CHECK(router_dialect("/api/message/x") == D_IM);
+	CHECK(router_dialect("/api/ai/records") == D_IM);
+	CHECK(router_dialect("/api/chat/session") == D_AICHAT);
+	CHECK(router_dialect("/aichat/x") == D_AICHAT);
+	CHECK(router_dialect("/ai/chat") == D_CHAX);
+	CHECK(router_dialect("/aichatx") == D_AICHAT);
+	CHECK(router_dialect("/api/v1/logs") == D_V1);
+	CHECK(router_dialect("/api/chat/history") == D_WORKFLOW);
+	CHECK(router_dialect("/api/chat/historyx") == D_AICHAT);
 	pool_destroy(p);
 }

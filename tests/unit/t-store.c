@@ -51,7 +51,7 @@ t_store(void)
 	CHECK(store_migrate(st, err) == RC_OK); /* a second run applies nothing */
 	CHECK(store_version(st, &v, err) == RC_OK && v >= 1);
 
-	/* A's send to a client-named id creates the conversation */
+	/* im's send to a client-named id creates the conversation */
 	memset(&in, 0, sizeof(in));
 	in.conv_id = "user_123";
 	in.create = 1;
@@ -98,7 +98,7 @@ t_store(void)
 	CHECK(store_msg_get(st, p, m.id, NULL, &m, err) == RC_NOTFOUND);
 	CHECK(store_conv_get(st, p, "user_123", NULL, &c, err) == RC_OK && c.msg_count == 2);
 
-	/* a placeholder reply for C's chat, in a new UUID conversation */
+	/* a placeholder reply for chax's chat, in a new UUID conversation */
 	memset(&in, 0, sizeof(in));
 	in.conv_user = in.sender = "carol";
 	in.title = "t";

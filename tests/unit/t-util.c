@@ -169,4 +169,33 @@ t_util(void)
 	CHECK(parse_uint("99999999999999999999", INT64_MAX, &v) == RC_ERR);
 	CHECK(parse_uint("2147483647", 2147483647LL, &v) == RC_OK && v == 2147483647LL);
 	CHECK(parse_uint("2147483648", 2147483647LL, &v) == RC_ERR);
+	v = 42;
+	CHECK(parse_uint("0", 100, &v) == RC_ERR && v == 42); /* a refusal leaves *out */
+
+	/* the same with zero allowed */
+	CHECK(parse_uint0("0", 100, &v) == RC_OK && v == 0);
+	CHECK(parse_uint0("00", 100, &v) == RC_OK && v == 0);
+	CHECK(parse_uint0("007", 100, &v) == RC_OK && v == 7);
+	CHECK(parse_uint0("0", 0, &v) == RC_OK && v == 0);
+	CHECK(parse_uint0("1", 0, &v) == RC_ERR);
+	CHECK(parse_uint0("7", 5, &v) == RC_ERR && parse_uint("6", 5, &v) == RC_ERR);
+	CHECK(parse_uint0("5", 5, &v) == RC_OK && v == 5);
+	CHECK(parse_uint0("100", 100, &v) == RC_OK && v == 100);
+	CHECK(parse_uint0("101", 100, &v) == RC_ERR);
+	CHECK(parse_uint0("9223372036854775807", INT64_MAX, &v) == RC_OK && v == INT64_MAX);
+	CHECK(parse_uint0("9223372036854775808", INT64_MAX, &v) == RC_ERR);
+	CHECK(parse_uint0("99999999999999999999", INT64_MAX, &v) == RC_ERR);
+	v = 42;
+	CHECK(parse_uint0("", 100, &v) == RC_ERR && v == 42);
+	CHECK(parse_uint0(NULL, 100, &v) == RC_ERR && v == 42);
+	CHECK(parse_uint0("1x", 100, &v) == RC_ERR && v == 42);
+	CHECK(parse_uint0("x", 100, &v) == RC_ERR);
+	CHECK(parse_uint0("1.0", 100, &v) == RC_ERR);
+	CHECK(parse_uint0("0x10", 100, &v) == RC_ERR);
+	CHECK(parse_uint0("-0", 100, &v) == RC_ERR);
+	CHECK(parse_uint0("+0", 100, &v) == RC_ERR);
+	CHECK(parse_uint0("+1", 100, &v) == RC_ERR);
+	CHECK(parse_uint0(" 0", 100, &v) == RC_ERR);
+	CHECK(parse_uint0("0 ", 100, &v) == RC_ERR);
+	CHECK(parse_uint0("\t1", 100, &v) == RC_ERR && v == 42);
 }
