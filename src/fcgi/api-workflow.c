@@ -8,6 +8,7 @@
 #include "push-client.h"
 #include "api.h"
 #include "provider.h"
+#include "texts.h"
 
 int
 workflow_history(struct req *r)
@@ -97,12 +98,12 @@ workflow_post(struct req *r, struct store_posted *out)
 }
 
 /* workflow's 500 for a send whose run failed or timed out: "send failed: <reason>", in the
- * dialect's Chinese; the push daemon answers a failed run of workflow's stream in the same
- * words. */
+ * dialect's Chinese (texts.h: the push daemon's stream answers a failed run in the same
+ * words). */
 static int
 workflow_send_failed(struct req *r, const char *reason)
 {
-	return req_fail(r, 500, 0, pool_printf(r->pool, "发送消息失败: %s", reason));
+	return req_fail(r, 500, 0, pool_printf(r->pool, TEXT_WORKFLOW_SEND_FAILED, reason));
 }
 
 /* workflow's answer to a send, once its run has ended (or its time ran out). */

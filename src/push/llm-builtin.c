@@ -113,7 +113,7 @@ delay_of(const struct builtin_call *c)
 	return ms > 0 ? (uint64_t)ms : 1;
 }
 
-/* The upstream bytes of a piece for E's stream, as a server-sent event
+/* The upstream bytes of a piece for workflow's stream, as a server-sent event
  * `data: {"content":"<piece>"}`; `data: [DONE]` after the last (docs/API.md). */
 static void
 raw_piece(struct builtin_call *c, const char *s, size_t n)

@@ -328,7 +328,7 @@ transfer_done(struct llm_http_call *c, CURLcode rc)
 	curl_off_t connected = 0;
 
 	if (c->up.fail[0]) {
-		http_finish(c, LLM_E_FAILED, c->up.fail, NULL);
+		http_finish(c, RUN_ERR_AI, c->up.fail, NULL);
 	} else if (rc == CURLE_OPERATION_TIMEDOUT) {
 		curl_easy_getinfo(c->easy, CURLINFO_CONNECT_TIME_T, &connected);
 		if (connected > 0)
@@ -340,12 +340,12 @@ transfer_done(struct llm_http_call *c, CURLcode rc)
 				 c->call.cfg->connect_timeout_s);
 		snprintf(detail, sizeof(detail), "AI 回复超时: %s",
 			 c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc));
-		http_finish(c, LLM_E_TIMEOUT, shown, detail);
+		http_finish(c, RUN_ERR_TIMEOUT, shown, detail);
 	} else if (rc != CURLE_OK) {
 		snprintf(shown, sizeof(shown), "AI 服务调用失败: %s", curl_easy_strerror(rc));
 		snprintf(detail, sizeof(detail), "AI 服务调用失败: %s",
 			 c->errbuf[0] ? c->errbuf : curl_easy_strerror(rc));
-		http_finish(c, LLM_E_FAILED, shown, detail);
+		http_finish(c, RUN_ERR_AI, shown, detail);
 	} else if (c->http_status >= 400) {
 		upstream_error_message(c->whole.s, c->whole.len, said, sizeof(said));
 		snprintf(shown, sizeof(shown), "AI 服务调用失败: upstream HTTP %ld: %s",
@@ -354,13 +354,13 @@ transfer_done(struct llm_http_call *c, CURLcode rc)
 		utf8_mend(body, sizeof(body), c->whole.s ? c->whole.s : "", c->whole.len);
 		snprintf(detail, sizeof(detail), "AI 服务调用失败: upstream HTTP %ld from %s: %s",
 			 c->http_status, where, body);
-		http_finish(c, LLM_E_FAILED, shown, detail);
+		http_finish(c, RUN_ERR_AI, shown, detail);
 	} else {
 		if (c->stream)
 			upstream_end(&c->up);
 		else
 			upstream_document(&c->up, c->whole.s, c->whole.len);
-		http_finish(c, c->up.fail[0] ? LLM_E_FAILED : 0, c->up.fail[0] ? c->up.fail : NULL,
+		http_finish(c, c->up.fail[0] ? RUN_ERR_AI : 0, c->up.fail[0] ? c->up.fail : NULL,
 			    NULL);
 	}
 }

@@ -41,7 +41,7 @@ const struct llm_provider llm_n8n = {
 	PROVIDER_N8N,                 /* id */
 	sizeof(struct llm_http_call), /* call_size */
 	0,                            /* wants_history: the workflow keeps its own, by sessionId */
-	1,                            /* streams_raw: E's stream passes the workflow's bytes on */
+	1,                            /* streams_raw: workflow's stream passes n8n's bytes on */
 	&llm_http,                    /* transport */
 	n8n_start,                    /* start */
 	llm_http_release,             /* release */

@@ -37,7 +37,7 @@
  *     the run must store or the error it must show) with a stack for it in
  *     tests/integration/test_ai.py, which runs every dialect against every provider.
  *  6. The docs: its name in docs/API.md's list of a model config's providers, and a line
- *     on how it answers under dialect E's stream (docs/API.md, docs/ROUTES.md).
+ *     on how it answers under workflow's stream (docs/API.md, docs/ROUTES.md).
  */
 #ifndef AICHATD_LLM_H
 #define AICHATD_LLM_H
@@ -49,8 +49,6 @@
 #include "store.h"
 #include "provider.h"
 
-#define LLM_E_FAILED 2001  /* dialect A's "AI call failed" */
-#define LLM_E_TIMEOUT 2002 /* dialect A's "AI reply timed out" */
 #define LLM_REPLY_MAX (1u << 20) /* a reply longer than this fails the run */
 #define LLM_ERROR_MAX 400  /* bytes of a failure's message as clients see it (whole characters) */
 #define LLM_DETAIL_MAX 1000 /* bytes of its detail, for the operation log */
@@ -60,9 +58,9 @@ struct llm_cb {
 	void (*chunk)(void *ctx, const char *s, size_t n);
 	/* the upstream's bytes as they arrive, with its content type, before any parsing
 	 * (the builtin provider makes them: a text/event-stream of `data: {"content":...}`
-	 * events, one a piece, and `data: [DONE]`): for E's stream */
+	 * events, one a piece, and `data: [DONE]`): for workflow's stream */
 	void (*raw)(void *ctx, const char *ctype, const char *s, size_t n);
-	/* the end: code 0 on success, else LLM_E_FAILED or LLM_E_TIMEOUT with a message;
+	/* the end: code 0 on success, else RUN_ERR_AI or RUN_ERR_TIMEOUT with a message;
 	 * travel_plan is a JSON object's text when the workflow sent one (else NULL). On a
 	 * failure, error is what clients are shown (well-formed UTF-8, at most LLM_ERROR_MAX
 	 * bytes: the kind of failure, an HTTP status, the upstream's own message, but never
@@ -94,9 +92,9 @@ struct llm_provider {
 	/* 1: the run's job carries the conversation's earlier messages (job->history), which
 	 * the daemon loads before the call starts (llm_wants_history()) */
 	int wants_history;
-	/* 1: every run of it keeps and passes on its upstream's bytes (llm_cb.raw) for E's
-	 * stream, whether or not a stream started it (n8n: E's own workflow); 0: only the
-	 * runs E's stream started do */
+	/* 1: every run of it keeps and passes on its upstream's bytes (llm_cb.raw) for
+	 * workflow's stream, whether or not a stream started it (n8n: the workflow's own
+	 * upstream); 0: only the runs workflow's stream started do */
 	int streams_raw;
 	/* what its calls share, set up once per process; NULL: nothing */
 	const struct llm_transport *transport;

@@ -175,7 +175,8 @@ main(int argc, char **argv)
 		log_line("%s", err);
 		return 1;
 	}
-	/* the post socket first: the control socket's presence says the daemon is ready */
+	/* the post socket, then the control socket, then the HTTP socket: the last one's
+	 * presence says the daemon is ready (scripts/stack waits for it) */
 	if (writer_start(loop, &cfg, on_written_item, err) != RC_OK) {
 		log_line("%s", err);
 		return 1;

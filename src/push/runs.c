@@ -141,7 +141,7 @@ run_end(struct job_run *r, int code, const char *error, const char *travel_plan)
 	/* the content as shown: cut back to whole characters (a piece may end inside one) */
 	e->len = utf8_fit(r->content.s, r->content.len, r->content.len);
 	if (!utf8_valid(r->content.s, e->len)) {
-		code = LLM_E_FAILED;
+		code = RUN_ERR_AI;
 		e->status = RUN_FAILED;
 		error = "AI 服务调用失败: the reply is not valid UTF-8";
 		e->len = 0;
@@ -275,13 +275,13 @@ run_go(struct job_run *r)
 	if (r->job.created_at < started_ms && time_now_ms() - r->job.created_at > age_limit) {
 		/* left running by a daemon that died long ago: no reply could still be on time
 		 * (a run this daemon saw queued may wait longer: it is made all the same) */
-		run_end(r, LLM_E_TIMEOUT, "AI 回复超时: interrupted by a restart", NULL);
+		run_end(r, RUN_ERR_TIMEOUT, "AI 回复超时: interrupted by a restart", NULL);
 		return;
 	}
 	r->raw_wanted = r->raw_wanted || llm_provider_find(r->job.cfg.provider)->streams_raw;
 	r->call = llm_start(loop, cfg, &r->job, r->raw_wanted ? &run_cb : &run_cb_noraw, r, err);
 	if (!r->call)
-		run_end(r, LLM_E_FAILED, err, NULL);
+		run_end(r, RUN_ERR_AI, err, NULL);
 }
 
 /* A slot for a run that has just come, ahead of none: no queue, and room. */

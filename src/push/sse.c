@@ -83,9 +83,7 @@ resume_point(const char *last, const char *msg_id, const char *content, size_t l
 		return RESUME_START;
 	memcpy(num, s, k);
 	num[k] = '\0';
-	if (strcmp(num, "0") == 0)
-		v = 0;
-	else if (parse_uint(num, (int64_t)len, &v) != RC_OK)
+	if (parse_uint0(num, (int64_t)len, &v) != RC_OK)
 		return RESUME_START; /* past the end, or not a number */
 	if (end)
 		return ended && (size_t)v == len ? RESUME_END : RESUME_START;

@@ -10,6 +10,7 @@
 #include "rc.h"
 #include "pool.h"
 #include "llm.h"
+#include "texts.h"
 #include "runs.h"
 #include "hconn.h"
 
@@ -65,7 +66,6 @@ stream_fail(struct hconn *c, const char *error)
 {
 	char body[LLM_ERROR_MAX + 64]; /* errors are at most LLM_ERROR_MAX: never cut */
 
-	/* workflow's failure text, as its synchronous send words it */
-	snprintf(body, sizeof(body), "发送消息失败: %s", error ? error : "");
+	snprintf(body, sizeof(body), TEXT_WORKFLOW_SEND_FAILED, error ? error : "");
 	hc_respond(c, 500, "Internal Server Error", "text/plain; charset=utf-8", body);
 }
