@@ -1,6 +1,6 @@
 /*
  * store: the storage interface. Handlers and daemons call these functions; no SQL lives
- * outside the implementation (store-sqlite.c). A struct store is one connection with its
+ * outside the implementation (src/lib/sqlite/). A struct store is one connection with its
  * prepared statements: use it from one thread at a time.
  *
  * Visibility: a function taking `owner` sees only rows of conversations whose user_id is
