@@ -181,6 +181,16 @@ t_store(void)
 		CHECK(store_run_status(st, out.run_id, &status, err) == RC_OK && status == 1);
 		CHECK(store_run_result(st, p, out.run_id, &res, err) == RC_OK);
 		CHECK(res.status == 1 && strcmp(res.reply.content, "你好, world!") == 0);
+		/* the reply as store_msg_get() reads it, and the run around it */
+		CHECK(res.reply.id == m.id && strcmp(res.reply.msg_id, m.msg_id) == 0 &&
+		      strcmp(res.reply.conv_id, out.conv.id) == 0 &&
+		      strcmp(res.reply.user_id, "ai_bot") == 0 &&
+		      strcmp(res.reply.role, "assistant") == 0 && res.reply.error == NULL &&
+		      res.reply.unfinished == 0 && res.reply.visible == m.visible &&
+		      res.reply.created_at == m.created_at && res.reply.updated_at == m.updated_at);
+		CHECK(res.error_code == 0 && res.error == NULL && res.travel_plan_id == 0 &&
+		      res.travel_plan == NULL && strcmp(res.user_msg_id, out.msg.msg_id) == 0 &&
+		      res.user_msg_at == out.msg.created_at && strcmp(res.owner, "carol") == 0);
 		CHECK(store_conv_get(st, p, out.conv.id, NULL, &c, err) == RC_OK && c.msg_count == 2);
 	}
 

@@ -200,7 +200,7 @@ int conv_page(struct store *st, struct pool *p, const struct db_sql *count,
 
 /* ---- msg.c ---- */
 
-/* The columns msg_row() reads, in its order (messages m, conversations c). */
+/* The columns msg_row() reads, from the first, in its order (messages m, conversations c). */
 #define MSG_COLS                                                                              \
 	"m.id, m.msg_id, c.id, m.user_id, m.role, m.content, m.error, m.metadata, "           \
 	"m.unfinished, m.visible, m.created_at, m.updated_at"

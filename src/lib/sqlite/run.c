@@ -391,8 +391,9 @@ fail:
 	return rc;
 }
 
+/* the reply's MSG_COLS first, as msg_row() reads them; then the run and the rest */
 static const struct db_sql sql_run_result = {
-	S_RUN_RESULT, "SELECT r.status, r.error_code, r.error_message, " MSG_COLS ", "
+	S_RUN_RESULT, "SELECT " MSG_COLS ", r.status, r.error_code, r.error_message, "
 		      "(SELECT tp.id FROM travel_plans tp WHERE tp.message = m.id), "
 		      "(SELECT tp.plan FROM travel_plans tp WHERE tp.message = m.id), "
 		      "um.msg_id, um.created_at, c.user_id "
@@ -412,22 +413,10 @@ store_run_result(struct store *st, struct pool *p, int64_t run_id, struct run_re
 	sqlite3_bind_int64(s, 1, run_id);
 	if ((rc = db_row(st, s, "step", err)) != RC_OK)
 		return rc;
-	out->status = sqlite3_column_int(s, 0);
-	out->error_code = sqlite3_column_int(s, 1);
-	out->error = col_text(p, s, 2);
-	/* MSG_COLS start at column 3 */
-	out->reply.id = sqlite3_column_int64(s, 3);
-	out->reply.msg_id = col_text(p, s, 4);
-	out->reply.conv_id = col_text(p, s, 5);
-	out->reply.user_id = col_text(p, s, 6);
-	out->reply.role = col_text(p, s, 7);
-	out->reply.content = col_text(p, s, 8);
-	out->reply.error = col_text(p, s, 9);
-	out->reply.metadata = col_text(p, s, 10);
-	out->reply.unfinished = sqlite3_column_int(s, 11);
-	out->reply.visible = sqlite3_column_int(s, 12);
-	out->reply.created_at = sqlite3_column_int64(s, 13);
-	out->reply.updated_at = sqlite3_column_int64(s, 14);
+	msg_row(p, s, &out->reply);
+	out->status = sqlite3_column_int(s, 12);
+	out->error_code = sqlite3_column_int(s, 13);
+	out->error = col_text(p, s, 14);
 	out->travel_plan_id = sqlite3_column_int64(s, 15);
 	out->travel_plan = col_text(p, s, 16);
 	out->user_msg_id = col_text(p, s, 17);
