@@ -290,7 +290,10 @@ struct run_result {
 int store_run_result(struct store *st, struct pool *p, int64_t run_id, struct run_result *out,
 		     char *err);
 
-/* Model configs. store_mcfg_ensure() inserts a config unless one with that id exists. */
+/* Model configs. store_mcfg_ensure() inserts a config unless one with that id exists.
+ * store_mcfg_list() returns every config, by id, with no cap: configs are few and made by
+ * the operator (one per provider, ensured at start-up; others only by hand in the
+ * database), and no route creates one. */
 int store_mcfg_list(struct store *st, struct pool *p, struct mcfg **rows, int *n, char *err);
 int store_mcfg_get(struct store *st, struct pool *p, const char *id, struct mcfg *out,
 		   char *err);

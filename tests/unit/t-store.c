@@ -142,9 +142,15 @@ t_store(void)
 			     none[] = "", obj[] = "{}";
 			struct mcfg mc = {id, prov, a, none, obj, none, 0};
 			struct store_post in2 = in;
+			struct mcfg *mcs;
 			int64_t at;
+			int nmc;
 
 			CHECK(st2 && store_mcfg_ensure(st2, &mc, err) == RC_OK);
+			/* every config, listed by id */
+			CHECK(store_mcfg_list(st, p, &mcs, &nmc, err) == RC_OK && nmc == 1 &&
+			      strcmp(mcs[0].config_id, "unit_cfg") == 0 &&
+			      strcmp(mcs[0].model_name, "model-a") == 0);
 			in2.run_config = "unit_cfg";
 			CHECK(store_post_job(st, p, &in2, &out, "builtin", &pj, err) == RC_OK &&
 			      strcmp(pj.cfg.model_name, "model-a") == 0);

@@ -56,6 +56,7 @@ enum stmt_id {
 	S_PAIRS,
 	S_PAIRS_COUNT,
 	/* mcfg.c: model configs and the log */
+	S_MCFG_COUNT,
 	S_MCFG_LIST,
 	S_MCFG_GET,
 	S_MCFG_ENSURE,

@@ -2,7 +2,6 @@
  * The SQLite store's model configs (listed, read, inserted from the settings, updated by
  * v1's PUT) and the operation log (added to, pruned, listed).
  */
-#include <string.h>
 #include <sqlite3.h>
 
 #include "rc.h"
@@ -28,38 +27,32 @@ mcfg_row(struct pool *p, sqlite3_stmt *s, struct mcfg *m)
 	m->updated_at = sqlite3_column_int64(s, 6);
 }
 
+static void
+fill_mcfg(struct pool *p, sqlite3_stmt *s, void *row)
+{
+	mcfg_row(p, s, row);
+}
+
+static const struct db_sql sql_mcfg_count = {S_MCFG_COUNT, "SELECT count(*) FROM model_configs"};
 static const struct db_sql sql_mcfg_list = {
 	S_MCFG_LIST, "SELECT " MCFG_COLS " FROM model_configs ORDER BY config_id"};
 
+/* Every config, uncapped (store.h): the count first, so that read_rows() takes them all. */
 int
 store_mcfg_list(struct store *st, struct pool *p, struct mcfg **rows, int *n, char *err)
 {
-	sqlite3_stmt *s = db_stmt(st, &sql_mcfg_list, err);
-	struct mcfg *v = NULL, *nv;
-	int r, i = 0, cap = 0;
+	sqlite3_stmt *s = db_stmt(st, &sql_mcfg_count, err);
+	int64_t count;
+	int rc;
 
 	if (!s)
 		return RC_ERR;
-	while ((r = sqlite3_step(s)) == SQLITE_ROW && i < 1000) {
-		if (i == cap) {
-			cap = cap ? cap * 2 : 8;
-			nv = pool_alloc(p, sizeof(*nv) * (size_t)cap);
-			if (!nv) {
-				sqlite3_reset(s);
-				return RC_NOMEM;
-			}
-			if (i)
-				memcpy(nv, v, sizeof(*v) * (size_t)i);
-			v = nv;
-		}
-		mcfg_row(p, s, &v[i++]);
-	}
-	sqlite3_reset(s);
-	if (r != SQLITE_DONE && r != SQLITE_ROW)
-		return db_fail(st, err, "list model configs");
-	*rows = v;
-	*n = i;
-	return RC_OK;
+	if ((rc = db_int(st, s, &count, err)) != RC_OK)
+		return rc;
+	s = db_stmt(st, &sql_mcfg_list, err);
+	if (!s)
+		return RC_ERR;
+	return read_rows(st, p, s, count, sizeof(**rows), fill_mcfg, (void **)rows, n, err);
 }
 
 static const struct db_sql sql_mcfg_get = {
