@@ -409,62 +409,82 @@ store_version(struct store *st, int64_t *version, char *err)
 	return db_int(st, s, version, err);
 }
 
+static const struct db_sql sql_migration_have = {
+	S_MIGRATION_HAVE, "SELECT 1 FROM schema_migrations WHERE version = ?1"};
+static const struct db_sql sql_migration_add = {
+	S_MIGRATION_ADD, "INSERT INTO schema_migrations (version, name, applied_at) "
+			 "VALUES (?1, ?2, ?3)"};
+
+/* Run sql (several statements) inside the open transaction. */
+static int
+migrate_exec(struct store *st, const char *sql, char *err)
+{
+	char *emsg = NULL;
+
+	if (sqlite3_exec(st->db, sql, NULL, NULL, &emsg) == SQLITE_OK)
+		return RC_OK;
+	snprintf(err, ERR_LEN, "%s", emsg ? emsg : sqlite3_errmsg(st->db));
+	sqlite3_free(emsg);
+	return RC_ERR;
+}
+
+/* Apply migration m unless the database has it, in a write transaction of its own taken
+ * like every other (db_begin()): it is checked inside, since another process may have just
+ * applied it. */
+static int
+migrate_one(struct store *st, const struct schema_migration *m, char *err)
+{
+	sqlite3_stmt *s;
+	int64_t have;
+	int rc;
+
+	if ((rc = db_begin(st, err)) != RC_OK)
+		return rc;
+	if (!(s = db_stmt(st, &sql_migration_have, err))) {
+		rc = RC_ERR;
+		goto fail;
+	}
+	sqlite3_bind_int(s, 1, m->version);
+	rc = db_int(st, s, &have, err);
+	if (rc == RC_NOTFOUND && (rc = migrate_exec(st, m->sql, err)) == RC_OK) {
+		if (!(s = db_stmt(st, &sql_migration_add, err))) {
+			rc = RC_ERR;
+			goto fail;
+		}
+		sqlite3_bind_int(s, 1, m->version);
+		bind_text(s, 2, m->name);
+		sqlite3_bind_int64(s, 3, time_now_ms());
+		rc = db_exec_stmt(st, s, err);
+	}
+	if (rc == RC_OK && (rc = db_commit(st, err)) == RC_OK)
+		return RC_OK;
+fail:
+	db_rollback(st);
+	return rc;
+}
+
 int
 store_migrate(struct store *st, char *err)
 {
+	char why[ERR_LEN];
 	size_t i;
-	char *emsg = NULL;
+	int rc;
 
-	if (sqlite3_exec(st->db,
-			 "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY "
-			 "KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
-			 NULL, NULL, &emsg) != SQLITE_OK)
-		goto fail;
-	for (i = 0; i < schema_migrations_count; i++) {
-		const struct schema_migration *m = &schema_migrations[i];
-		sqlite3_stmt *s;
-		int r, have;
-
-		if (sqlite3_exec(st->db, "BEGIN IMMEDIATE", NULL, NULL, &emsg) != SQLITE_OK)
-			goto fail;
-		/* checked inside the write transaction: another process may have just applied it */
-		if (sqlite3_prepare_v2(st->db,
-				       "SELECT 1 FROM schema_migrations WHERE version = ?1", -1, &s,
-				       NULL) != SQLITE_OK)
-			goto fail_db;
-		sqlite3_bind_int(s, 1, m->version);
-		r = sqlite3_step(s);
-		sqlite3_finalize(s);
-		if (r != SQLITE_ROW && r != SQLITE_DONE)
-			goto fail_db;
-		have = r == SQLITE_ROW;
-		if (!have) {
-			if (sqlite3_exec(st->db, m->sql, NULL, NULL, &emsg) != SQLITE_OK)
-				goto fail;
-			if (sqlite3_prepare_v2(st->db,
-					       "INSERT INTO schema_migrations (version, name, "
-					       "applied_at) VALUES (?1, ?2, ?3)",
-					       -1, &s, NULL) != SQLITE_OK)
-				goto fail_db;
-			sqlite3_bind_int(s, 1, m->version);
-			sqlite3_bind_text(s, 2, m->name, -1, SQLITE_STATIC);
-			sqlite3_bind_int64(s, 3, time_now_ms());
-			r = sqlite3_step(s);
-			sqlite3_finalize(s);
-			if (r != SQLITE_DONE)
-				goto fail_db;
-		}
-		if (sqlite3_exec(st->db, "COMMIT", NULL, NULL, &emsg) != SQLITE_OK)
-			goto fail;
+	if ((rc = db_begin(st, why)) == RC_OK) {
+		rc = migrate_exec(st, "CREATE TABLE IF NOT EXISTS schema_migrations (version "
+				  "INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT "
+				  "NULL)", why);
+		if (rc == RC_OK)
+			rc = db_commit(st, why);
+		if (rc != RC_OK)
+			db_rollback(st);
+	}
+	for (i = 0; rc == RC_OK && i < schema_migrations_count; i++)
+		rc = migrate_one(st, &schema_migrations[i], why);
+	if (rc != RC_OK) {
+		/* "migrate: " and why fit in ERR_LEN bytes */
+		snprintf(err, ERR_LEN, "migrate: %.*s", ERR_LEN - 10, why);
+		return RC_ERR;
 	}
 	return RC_OK;
-fail_db:
-	snprintf(err, ERR_LEN, "migrate: %s", sqlite3_errmsg(st->db));
-	db_rollback(st);
-	return RC_ERR;
-fail:
-	snprintf(err, ERR_LEN, "migrate: %s", emsg ? emsg : sqlite3_errmsg(st->db));
-	sqlite3_free(emsg);
-	db_rollback(st);
-	return RC_ERR;
 }

@@ -30,6 +30,8 @@ enum stmt_id {
 	S_COMMIT,
 	S_ROLLBACK,
 	S_VERSION,
+	S_MIGRATION_HAVE,
+	S_MIGRATION_ADD,
 	/* conv.c */
 	S_CONV_GET,
 	S_CONV_EXISTS,
