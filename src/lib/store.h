@@ -236,7 +236,7 @@ struct run_job {
 	int64_t conv_seq, user_msg; /* internal keys */
 };
 
-/* Ids of running runs (status 0) with id > after, oldest first, at most limit. */
+/* Ids of running runs (RUN_RUNNING) with id > after, oldest first, at most limit. */
 int store_runs_open(struct store *st, struct pool *p, int64_t after, int limit, int64_t **ids,
 		    int *n, char *err);
 /* Load a run's job, without its history: the config is the conversation's, or

@@ -210,6 +210,11 @@ int conv_page(struct store *st, struct pool *p, const struct db_sql *count,
 
 void msg_row(struct pool *p, sqlite3_stmt *s, struct msg *m);
 
+/* RUN_RUNNING (store.h) as the statements spell it: a literal, not a parameter, so that
+ * the partial index runs_open (schema/001_init.sql, WHERE status = 0) serves them. */
+#define SQL_RUN_RUNNING "0"
+_Static_assert(RUN_RUNNING == 0, "SQL_RUN_RUNNING is RUN_RUNNING");
+
 /* ---- post.c ---- */
 
 /* Change conversation seq's time (to now, if later) and count (by delta): at once, or at

@@ -83,7 +83,8 @@ msg_insert(struct store *st, struct pool *p, const struct conv *c, const char *s
 
 static const struct db_sql sql_run_insert = {
 	S_RUN_INSERT, "INSERT INTO runs (record_id, conv_seq, user_msg, ai_msg, status, "
-		      "created_at, model_config) VALUES (?1, ?2, ?3, ?4, 0, ?5, ?6)"};
+		      "created_at, model_config) VALUES (?1, ?2, ?3, ?4, " SQL_RUN_RUNNING
+		      ", ?5, ?6)"};
 
 static int
 run_insert(struct store *st, struct pool *p, const struct conv *c, int64_t user_msg,

@@ -49,7 +49,8 @@ store_run_list(struct store *st, struct pool *p, const struct conv *c, struct pa
 /* ---- for the push daemon and sync waiters ---- */
 
 static const struct db_sql sql_runs_open = {
-	S_RUNS_OPEN, "SELECT id FROM runs WHERE status = 0 AND id > ?1 ORDER BY id LIMIT ?2"};
+	S_RUNS_OPEN, "SELECT id FROM runs WHERE status = " SQL_RUN_RUNNING " AND id > ?1 "
+		     "ORDER BY id LIMIT ?2"};
 
 int
 store_runs_open(struct store *st, struct pool *p, int64_t after, int limit, int64_t **ids,
@@ -96,7 +97,7 @@ static const struct db_sql sql_run_job = {
 		   "JOIN messages am ON am.id = r.ai_msg "
 		   "LEFT JOIN model_configs mc ON mc.config_id = "
 		   "coalesce(r.model_config, c.model_config, ?2) "
-		   "WHERE r.id = ?1 AND r.status = 0"};
+		   "WHERE r.id = ?1 AND r.status = " SQL_RUN_RUNNING};
 
 int
 store_run_job(struct store *st, struct pool *p, int64_t run_id, const char *default_cfg,
@@ -253,7 +254,8 @@ store_run_history(struct store *st, struct pool *p, struct run_job *out, int win
 	return RC_OK;
 }
 
-static const struct db_sql sql_run_status = {S_RUN_STATUS, "SELECT status FROM runs WHERE id = ?1"};
+static const struct db_sql sql_run_status = {
+	S_RUN_STATUS, "SELECT status FROM runs WHERE id = ?1"};
 
 int
 store_run_status(struct store *st, int64_t run_id, int *status, char *err)
@@ -306,7 +308,8 @@ store_run_reset(struct store *st, int64_t ai_msg, char *err)
 
 static const struct db_sql sql_run_end = {
 	S_RUN_END, "UPDATE runs SET status = ?2, duration_ms = ?3, error_code = ?4, "
-		   "error_message = ?5, finished_at = ?6 WHERE id = ?1 AND status = 0"};
+		   "error_message = ?5, finished_at = ?6 "
+		   "WHERE id = ?1 AND status = " SQL_RUN_RUNNING};
 static const struct db_sql sql_run_msg_end = {
 	S_RUN_MSG_END, "UPDATE messages SET content = ?2, updated_at = ?3, unfinished = 0, "
 		       "error = ?4, metadata = ?5 WHERE id = ?1 AND unfinished = 1 RETURNING "
