@@ -219,6 +219,6 @@ _Static_assert(RUN_RUNNING == 0, "SQL_RUN_RUNNING is RUN_RUNNING");
 
 /* Change conversation seq's time (to now, if later) and count (by delta): at once, or at
  * the commit when touches are put off and a transaction is open. */
-int conv_touch(struct store *st, int64_t seq, int64_t now, int delta, char *err);
+int post_touch(struct store *st, int64_t seq, int64_t now, int delta, char *err);
 
 #endif

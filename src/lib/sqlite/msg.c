@@ -197,7 +197,7 @@ store_msg_delete(struct store *st, int64_t id, char *err)
 	unfinished = sqlite3_column_int(s, 1);
 	sqlite3_reset(s);
 	/* an unfinished reply was never counted */
-	if (!unfinished && (rc = conv_touch(st, seq, 0, -1, err)) != RC_OK)
+	if (!unfinished && (rc = post_touch(st, seq, 0, -1, err)) != RC_OK)
 		goto fail;
 	if ((rc = db_commit(st, err)) != RC_OK)
 		goto fail;

@@ -116,7 +116,7 @@ static const struct db_sql sql_conv_touch = {
 		      "msg_count = msg_count + ?3 WHERE seq = ?1"};
 
 static int
-conv_touch_now(struct store *st, int64_t seq, int64_t now, int delta, char *err)
+touch_now(struct store *st, int64_t seq, int64_t now, int delta, char *err)
 {
 	sqlite3_stmt *s = db_stmt(st, &sql_conv_touch, err);
 
@@ -148,7 +148,7 @@ touches_apply(struct store *st, char *err)
 				u->seq = 0;
 			}
 		}
-		rc = conv_touch_now(st, t->seq, t->now, t->delta, err);
+		rc = touch_now(st, t->seq, t->now, t->delta, err);
 	}
 	st->ntouches = 0;
 	return rc;
@@ -181,12 +181,12 @@ touches_pending(const struct store *st, int64_t seq)
 }
 
 int
-conv_touch(struct store *st, int64_t seq, int64_t now, int delta, char *err)
+post_touch(struct store *st, int64_t seq, int64_t now, int delta, char *err)
 {
 	int rc;
 
 	if (!st->defer_touches || sqlite3_get_autocommit(st->db))
-		return conv_touch_now(st, seq, now, delta, err);
+		return touch_now(st, seq, now, delta, err);
 	if (st->ntouches == (int)(sizeof(st->touches) / sizeof(st->touches[0])) &&
 	    (rc = touches_apply(st, err)) != RC_OK)
 		return rc;
@@ -229,7 +229,7 @@ post_one(struct store *st, struct pool *p, const struct store_post *in,
 			return rc;
 	}
 	/* only the user message counts now; the reply counts once it is finished */
-	rc = conv_touch(st, out->conv.seq, now, 1, err);
+	rc = post_touch(st, out->conv.seq, now, 1, err);
 	if (rc != RC_OK)
 		return rc;
 	out->conv.updated_at = now;

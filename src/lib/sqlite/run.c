@@ -364,7 +364,7 @@ store_run_finish(struct store *st, const struct run_end *e, char *err)
 		deleted = sqlite3_column_int(s, 1);
 		sqlite3_reset(s);
 		/* the reply is now a visible message of its conversation */
-		if (!deleted && (rc = conv_touch(st, conv_seq, now, 1, err)) != RC_OK)
+		if (!deleted && (rc = post_touch(st, conv_seq, now, 1, err)) != RC_OK)
 			goto fail;
 		if (e->travel_plan) {
 			s = db_stmt(st, &sql_plan_insert, err);
