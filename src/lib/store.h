@@ -1,6 +1,6 @@
 /*
  * store: the storage interface. Handlers and daemons call these functions; no SQL lives
- * outside the implementation (store-sqlite.c). A struct store is one connection with its
+ * outside the implementation (src/lib/sqlite/). A struct store is one connection with its
  * prepared statements: use it from one thread at a time.
  *
  * Visibility: a function taking `owner` sees only rows of conversations whose user_id is
@@ -236,7 +236,7 @@ struct run_job {
 	int64_t conv_seq, user_msg; /* internal keys */
 };
 
-/* Ids of running runs (status 0) with id > after, oldest first, at most limit. */
+/* Ids of running runs (RUN_RUNNING) with id > after, oldest first, at most limit. */
 int store_runs_open(struct store *st, struct pool *p, int64_t after, int limit, int64_t **ids,
 		    int *n, char *err);
 /* Load a run's job, without its history: the config is the conversation's, or
@@ -290,7 +290,10 @@ struct run_result {
 int store_run_result(struct store *st, struct pool *p, int64_t run_id, struct run_result *out,
 		     char *err);
 
-/* Model configs. store_mcfg_ensure() inserts a config unless one with that id exists. */
+/* Model configs. store_mcfg_ensure() inserts a config unless one with that id exists.
+ * store_mcfg_list() returns every config, by id, with no cap: configs are few and made by
+ * the operator (one per provider, ensured at start-up; others only by hand in the
+ * database), and no route creates one. */
 int store_mcfg_list(struct store *st, struct pool *p, struct mcfg **rows, int *n, char *err);
 int store_mcfg_get(struct store *st, struct pool *p, const char *id, struct mcfg *out,
 		   char *err);

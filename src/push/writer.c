@@ -127,7 +127,7 @@ write_runs(struct witem *list)
  * The WAL's pages are copied into the database file by a thread of their own, with passive
  * checkpoints every CKPT_MS: they copy what the readers of the moment allow and never block
  * the writer, which before did the copying and the fsync itself (a 5 ms stall of every
- * send, several times a second). The RESTART checkpoint at 4,096 pages (store-sqlite.c)
+ * send, several times a second). The RESTART checkpoint at 4,096 pages (src/lib/sqlite/db.c)
  * stays, to rewind the WAL; it now finds the copying done and only waits for the readers.
  */
 #define CKPT_MS 100

@@ -18,7 +18,7 @@ done_of(const struct store_posted *o, const char *content)
 	memset(&e, 0, sizeof(e));
 	e.run_id = o->run_id;
 	e.ai_msg = o->reply.id;
-	e.status = 1;
+	e.status = RUN_DONE;
 	e.content = content;
 	e.len = strlen(content);
 	return e;
@@ -142,9 +142,15 @@ t_store(void)
 			     none[] = "", obj[] = "{}";
 			struct mcfg mc = {id, prov, a, none, obj, none, 0};
 			struct store_post in2 = in;
+			struct mcfg *mcs;
 			int64_t at;
+			int nmc;
 
 			CHECK(st2 && store_mcfg_ensure(st2, &mc, err) == RC_OK);
+			/* every config, listed by id */
+			CHECK(store_mcfg_list(st, p, &mcs, &nmc, err) == RC_OK && nmc == 1 &&
+			      strcmp(mcs[0].config_id, "unit_cfg") == 0 &&
+			      strcmp(mcs[0].model_name, "model-a") == 0);
 			in2.run_config = "unit_cfg";
 			CHECK(store_post_job(st, p, &in2, &out, "builtin", &pj, err) == RC_OK &&
 			      strcmp(pj.cfg.model_name, "model-a") == 0);
@@ -170,7 +176,7 @@ t_store(void)
 		memset(&e, 0, sizeof(e));
 		e.run_id = out.run_id;
 		e.ai_msg = out.reply.id;
-		e.status = 1;
+		e.status = RUN_DONE;
 		e.content = "你好, world!";
 		e.len = strlen(e.content);
 		e.duration_ms = 5;
@@ -178,9 +184,19 @@ t_store(void)
 		CHECK(store_run_finish(st, &e, err) == RC_NOTFOUND); /* ends once */
 		CHECK(store_msg_get(st, p, out.reply.id, NULL, &m, err) == RC_OK);
 		CHECK(m.unfinished == 0 && strcmp(m.content, "你好, world!") == 0);
-		CHECK(store_run_status(st, out.run_id, &status, err) == RC_OK && status == 1);
+		CHECK(store_run_status(st, out.run_id, &status, err) == RC_OK && status == RUN_DONE);
 		CHECK(store_run_result(st, p, out.run_id, &res, err) == RC_OK);
-		CHECK(res.status == 1 && strcmp(res.reply.content, "你好, world!") == 0);
+		CHECK(res.status == RUN_DONE && strcmp(res.reply.content, "你好, world!") == 0);
+		/* the reply as store_msg_get() reads it, and the run around it */
+		CHECK(res.reply.id == m.id && strcmp(res.reply.msg_id, m.msg_id) == 0 &&
+		      strcmp(res.reply.conv_id, out.conv.id) == 0 &&
+		      strcmp(res.reply.user_id, "ai_bot") == 0 &&
+		      strcmp(res.reply.role, "assistant") == 0 && res.reply.error == NULL &&
+		      res.reply.unfinished == 0 && res.reply.visible == m.visible &&
+		      res.reply.created_at == m.created_at && res.reply.updated_at == m.updated_at);
+		CHECK(res.error_code == 0 && res.error == NULL && res.travel_plan_id == 0 &&
+		      res.travel_plan == NULL && strcmp(res.user_msg_id, out.msg.msg_id) == 0 &&
+		      res.user_msg_at == out.msg.created_at && strcmp(res.owner, "carol") == 0);
 		CHECK(store_conv_get(st, p, out.conv.id, NULL, &c, err) == RC_OK && c.msg_count == 2);
 	}
 
@@ -269,7 +285,8 @@ t_store(void)
 			CHECK(store_commit(st, err) == RC_OK);
 			CHECK(store_conv_get(st, p, "batch_conv", NULL, &c, err) == RC_OK &&
 			      c.msg_count == 6);
-			CHECK(store_run_status(st, e3.run_id, &status, err) == RC_OK && status == 1);
+			CHECK(store_run_status(st, e3.run_id, &status, err) == RC_OK &&
+			      status == RUN_DONE);
 
 			/* a post that fails for another reason undoes all of it, the end too, and the
 			 * commit says so */
@@ -285,7 +302,8 @@ t_store(void)
 			store_rollback(st);
 			CHECK(store_conv_get(st, p, "batch_conv", NULL, &c, err) == RC_OK &&
 			      c.msg_count == 6);
-			CHECK(store_run_status(st, e3.run_id, &status, err) == RC_OK && status == 0);
+			CHECK(store_run_status(st, e3.run_id, &status, err) == RC_OK &&
+			      status == RUN_RUNNING);
 			/* and the writer's way out: the posts alone, each in a savepoint */
 			store_post_batch(st, &ops[0]);
 			CHECK(ops[0].rc == RC_OK && ops[1].rc != RC_OK && ops[1].rc != RC_NOTFOUND);
