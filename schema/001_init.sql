@@ -1,5 +1,5 @@
 -- aichatd schema, version 1. Times are integer milliseconds since the epoch, UTC.
--- One store for the five dialects (CONTRACT.md section 1).
+-- One store for the five dialects (docs/API.md says how each reads and writes it).
 
 CREATE TABLE conversations (
 	seq          INTEGER PRIMARY KEY,          -- rowid; tie-break for equal update times
@@ -34,7 +34,8 @@ CREATE TABLE messages (
 );
 CREATE INDEX messages_by_conv ON messages (conv_seq, id) WHERE is_deleted = 0;
 
--- AI runs: dialect A's "AI records". status 0 running, 1 done, 2 failed.
+-- AI runs: im's "AI records". status 0 running, 1 done, 2 failed, 3 stopped (RUN_STOPPED
+-- came with the stop command; enum run_status in src/lib/store.h names them all).
 CREATE TABLE runs (
 	id            INTEGER PRIMARY KEY AUTOINCREMENT,
 	record_id     TEXT NOT NULL UNIQUE,        -- record_YYYYMMDDHHMMSS_xxxxxxxx
