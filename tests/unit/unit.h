@@ -39,5 +39,6 @@ void t_push(void);
 void t_upstream(void);
 void t_provider(void);
 void t_ws(void);
+void t_config(void);
 
 #endif
