@@ -40,5 +40,6 @@ void t_upstream(void);
 void t_provider(void);
 void t_ws(void);
 void t_config(void);
+void t_admin(void);
 
 #endif
