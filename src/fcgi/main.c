@@ -28,6 +28,7 @@
 #include "router.h"
 #include "token.h"
 #include "jsonpool.h"
+#include "admin.h"
 
 #define RESPONSE_CAP (16u << 20)
 
@@ -253,43 +254,101 @@ serve(void)
 	return 0;
 }
 
-static const char usage_text[] =
-	"usage: aichatd [-c CONFIG] COMMAND\n"
-	"  serve                        run the FastCGI pool (migrates the database first)\n"
-	"  migrate                      apply the database migrations and exit\n"
-	"  env                          print the settings the scripts need, as shell lines\n"
-	"  token SUB [ROLE [TTL_S]]     mint an HS256 token (needs jwt_secret)\n"
-	"  version                      print the version number\n"
-	"  --version                    print the program's name and version\n"
-	"  --help, -h                   print this text\n"
-	"Settings: the file named by -c or AICHATD_CONFIG (it must exist when named), then\n"
-	"the AICHATD_<KEY> environment variables.\n";
+/* The subcommands main() runs itself; admin.c's follow them in the usage. */
+static int
+cmd_serve(const struct config *c, int argc, char **argv)
+{
+	(void)c;
+	(void)argv;
+	return argc == 1 ? serve() : 2;
+}
+
+static int
+cmd_env(const struct config *c, int argc, char **argv)
+{
+	(void)argv;
+	if (argc != 1)
+		return 2;
+	config_print_env(c);
+	return 0;
+}
+
+static const struct admin_cmd main_commands[] = {
+	{"serve", "", "run the FastCGI pool (migrates the database first)",
+	 "Runs the FastCGI pool on DATA_DIR/run/fcgi.sock: applies the migrations (refusing a\n"
+	 "database newer than the program), then keeps WORKERS worker processes. SIGTERM or\n"
+	 "SIGINT stops it.\n",
+	 cmd_serve},
+	{"env", "", "print the settings the scripts need, as shell lines",
+	 "Prints AICHATD_PORT, _LISTEN, _DATA_DIR, _BODY_LIMIT, _FCGI_SOCKET,\n"
+	 "_PUSH_HTTP_SOCKET and _AUTH as shell assignments (scripts/stack evaluates them).\n",
+	 cmd_env},
+	{NULL, NULL, NULL, NULL, NULL},
+};
+
+static const struct admin_cmd *const command_tables[] = {main_commands, admin_commands};
+
+static const struct admin_cmd *
+find_command(const char *name)
+{
+	const struct admin_cmd *k;
+	size_t t;
+
+	for (t = 0; t < sizeof(command_tables) / sizeof(command_tables[0]); t++)
+		for (k = command_tables[t]; k->name; k++)
+			if (strcmp(k->name, name) == 0)
+				return k;
+	return NULL;
+}
 
 static void
-usage(void)
+usage(FILE *out)
 {
-	fputs(usage_text, stderr);
-	exit(2);
+	const struct admin_cmd *k;
+	char left[64];
+	size_t t;
+
+	fprintf(out, "usage: aichatd [-c CONFIG] COMMAND [ARGS]\n");
+	for (t = 0; t < sizeof(command_tables) / sizeof(command_tables[0]); t++)
+		for (k = command_tables[t]; k->name; k++) {
+			snprintf(left, sizeof(left), "%s %s", k->name, k->args);
+			if (strlen(left) > 28)
+				fprintf(out, "  %s\n  %-28s %s\n", left, "", k->summary);
+			else
+				fprintf(out, "  %-28s %s\n", left, k->summary);
+		}
+	fprintf(out,
+		"  %-28s %s\n  %-28s %s\n  %-28s %s\n", "version", "print the version number",
+		"--version", "print the program's name and version", "--help, -h",
+		"print this text");
+	fprintf(out,
+		"COMMAND --help prints what a command does. Settings: the file named by -c or\n"
+		"AICHATD_CONFIG (it must exist when named), else %s\n"
+		"(read when present), then the AICHATD_<KEY> environment variables. See\n"
+		"aichatd(8) and aichatd.conf(5).\n", config_default_file());
 }
 
 int
 main(int argc, char **argv)
 {
 	const char *conf = getenv("AICHATD_CONFIG");
+	const struct admin_cmd *k;
 	char err[ERR_LEN];
 	int i = 1;
 
 	if (conf && !*conf)
-		conf = NULL; /* set but empty: none named */
+		conf = NULL; /* set but empty: none named, the default file */
 	if (argc > 2 && strcmp(argv[1], "-c") == 0) {
 		conf = argv[2];
 		i = 3;
 	}
-	if (i >= argc)
-		usage();
+	if (i >= argc) {
+		usage(stderr);
+		return 2;
+	}
 	/* before the settings: these touch no file at all */
 	if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-		fputs(usage_text, stdout);
+		usage(stdout);
 		return 0;
 	}
 	if (strcmp(argv[i], "version") == 0) {
@@ -300,31 +359,18 @@ main(int argc, char **argv)
 		printf("aichatd %s\n", PACKAGE_VERSION);
 		return 0;
 	}
+	if (!(k = find_command(argv[i]))) {
+		usage(stderr);
+		return 2;
+	}
+	if (i + 1 < argc && (strcmp(argv[i + 1], "--help") == 0 || strcmp(argv[i + 1], "-h") == 0)) {
+		printf("usage: aichatd [-c CONFIG] %s %s\n%s", k->name, k->args, k->help);
+		return 0;
+	}
 	if (config_load(&cfg, conf, err) != RC_OK)
 		die("%s", err);
-	if (strcmp(argv[i], "serve") == 0)
-		return serve();
-	if (strcmp(argv[i], "env") == 0) {
-		config_print_env(&cfg);
-		return 0;
-	}
-	if (strcmp(argv[i], "migrate") == 0) {
-		mkdirs();
-		prepare_store();
-		return 0;
-	}
-	if (strcmp(argv[i], "token") == 0 && i + 1 < argc) {
-		char *tok;
-		if (!*cfg.jwt_secret)
-			die("%s", "no jwt_secret is configured");
-		tok = token_mint(cfg.jwt_secret, argv[i + 1], i + 2 < argc ? argv[i + 2] : NULL,
-				i + 3 < argc ? atol(argv[i + 3]) : 86400);
-		if (!tok)
-			die("%s", "cannot sign a token");
-		puts(tok);
-		free(tok);
-		return 0;
-	}
-	usage();
-	return 2;
+	i = k->run(&cfg, argc - i, argv + i);
+	if (i == 2 && (k->run == cmd_serve || k->run == cmd_env))
+		usage(stderr);
+	return i;
 }

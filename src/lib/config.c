@@ -15,44 +15,59 @@
 #include "config.h"
 #include "provider.h"
 
-enum kind { K_INT, K_STR, K_SIZE, K_AUTH };
+#ifndef AICHATD_SYSCONFDIR
+#error "AICHATD_SYSCONFDIR (the configure --sysconfdir) comes from Makefile.am"
+#endif
 
+enum kind { K_INT, K_STR, K_SIZE, K_AUTH };
+/* how `aichatd config` shows a value: as it is, masked (a secret), or a URL with its
+ * credentials masked (user:password@, query values; SHOW_URL_PATH: the path too, as an
+ * n8n webhook's path is itself the key to the workflow) */
+enum show { SHOW_PLAIN, SHOW_SECRET, SHOW_URL, SHOW_URL_PATH };
+
+/* One line per setting: a new key is its struct config field and one line here. */
 struct key {
 	const char *name;
 	enum kind kind;
 	size_t off;
 	long min, max;
+	const char *def; /* the default, as a file would spell it */
+	enum show show;
 };
 
 #define OFF(f) offsetof(struct config, f)
 static const struct key keys[] = {
-	{"port", K_INT, OFF(port), 1, 65535},
-	{"listen", K_STR, OFF(listen), 0, 0},
-	{"data_dir", K_STR, OFF(data_dir), 0, 0},
-	{"workers", K_INT, OFF(workers), 1, 64},
-	{"threads", K_INT, OFF(threads), 1, 64},
-	{"auth", K_AUTH, OFF(auth), 0, 0},
-	{"jwt_secret", K_STR, OFF(jwt_secret), 0, 0},
-	{"body_limit", K_SIZE, OFF(body_limit), 1024, 64L << 20},
-	{"provider", K_STR, OFF(provider), 0, 0},
-	{"openai_base_url", K_STR, OFF(openai_base_url), 0, 0},
-	{"openai_api_key", K_STR, OFF(openai_api_key), 0, 0},
-	{"openai_model", K_STR, OFF(openai_model), 0, 0},
-	{"n8n_webhook_url", K_STR, OFF(n8n_webhook_url), 0, 0},
-	{"builtin_delay_ms", K_INT, OFF(builtin_delay_ms), 0, 60000},
-	{"connect_timeout_s", K_INT, OFF(connect_timeout_s), 1, 3600},
-	{"reply_timeout_s", K_INT, OFF(reply_timeout_s), 1, 86400},
-	{"sse_heartbeat_s", K_INT, OFF(sse_heartbeat_s), 1, 3600},
-	{"ws_ping_s", K_INT, OFF(ws_ping_s), 1, 3600},
-	{"client_buffer", K_SIZE, OFF(client_buffer), 4096, 256L << 20},
-	{"ws_max_message", K_SIZE, OFF(ws_max_message), 1024, 16L << 20},
-	{"max_connections", K_INT, OFF(max_connections), 0, 1L << 24},
-	{"max_connections_per_addr", K_INT, OFF(max_connections_per_addr), 0, 1L << 24},
-	{"ws_fragment_timeout_s", K_INT, OFF(ws_fragment_timeout_s), 1, 3600},
-	{"ws_pending_max", K_SIZE, OFF(ws_pending_max), 65536, 1L << 32},
-	{"socket_group", K_STR, OFF(socket_group), 0, 0},
-	{"max_runs", K_INT, OFF(max_runs), 1, 100000},
+	{"port", K_INT, OFF(port), 1, 65535, "8000", SHOW_PLAIN},
+	{"listen", K_STR, OFF(listen), 0, 0, "127.0.0.1", SHOW_PLAIN},
+	{"data_dir", K_STR, OFF(data_dir), 0, 0, "./var", SHOW_PLAIN},
+	{"workers", K_INT, OFF(workers), 1, 64, "2", SHOW_PLAIN},
+	{"threads", K_INT, OFF(threads), 1, 64, "16", SHOW_PLAIN},
+	{"auth", K_AUTH, OFF(auth), 0, 0, "off", SHOW_PLAIN},
+	{"jwt_secret", K_STR, OFF(jwt_secret), 0, 0, "", SHOW_SECRET},
+	{"body_limit", K_SIZE, OFF(body_limit), 1024, 64L << 20, "1048576", SHOW_PLAIN},
+	{"provider", K_STR, OFF(provider), 0, 0, "builtin", SHOW_PLAIN},
+	{"openai_base_url", K_STR, OFF(openai_base_url), 0, 0, "https://api.openai.com/v1",
+	 SHOW_URL},
+	{"openai_api_key", K_STR, OFF(openai_api_key), 0, 0, "", SHOW_SECRET},
+	{"openai_model", K_STR, OFF(openai_model), 0, 0, "gpt-4o-mini", SHOW_PLAIN},
+	{"n8n_webhook_url", K_STR, OFF(n8n_webhook_url), 0, 0, "", SHOW_URL_PATH},
+	{"builtin_delay_ms", K_INT, OFF(builtin_delay_ms), 0, 60000, "50", SHOW_PLAIN},
+	{"connect_timeout_s", K_INT, OFF(connect_timeout_s), 1, 3600, "10", SHOW_PLAIN},
+	{"reply_timeout_s", K_INT, OFF(reply_timeout_s), 1, 86400, "300", SHOW_PLAIN},
+	{"sse_heartbeat_s", K_INT, OFF(sse_heartbeat_s), 1, 3600, "15", SHOW_PLAIN},
+	{"ws_ping_s", K_INT, OFF(ws_ping_s), 1, 3600, "30", SHOW_PLAIN},
+	{"client_buffer", K_SIZE, OFF(client_buffer), 4096, 256L << 20, "1048576", SHOW_PLAIN},
+	{"ws_max_message", K_SIZE, OFF(ws_max_message), 1024, 16L << 20, "65536", SHOW_PLAIN},
+	{"max_connections", K_INT, OFF(max_connections), 0, 1L << 24, "0", SHOW_PLAIN},
+	{"max_connections_per_addr", K_INT, OFF(max_connections_per_addr), 0, 1L << 24, "0",
+	 SHOW_PLAIN},
+	{"ws_fragment_timeout_s", K_INT, OFF(ws_fragment_timeout_s), 1, 3600, "30", SHOW_PLAIN},
+	{"ws_pending_max", K_SIZE, OFF(ws_pending_max), 65536, 1L << 32, "33554432", SHOW_PLAIN},
+	{"socket_group", K_STR, OFF(socket_group), 0, 0, "", SHOW_PLAIN},
+	{"max_runs", K_INT, OFF(max_runs), 1, 100000, "256", SHOW_PLAIN},
 };
+#define NKEYS (sizeof(keys) / sizeof(keys[0]))
+_Static_assert(NKEYS <= CONFIG_KEYS_MAX, "raise CONFIG_KEYS_MAX in config.h");
 
 static int
 set_str(char **dst, const char *v, char *err)
@@ -68,18 +83,23 @@ set_str(char **dst, const char *v, char *err)
 	return RC_OK;
 }
 
+/* Set key name from v; where says where v came from for messages, and origin/line are
+ * recorded as the value's provenance. */
 static int
-config_set(struct config *c, const char *name, const char *v, const char *where, char *err)
+config_set(struct config *c, const char *name, const char *v, const char *where,
+	   enum config_origin origin, int line, char *err)
 {
 	size_t i;
 
-	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+	for (i = 0; i < NKEYS; i++) {
 		const struct key *k = &keys[i];
 		void *f = (char *)c + k->off;
 		int64_t n;
 
 		if (strcmp(k->name, name) != 0)
 			continue;
+		c->origin[i] = origin;
+		c->origin_line[i] = line;
 		switch (k->kind) {
 		case K_STR:
 			return set_str((char **)f, v, err);
@@ -125,12 +145,14 @@ trim(char *s)
 }
 
 static int
-config_file(struct config *c, const char *path, char *err)
+config_file(struct config *c, const char *path, int optional, char *err)
 {
 	FILE *f = fopen(path, "r");
 	char line[4096], where[ERR_LEN / 2];
 	int lineno = 0, rc = RC_OK;
 
+	if (!f && optional && errno == ENOENT)
+		return RC_OK; /* the default file: absent, the defaults and the environment */
 	if (!f) {
 		/* a file that is named must be there: a typo must not run on the defaults */
 		snprintf(err, ERR_LEN, "settings file %.180s: %.50s", path, strerror(errno));
@@ -150,48 +172,48 @@ config_file(struct config *c, const char *path, char *err)
 			break;
 		}
 		*eq = '\0';
-		rc = config_set(c, trim(s), trim(eq + 1), where, err);
+		rc = config_set(c, trim(s), trim(eq + 1), where, ORIGIN_FILE, lineno, err);
 	}
 	if (rc == RC_OK && ferror(f)) {
 		/* a directory, or a read error */
 		snprintf(err, ERR_LEN, "settings file %.180s: %.50s", path, strerror(errno));
 		rc = RC_ERR;
 	}
+	if (rc == RC_OK)
+		c->file_read = 1;
 	fclose(f);
 	return rc;
+}
+
+const char *
+config_default_file(void)
+{
+	return AICHATD_SYSCONFDIR "/aichatd/aichatd.conf";
 }
 
 int
 config_load(struct config *c, const char *path, char *err)
 {
+	return config_read(c, path ? path : config_default_file(), path == NULL, err);
+}
+
+int
+config_read(struct config *c, const char *path, int optional, char *err)
+{
 	size_t i;
 	int rc;
 
 	memset(c, 0, sizeof(*c));
-	c->port = 8000;
-	c->workers = 2;
-	c->threads = 16;
-	c->auth = AUTH_OFF;
-	c->body_limit = 1048576;
-	c->builtin_delay_ms = 50;
-	c->connect_timeout_s = 10;
-	c->reply_timeout_s = 300;
-	c->sse_heartbeat_s = 15;
-	c->ws_ping_s = 30;
-	c->client_buffer = 1u << 20;
-	c->ws_max_message = 64u << 10;
-	c->ws_fragment_timeout_s = 30;
-	c->ws_pending_max = 32u << 20;
-	c->max_runs = 256;
-	if (set_str(&c->listen, "127.0.0.1", err) || set_str(&c->data_dir, "./var", err) ||
-	    set_str(&c->provider, provider_name(PROVIDER_DEFAULT), err) || set_str(&c->jwt_secret, "", err) ||
-	    set_str(&c->openai_base_url, "https://api.openai.com/v1", err) ||
-	    set_str(&c->openai_api_key, "", err) || set_str(&c->openai_model, "gpt-4o-mini", err) ||
-	    set_str(&c->n8n_webhook_url, "", err))
+	for (i = 0; i < NKEYS; i++)
+		if ((rc = config_set(c, keys[i].name, keys[i].def, "default", ORIGIN_DEFAULT, 0,
+				     err)) != RC_OK)
+			return rc;
+	if (path && set_str(&c->file, path, err) != RC_OK)
 		return RC_NOMEM;
-	if (path && (rc = config_file(c, path, err)) != RC_OK)
+	c->file_optional = optional;
+	if (path && (rc = config_file(c, path, optional, err)) != RC_OK)
 		return rc;
-	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+	for (i = 0; i < NKEYS; i++) {
 		char env[64], *v;
 		size_t j;
 
@@ -199,7 +221,7 @@ config_load(struct config *c, const char *path, char *err)
 		for (j = 8; env[j]; j++)
 			env[j] = (char)toupper((unsigned char)env[j]);
 		v = getenv(env);
-		if (v && (rc = config_set(c, keys[i].name, v, env, err)) != RC_OK)
+		if (v && (rc = config_set(c, keys[i].name, v, env, ORIGIN_ENV, 0, err)) != RC_OK)
 			return rc;
 	}
 	if (!provider_known(c->provider)) {
@@ -226,9 +248,10 @@ config_free(struct config *c)
 {
 	size_t i;
 
-	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+	for (i = 0; i < NKEYS; i++)
 		if (keys[i].kind == K_STR)
 			free(*(char **)((char *)c + keys[i].off));
+	free(c->file);
 	free(c->db_path);
 	free(c->fcgi_socket);
 	free(c->push_http_socket);
@@ -262,6 +285,167 @@ config_print_env(const struct config *c)
 	print_quoted("AICHATD_FCGI_SOCKET", c->fcgi_socket);
 	print_quoted("AICHATD_PUSH_HTTP_SOCKET", c->push_http_socket);
 	print_quoted("AICHATD_AUTH", c->auth == AUTH_JWT ? "jwt" : "off");
+}
+
+/* ---- the settings in force and where each came from (aichatd config) ---- */
+
+#define MASK "********"
+
+/* url with its credentials masked: the password of user:password@, each query value, and
+ * with path_too the path (everything after the authority). */
+static void
+mask_url(const char *url, int path_too, char *out, size_t n)
+{
+	const char *auth = strstr(url, "://"), *end, *at, *colon, *p;
+	size_t o = 0;
+
+#define PUT(s, len)                                                                           \
+	do {                                                                                  \
+		size_t l_ = (len);                                                            \
+		if (o + l_ < n) {                                                             \
+			memcpy(out + o, (s), l_);                                             \
+			o += l_;                                                              \
+		}                                                                             \
+	} while (0)
+	if (!auth) { /* not a URL: nothing tells which part is a key, so all of it */
+		snprintf(out, n, "%s", *url ? MASK : "");
+		return;
+	}
+	auth += 3;
+	end = auth + strcspn(auth, "/?#");
+	PUT(url, (size_t)(auth - url));
+	at = memchr(auth, '@', (size_t)(end - auth));
+	if (at) {
+		colon = memchr(auth, ':', (size_t)(at - auth));
+		PUT(auth, (size_t)((colon ? colon : at) - auth));
+		if (colon)
+			PUT(":" MASK, sizeof(MASK));
+		PUT("@", 1);
+		auth = at + 1;
+	}
+	PUT(auth, (size_t)(end - auth));
+	if (*end && path_too) {
+		PUT("/" MASK, sizeof(MASK));
+	} else if (*end) {
+		p = end + strcspn(end, "?#");
+		PUT(end, (size_t)(p - end));
+		if (*p == '?') {
+			/* name=value&...: the names stay */
+			PUT("?", 1);
+			for (p++; *p && *p != '#';) {
+				size_t nl = strcspn(p, "=&#");
+				PUT(p, nl);
+				p += nl;
+				if (*p == '=') {
+					PUT("=" MASK, sizeof(MASK));
+					p += 1 + strcspn(p + 1, "&#");
+				}
+				if (*p == '&')
+					PUT(p++, 1);
+			}
+		}
+	}
+	out[o < n ? o : n - 1] = '\0';
+#undef PUT
+}
+
+static void
+show_value(const struct config *c, const struct key *k, char *out, size_t n)
+{
+	const void *f = (const char *)c + k->off;
+	const char *v;
+
+	switch (k->kind) {
+	case K_INT:
+		snprintf(out, n, "%d", *(const int *)f);
+		return;
+	case K_SIZE:
+		snprintf(out, n, "%zu", *(const size_t *)f);
+		return;
+	case K_AUTH:
+		snprintf(out, n, "%s", c->auth == AUTH_JWT ? "jwt" : "off");
+		return;
+	case K_STR:
+		break;
+	}
+	v = *(char *const *)f ? *(char *const *)f : "";
+	switch (k->show) {
+	case SHOW_PLAIN:
+		snprintf(out, n, "%s", v);
+		break;
+	case SHOW_SECRET:
+		snprintf(out, n, "%s", *v ? MASK : "");
+		break;
+	case SHOW_URL:
+	case SHOW_URL_PATH:
+		mask_url(v, k->show == SHOW_URL_PATH, out, n);
+		break;
+	}
+}
+
+const char *
+config_show(const struct config *c, size_t i, char *value, size_t vn, char *source,
+	    size_t sn)
+{
+	static const struct {
+		const char *name;
+		size_t off;
+	} derived[] = {
+		{"db_path", OFF(db_path)},
+		{"fcgi_socket", OFF(fcgi_socket)},
+		{"push_http_socket", OFF(push_http_socket)},
+	};
+	const struct key *k;
+	char env[64];
+	size_t j;
+
+	if (i >= NKEYS) {
+		i -= NKEYS;
+		if (i >= sizeof(derived) / sizeof(derived[0]))
+			return NULL;
+		snprintf(value, vn, "%s", *(char *const *)((const char *)c + derived[i].off));
+		snprintf(source, sn, "computed from data_dir");
+		return derived[i].name;
+	}
+	k = &keys[i];
+	show_value(c, k, value, vn);
+	switch (c->origin[i]) {
+	case ORIGIN_DEFAULT:
+		snprintf(source, sn, "default");
+		break;
+	case ORIGIN_FILE:
+		snprintf(source, sn, "file %s:%d", c->file ? c->file : "?", c->origin_line[i]);
+		break;
+	case ORIGIN_ENV:
+		snprintf(env, sizeof(env), "AICHATD_%s", k->name);
+		for (j = 8; env[j]; j++)
+			env[j] = (char)toupper((unsigned char)env[j]);
+		snprintf(source, sn, "environment %s", env);
+		break;
+	}
+	if ((k->off == OFF(max_connections) || k->off == OFF(max_connections_per_addr)) &&
+	    *(const int *)((const char *)c + k->off) == 0)
+		snprintf(source + strlen(source), sn - strlen(source),
+			 "; 0: computed by aichatd-push at start");
+	return k->name;
+}
+
+void
+config_print(const struct config *c, FILE *out)
+{
+	char value[1024], source[600];
+	const char *name;
+	size_t i;
+
+	if (!c->file)
+		fprintf(out, "# settings file: none\n");
+	else
+		fprintf(out, "# settings file: %s (%s%s)\n", c->file,
+			c->file_optional ? "the default" : "named",
+			c->file_read ? "" : ", absent: not read");
+	for (i = 0; (name = config_show(c, i, value, sizeof(value), source, sizeof(source)));
+	     i++)
+		fprintf(out, "%s = %s  # %s\n", name, *value ? value : "\"\"", source);
 }
 
 /* The gid of socket_group: RC_OK with *gid, or -1 in *gid when none is set. */

@@ -1,13 +1,21 @@
 /*
- * config: settings from a "key = value" file (conf/aichatd.conf), each overridden by the
- * environment variable AICHATD_<KEY> (upper case). Loaded once at start; read-only after.
+ * config: settings from a "key = value" file, each overridden by the environment variable
+ * AICHATD_<KEY> (upper case). The file is the one named (-c, AICHATD_CONFIG), else the
+ * default, $(sysconfdir)/aichatd/aichatd.conf, which may be absent. Loaded once at start;
+ * read-only after. Each value remembers where it came from (aichatd config shows it).
  */
 #ifndef AICHATD_CONFIG_H
 #define AICHATD_CONFIG_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 enum auth_mode { AUTH_OFF, AUTH_JWT };
+
+/* Where a setting's value came from. */
+enum config_origin { ORIGIN_DEFAULT, ORIGIN_FILE, ORIGIN_ENV };
+/* At least the number of settings in config.c's table (a static assertion checks it). */
+#define CONFIG_KEYS_MAX 64
 
 struct config {
 	int port;             /* nginx listen port (127.0.0.1 unless listen is set) */
@@ -42,12 +50,34 @@ struct config {
 	size_t ws_pending_max;     /* bytes held for all unfinished WebSocket messages */
 	char *socket_group;   /* the group given the sockets nginx reaches (NULL or "": none) */
 	int max_runs;         /* AI runs streaming at once in the push daemon; the rest queue */
+	/* provenance, by the index of config.c's table: the origin of each value and, for
+	 * ORIGIN_FILE, its line in file */
+	enum config_origin origin[CONFIG_KEYS_MAX];
+	int origin_line[CONFIG_KEYS_MAX];
+	char *file;        /* the settings file looked for (NULL: none) */
+	int file_optional; /* it is the default one, which may be absent */
+	int file_read;     /* it was there and was read */
 };
 
-/* Load defaults, then the file at path (NULL: no file), then the environment. A path that
- * is given must name a readable file: missing or unreadable, it is an error naming it.
- * Returns 0, or -1 with a message in err (ERR_LEN bytes). */
+/* The settings file read when none is named: AICHATD_SYSCONFDIR "/aichatd/aichatd.conf"
+ * (configure's --sysconfdir; /etc/aichatd/aichatd.conf in the Debian package). */
+const char *config_default_file(void);
+/* Load defaults, then the file at path (NULL: the default file, read when it exists),
+ * then the environment. A path that is given must name a readable file: missing or
+ * unreadable, it is an error naming it. Returns 0, or -1 with a message in err (ERR_LEN
+ * bytes). Free with config_free(), also after a failure. */
 int config_load(struct config *c, const char *path, char *err);
+/* The same with the file at path (NULL: none), which may be absent when optional. */
+int config_read(struct config *c, const char *path, int optional, char *err);
+/* Setting i (0, 1, ... in the table's order, then the computed paths): its name, with
+ * its value as text in value (secrets masked: jwt_secret and openai_api_key as ********,
+ * a URL's password, query values and, for n8n_webhook_url, path) and where it came from in
+ * source ("default", "file PATH:LINE", "environment AICHATD_X", "computed from
+ * data_dir"). NULL past the last. */
+const char *config_show(const struct config *c, size_t i, char *value, size_t vn,
+			char *source, size_t sn);
+/* Every setting as "key = value  # source", one a line, after a line naming the file. */
+void config_print(const struct config *c, FILE *out);
 void config_free(struct config *c);
 /* Print the settings nginx and the scripts need as shell assignments (quoted). */
 void config_print_env(const struct config *c);

@@ -121,8 +121,14 @@ void store_rollback(struct store *st);
 
 
 /* Apply the migrations this binary knows and the database lacks, in one immediate
- * transaction each, so that several processes starting at once apply each exactly once. */
+ * transaction each, so that several processes starting at once apply each exactly once.
+ * A database at a version newer than this binary's latest is refused: RC_CONFLICT, with a
+ * message saying so, and nothing is changed. */
 int store_migrate(struct store *st, char *err);
+/* The same, saying the version before (*from, 0 for a new database) and after (*to). */
+int store_migrate_report(struct store *st, int64_t *from, int64_t *to, char *err);
+/* The latest schema version this binary knows. */
+int64_t store_schema_latest(void);
 /* The schema version of the database. */
 int store_version(struct store *st, int64_t *version, char *err);
 
@@ -307,5 +313,44 @@ int store_log(struct store *st, const char *level, const char *message);
 int store_log_list(struct store *st, struct pool *p, const char *level, int64_t from_ms,
 		   int64_t to_ms, struct page pg, struct logent **rows, int *n, int64_t *total,
 		   char *err);
+
+/* ---- administration (aichatd's admin subcommands) ---- */
+
+/* Write a consistent copy of the whole database to path, safe while other connections
+ * write: the copy is one snapshot, written under a temporary name beside path (its name
+ * and ".tmp-PID") and renamed to path once complete and synced. An existing path is
+ * replaced only with overwrite (else RC_CONFLICT). *bytes: the copy's size. */
+int store_backup(struct store *st, const char *path, int overwrite, int64_t *bytes,
+		 char *err);
+
+/* The owners of conversations that are not deleted, by id, each with what the API shows:
+ * its conversations, their messages (msg_count) and the latest update. each() is called
+ * once per user; the strings live until it returns. */
+struct store_user {
+	const char *user_id;
+	int64_t conversations;
+	int64_t messages;
+	int64_t last_activity; /* ms; the latest updated_at of the user's conversations */
+};
+int store_users(struct store *st, void (*each)(void *arg, const struct store_user *u),
+		void *arg, char *err);
+
+/* Remove, for good, the conversations and messages soft-deleted before before_ms, and
+ * what hangs off them: a removed conversation's messages, runs and travel plans, a removed
+ * message's runs (as user message or as reply) and travel plans. A row that a run still
+ * running uses stays (until a later purge). With dry_run, nothing is changed and the
+ * counts say what would go. One transaction. */
+struct store_purged {
+	int64_t conversations, messages, runs, travel_plans;
+};
+int store_purge(struct store *st, int64_t before_ms, int dry_run, struct store_purged *out,
+		char *err);
+
+/* Give conversations to new_owner: the one with id conv_id (conv_id non-NULL), or every
+ * one of from_owner; deleted ones are not moved. The messages of a moved conversation
+ * that its owner sent (role user, sender the old owner) are the new owner's too. *moved:
+ * the conversations moved (RC_NOTFOUND for a conv_id that names no conversation). */
+int store_chown(struct store *st, const char *conv_id, const char *from_owner,
+		const char *new_owner, int64_t *moved, char *err);
 
 #endif

@@ -171,10 +171,9 @@ conv_update(struct store *st, const struct db_sql *q, const char *id, const char
 		return RC_ERR;
 	bind_text(s, 1, id);
 	bind_text(s, 2, owner);
-	if (title) {
+	if (title)
 		bind_text(s, 3, title);
-		sqlite3_bind_int64(s, 4, time_now_ms());
-	}
+	sqlite3_bind_int64(s, 4, time_now_ms()); /* the rename's updated_at, the deleted_at */
 	r = db_write(st, s, err);
 	if (r != RC_OK)
 		return r;
@@ -194,7 +193,8 @@ store_conv_rename(struct store *st, const char *id, const char *owner, const cha
 
 static const struct db_sql sql_conv_delete = {
 	S_CONV_DELETE,
-	"UPDATE conversations AS c SET is_deleted = 1 WHERE id = ?1 AND " VISIBLE_CONV};
+	"UPDATE conversations AS c SET is_deleted = 1, deleted_at = ?4 WHERE id = ?1 AND "
+	VISIBLE_CONV};
 
 int
 store_conv_delete(struct store *st, const char *id, const char *owner, char *err)

@@ -466,10 +466,25 @@ fail:
 int
 store_migrate(struct store *st, char *err)
 {
+	int64_t from, to;
+
+	return store_migrate_report(st, &from, &to, err);
+}
+
+int64_t
+store_schema_latest(void)
+{
+	return schema_migrations_count ? schema_migrations[schema_migrations_count - 1].version : 0;
+}
+
+int
+store_migrate_report(struct store *st, int64_t *from, int64_t *to, char *err)
+{
 	char why[ERR_LEN];
 	size_t i;
 	int rc;
 
+	*from = *to = 0;
 	if ((rc = db_begin(st, why)) == RC_OK) {
 		rc = migrate_exec(st, "CREATE TABLE IF NOT EXISTS schema_migrations (version "
 				  "INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT "
@@ -479,8 +494,18 @@ store_migrate(struct store *st, char *err)
 		if (rc != RC_OK)
 			db_rollback(st);
 	}
+	if (rc == RC_OK && (rc = store_version(st, from, why)) == RC_OK &&
+	    *from > store_schema_latest()) {
+		/* a newer program wrote it: its tables may mean what this one cannot know */
+		snprintf(err, ERR_LEN, "the database is at schema version %lld, newer than this "
+			 "program's %lld: run the newer aichatd, or restore a backup made for this "
+			 "one", (long long)*from, (long long)store_schema_latest());
+		return RC_CONFLICT;
+	}
 	for (i = 0; rc == RC_OK && i < schema_migrations_count; i++)
 		rc = migrate_one(st, &schema_migrations[i], why);
+	if (rc == RC_OK)
+		rc = store_version(st, to, why);
 	if (rc != RC_OK) {
 		/* "migrate: " and why fit in ERR_LEN bytes */
 		snprintf(err, ERR_LEN, "migrate: %.*s", ERR_LEN - 10, why);

@@ -11,7 +11,8 @@
  * The files call one another in one direction only (scripts/check-layout checks it):
  * db.c calls none of them; conv.c calls db.c; post.c calls conv.c; msg.c calls post.c
  * (the touches) and conv.c; mcfg.c calls db.c; run.c calls msg.c, post.c, conv.c and
- * mcfg.c. db.c reaches post.c's group commit only through st->before_commit.
+ * mcfg.c; admin.c calls db.c. db.c reaches post.c's group commit only through
+ * st->before_commit.
  */
 #ifndef AICHATD_SQLITE_DB_H
 #define AICHATD_SQLITE_DB_H
@@ -81,6 +82,16 @@ enum stmt_id {
 	S_RUN_MSG_END,
 	S_PLAN_INSERT,
 	S_RUN_RESULT,
+	/* admin.c */
+	S_USERS,
+	S_PURGE_PLANS,
+	S_PURGE_RUNS,
+	S_PURGE_MSGS,
+	S_PURGE_CONVS,
+	S_CHOWN_MSGS_ONE,
+	S_CHOWN_ONE,
+	S_CHOWN_MSGS_ALL,
+	S_CHOWN_ALL,
 	S__COUNT
 };
 

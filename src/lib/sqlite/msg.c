@@ -168,7 +168,7 @@ store_msg_edit(struct store *st, int64_t id, const char *content, char *err)
 }
 
 static const struct db_sql sql_msg_delete = {
-	S_MSG_DELETE, "UPDATE messages SET is_deleted = 1, updated_at = ?2 "
+	S_MSG_DELETE, "UPDATE messages SET is_deleted = 1, updated_at = ?2, deleted_at = ?2 "
 		      "WHERE id = ?1 AND is_deleted = 0 RETURNING conv_seq, unfinished"};
 
 int
