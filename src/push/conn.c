@@ -279,6 +279,7 @@ hc_write(struct hconn *c, const char *s, size_t n)
 		return -1;
 	if (!n)
 		return 0;
+	c->last_out = uv_now(c->pipe.loop);
 	if (!c->queued) {
 		done = uv_try_write((uv_stream_t *)&c->pipe, &b, 1);
 		if (done == (int)n)

@@ -62,6 +62,7 @@ struct hconn {
 	wslay_event_context_ptr ws;
 	struct buf wsin;           /* received bytes not yet taken by wslay */
 	size_t queued;             /* bytes handed to uv and not yet written */
+	uint64_t last_out;         /* uv_now of the last bytes written to it (SSE: quiet since) */
 	char *conv_id;             /* WS: the conversation; sync: the query passed on */
 	char *user;                /* WS: the token's user, NULL with auth off */
 	int awaiting_pong;

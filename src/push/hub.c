@@ -159,19 +159,21 @@ hub_done(struct job_run *r)
 static void
 on_beat(uv_timer_t *t)
 {
-	static uint64_t last_ping, last_beat;
+	static uint64_t last_ping;
 	uint64_t now = uv_now(hub_env.loop);
-	/* the timer ticks at the shorter period; each kind keeps its own (a tick's slack is
+	uint64_t quiet = (uint64_t)hub_env.cfg->sse_heartbeat_s * 1000;
+	/* the timer ticks at the shorter period; WebSocket pings keep one clock for all, an
+	 * SSE stream is pinged when it has been quiet for its period (a tick's slack is
 	 * forgiven, so a 1 s period is not missed by a timer that fires a millisecond early) */
-	int ping = now - last_ping + 50 >= (uint64_t)hub_env.cfg->ws_ping_s * 1000;
-	int beat_sse = now - last_beat + 50 >= (uint64_t)hub_env.cfg->sse_heartbeat_s * 1000;
+	int ping;
 	struct hconn *c, *next;
 
 	(void)t;
+	if (!last_ping)
+		last_ping = now; /* the first pings a period after the start, not at once */
+	ping = now - last_ping + 50 >= (uint64_t)hub_env.cfg->ws_ping_s * 1000;
 	if (ping)
 		last_ping = now;
-	if (beat_sse)
-		last_beat = now;
 	for (c = hub_all; c; c = next) {
 		next = c->next;
 		if (c->queued > hub_env.cfg->client_buffer) {
@@ -181,7 +183,7 @@ on_beat(uv_timer_t *t)
 			hc_close(c);
 			continue;
 		}
-		if (c->kind == K_SSE && beat_sse)
+		if (c->kind == K_SSE && now - c->last_out + 50 >= quiet)
 			hc_writes(c, ": ping\n\n");
 		else if (c->kind == K_WS)
 			ws_beat(c, now, ping);
