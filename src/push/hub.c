@@ -156,10 +156,11 @@ hub_done(struct job_run *r)
 
 /* ---- heartbeats ---- */
 
+static uint64_t last_ping; /* the WebSocket pings' clock, from hub_listen() */
+
 static void
 on_beat(uv_timer_t *t)
 {
-	static uint64_t last_ping;
 	uint64_t now = uv_now(hub_env.loop);
 	uint64_t quiet = (uint64_t)hub_env.cfg->sse_heartbeat_s * 1000;
 	/* the timer ticks at the shorter period; WebSocket pings keep one clock for all, an
@@ -169,8 +170,6 @@ on_beat(uv_timer_t *t)
 	struct hconn *c, *next;
 
 	(void)t;
-	if (!last_ping)
-		last_ping = now; /* the first pings a period after the start, not at once */
 	ping = now - last_ping + 50 >= (uint64_t)hub_env.cfg->ws_ping_s * 1000;
 	if (ping)
 		last_ping = now;
@@ -251,6 +250,7 @@ hub_listen(uv_loop_t *loop, struct config *cfg, struct store *st, char *err)
 	uv_timer_init(hub_env.loop, &beat);
 	ws_init();
 	hub_caps();
+	last_ping = uv_now(hub_env.loop); /* the first pings a period after the start */
 	uv_timer_start(&beat, on_beat, (uint64_t)beat_ms, (uint64_t)beat_ms);
 	return RC_OK;
 }
