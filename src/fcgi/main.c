@@ -28,6 +28,7 @@
 #include "router.h"
 #include "token.h"
 #include "jsonpool.h"
+#include "nginx-conf.h"
 
 #define RESPONSE_CAP (16u << 20)
 
@@ -114,7 +115,7 @@ on_stop(int sig)
 	stopping = 1;
 }
 
-/* The data directory and run/, for their owner only (see config_private_files()). */
+/* The data directory and run_dir, for their owner only (see config_private_files()). */
 static void
 mkdirs(void)
 {
@@ -124,7 +125,7 @@ mkdirs(void)
 	snprintf(path, sizeof(path), "%s", cfg.data_dir);
 	if (mkdir(path, 0700) != 0 && errno != EEXIST)
 		die("cannot create %s", path);
-	snprintf(path, sizeof(path), "%s/run", cfg.data_dir);
+	snprintf(path, sizeof(path), "%s", cfg.run_dir);
 	if (mkdir(path, 0700) != 0 && errno != EEXIST)
 		die("cannot create %s", path);
 	if (config_private_files(&cfg, err) != RC_OK)
@@ -258,6 +259,8 @@ static const char usage_text[] =
 	"  serve                        run the FastCGI pool (migrates the database first)\n"
 	"  migrate                      apply the database migrations and exit\n"
 	"  env                          print the settings the scripts need, as shell lines\n"
+	"  nginx-conf                   print the nginx snippet (locations for a server block)\n"
+	"                               for the settings in force\n"
 	"  token SUB [ROLE [TTL_S]]     mint an HS256 token (needs jwt_secret)\n"
 	"  version                      print the version number\n"
 	"  --version                    print the program's name and version\n"
@@ -306,6 +309,11 @@ main(int argc, char **argv)
 		return serve();
 	if (strcmp(argv[i], "env") == 0) {
 		config_print_env(&cfg);
+		return 0;
+	}
+	if (strcmp(argv[i], "nginx-conf") == 0) {
+		if (nginx_conf_write(&cfg, stdout, err) != RC_OK)
+			die("%s", err);
 		return 0;
 	}
 	if (strcmp(argv[i], "migrate") == 0) {
