@@ -1,0 +1,103 @@
+"""`aichatd nginx-conf` and run_dir (started by run.py as a SELF_MODULE: it starts the
+programs itself and stops them by PID).
+
+- The snippet is made from the settings in force (the sockets, the body limit, the read
+  timeout), includes no file (before: it included aichatd-fastcgi.conf from the data
+  directory, so it could not live in /etc/nginx/snippets/), and its prefixes end in a
+  slash (before: /api, /ai and /aichat also took the host's /apidocs/ and /airport.html).
+- A socket path nginx could not read bare (relative, or with a space) is refused.
+- With run_dir elsewhere than the data directory, the stack runs with its sockets there:
+  a send is answered by the push daemon's reply (the daemon and the pool found each other).
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+from harness import REPO, Client, Stack, im_send, poll, test, uniq
+
+BUILD = os.environ.get("AICHATD_BUILD_DIR") or "build"
+BUILD = BUILD if os.path.isabs(BUILD) else os.path.join(REPO, BUILD)
+POOL = os.path.join(BUILD, "src", "aichatd")
+
+_stacks = []
+_dirs = []
+
+
+def teardown():
+    checks = []
+    for s in _stacks:
+        s.stop(cleanup=False)
+        checks.append(("test_nginx_conf.no_crash_reports", s.crash_reports()))
+        s.cleanup()
+    for d in _dirs:
+        shutil.rmtree(d, ignore_errors=True)
+    del _stacks[:], _dirs[:]
+    return checks
+
+
+def nginx_conf(**env):
+    e = {k: v for k, v in os.environ.items() if not k.startswith("AICHATD_")}
+    e.update(env)
+    return subprocess.run([POOL, "nginx-conf"], env=e, stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=10)
+
+
+@test
+def snippet_from_settings_includes_nothing(_):
+    r = nginx_conf(AICHATD_DATA_DIR="/srv/chat", AICHATD_RUN_DIR="/run/chat",
+                   AICHATD_BODY_LIMIT="2000000", AICHATD_REPLY_TIMEOUT_S="100")
+    assert r.returncode == 0, r.stderr
+    text = r.stdout
+    lines = [ln.strip() for ln in text.splitlines() if not ln.strip().startswith("#")]
+    assert not [ln for ln in lines if ln.startswith("include")], "the snippet includes a file"
+    assert "@" not in re.sub(r"@aichatd_\w+", "", text), "a placeholder is left"
+    passes = {ln for ln in lines if ln.startswith("fastcgi_pass ")}
+    assert passes == {"fastcgi_pass unix:/run/chat/fcgi.sock;"}, passes
+    proxies = {ln for ln in lines if ln.startswith("proxy_pass ")}
+    assert proxies and all(p.startswith("proxy_pass http://unix:/run/chat/push-http.sock:")
+                           for p in proxies), proxies
+    assert {ln for ln in lines if ln.startswith("client_max_body_size")} == \
+        {"client_max_body_size 2000000;"}
+    # a worker waits up to reply_timeout_s for a reply: nginx a little longer
+    assert "fastcgi_read_timeout 130s;" in lines
+    locs = [ln for ln in lines if ln.startswith("location ")]
+    prefixes = [ln.split()[1] for ln in locs if not ln.split()[1] in ("=", "~", "~*", "^~")
+                and not ln.split()[1].startswith("@")]
+    assert {"/api/", "/ai/", "/aichat/", "/ws/", "/api/message/", "/api/ai/"} <= set(prefixes), prefixes
+    assert all(p.endswith("/") for p in prefixes), "a prefix without its slash: %r" % prefixes
+    assert "location = /health {" in lines
+
+
+@test
+def socket_paths_nginx_cannot_read_are_refused(_):
+    for env in ({"AICHATD_DATA_DIR": "./var"}, {"AICHATD_DATA_DIR": "/srv/a b"},
+                {"AICHATD_DATA_DIR": "/srv/x", "AICHATD_RUN_DIR": "/run/x;y"}):
+        r = nginx_conf(**env)
+        assert r.returncode == 1 and "socket" in r.stderr and not r.stdout, (env, r)
+
+
+@test
+def stack_with_run_dir_elsewhere(_):
+    run_dir = tempfile.mkdtemp(prefix="aichatd-run-")
+    _dirs.append(run_dir)
+    st = Stack(extra_env={"AICHATD_RUN_DIR": run_dir, "AICHATD_SOCKET_GROUP": str(os.getgid())})
+    _stacks.append(st)
+    st.start()
+    for sock in ("fcgi.sock", "push-http.sock", "post.sock", "push.sock"):
+        assert os.path.exists(os.path.join(run_dir, sock)), sock
+    assert not os.path.exists(os.path.join(st.data_dir, "run", "fcgi.sock"))
+    # with a socket_group, run_dir lets the group through; the data directory, with no
+    # socket in it, does not
+    assert os.stat(run_dir).st_mode & 0o777 == 0o710, oct(os.stat(run_dir).st_mode)
+    assert os.stat(st.data_dir).st_mode & 0o077 == 0, oct(os.stat(st.data_dir).st_mode)
+    c = Client(st.port)
+    sid = uniq("rundir")
+    im_send(c, sid, "hello")
+
+    def replied():
+        r = c.get("/api/message/list?session_id=" + sid)
+        return r.status == 200 and '"AI_REPLY"' in r.body.decode("utf-8")
+    poll(replied, what="the daemon's reply")
