@@ -6,6 +6,8 @@ programs itself and stops them by PID).
   directory, so it could not live in /etc/nginx/snippets/), and its prefixes end in a
   slash (before: /api, /ai and /aichat also took the host's /apidocs/ and /airport.html).
 - A socket path nginx could not read bare (relative, or with a space) is refused.
+- One version: configure.ac's AC_INIT is debian/changelog's, and what both programs' --version
+  and /health say (before: the tests and the package each had a copy of their own).
 - With run_dir elsewhere than the data directory, the stack runs with its sockets there:
   a send is answered by the push daemon's reply (the daemon and the pool found each other).
 """
@@ -16,7 +18,7 @@ import shutil
 import subprocess
 import tempfile
 
-from harness import REPO, Client, Stack, im_send, poll, test, uniq
+from harness import REPO, VERSION, Client, Stack, im_send, poll, test, uniq
 
 BUILD = os.environ.get("AICHATD_BUILD_DIR") or "build"
 BUILD = BUILD if os.path.isabs(BUILD) else os.path.join(REPO, BUILD)
@@ -80,6 +82,18 @@ def socket_paths_nginx_cannot_read_are_refused(_):
 
 
 @test
+def one_version(_):
+    with open(os.path.join(REPO, "debian", "changelog"), encoding="utf-8") as f:
+        top = f.readline()
+    m = re.match(r"aichatd \(([^)]+)\) ", top)
+    assert m and m.group(1) == VERSION, "debian/changelog %r, configure.ac %s" % (top, VERSION)
+    for prog in ("aichatd", "aichatd-push"):
+        r = subprocess.run([os.path.join(BUILD, "src", prog), "--version"], capture_output=True,
+                           text=True, timeout=10)
+        assert r.stdout == "%s %s\n" % (prog, VERSION), (prog, r.stdout)
+
+
+@test
 def stack_with_run_dir_elsewhere(_):
     run_dir = tempfile.mkdtemp(prefix="aichatd-run-")
     _dirs.append(run_dir)
@@ -101,3 +115,4 @@ def stack_with_run_dir_elsewhere(_):
         r = c.get("/api/message/list?session_id=" + sid)
         return r.status == 200 and '"AI_REPLY"' in r.body.decode("utf-8")
     poll(replied, what="the daemon's reply")
+    assert '"version":"%s"' % VERSION in c.get("/health").body.decode("utf-8")
