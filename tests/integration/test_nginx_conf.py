@@ -8,6 +8,8 @@ programs itself and stops them by PID).
 - A socket path nginx could not read bare (relative, or with a space) is refused.
 - One version: configure.ac's AC_INIT is debian/changelog's, and what both programs' --version
   and /health say (before: the tests and the package each had a copy of their own).
+- nginx's own 414 and 400 for a path of the host's site are nginx's pages, not aichatd's
+  JSON (the snippet's server-level error_page lines answer only aichatd's paths so).
 - With run_dir elsewhere than the data directory, the stack runs with its sockets there:
   a send is answered by the push daemon's reply (the daemon and the pool found each other).
 """
@@ -18,7 +20,7 @@ import shutil
 import subprocess
 import tempfile
 
-from harness import REPO, VERSION, Client, Stack, im_send, poll, test, uniq
+from harness import REPO, VERSION, Client, Stack, im_send, poll, raw_exchange, test, uniq
 
 BUILD = os.environ.get("AICHATD_BUILD_DIR") or "build"
 BUILD = BUILD if os.path.isabs(BUILD) else os.path.join(REPO, BUILD)
@@ -116,3 +118,12 @@ def stack_with_run_dir_elsewhere(_):
         return r.status == 200 and '"AI_REPLY"' in r.body.decode("utf-8")
     poll(replied, what="the daemon's reply")
     assert '"version":"%s"' % VERSION in c.get("/health").body.decode("utf-8")
+    long_path = "/airport.html?" + "a" * 20000
+    for req, status in ((b"GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                         % long_path.encode(), 414),
+                        (b"GET /airport.html HTTP/1.1\r\nHost: x\r\nX-Big: %s\r\n"
+                         b"Connection: close\r\n\r\n" % (b"b" * 20000), 400)):
+        data = raw_exchange(st.port, req)
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.split()[1] == str(status).encode(), head[:80]
+        assert b"text/html" in head.lower() and b"<html>" in body, (status, head, body[:80])
