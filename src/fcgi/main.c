@@ -29,6 +29,7 @@
 #include "token.h"
 #include "jsonpool.h"
 #include "admin.h"
+#include "nginx-conf.h"
 
 #define RESPONSE_CAP (16u << 20)
 
@@ -115,7 +116,7 @@ on_stop(int sig)
 	stopping = 1;
 }
 
-/* The data directory and run/, for their owner only (see config_private_files()). */
+/* The data directory and run_dir, for their owner only (see config_private_files()). */
 static void
 mkdirs(void)
 {
@@ -125,7 +126,7 @@ mkdirs(void)
 	snprintf(path, sizeof(path), "%s", cfg.data_dir);
 	if (mkdir(path, 0700) != 0 && errno != EEXIST)
 		die("cannot create %s", path);
-	snprintf(path, sizeof(path), "%s/run", cfg.data_dir);
+	snprintf(path, sizeof(path), "%s", cfg.run_dir);
 	if (mkdir(path, 0700) != 0 && errno != EEXIST)
 		die("cannot create %s", path);
 	if (config_private_files(&cfg, err) != RC_OK)
@@ -273,9 +274,24 @@ cmd_env(const struct config *c, int argc, char **argv)
 	return 0;
 }
 
+static int
+cmd_nginx_conf(const struct config *c, int argc, char **argv)
+{
+	char err[ERR_LEN];
+
+	(void)argv;
+	if (argc != 1)
+		return 2;
+	if (nginx_conf_write(c, stdout, err) != RC_OK) {
+		fprintf(stderr, "aichatd: %s\n", err);
+		return 1;
+	}
+	return 0;
+}
+
 static const struct admin_cmd main_commands[] = {
 	{"serve", "", "run the FastCGI pool (migrates the database first)",
-	 "Runs the FastCGI pool on DATA_DIR/run/fcgi.sock: applies the migrations (refusing a\n"
+	 "Runs the FastCGI pool on RUN_DIR/fcgi.sock (DATA_DIR/run by default): applies the migrations (refusing a\n"
 	 "database newer than the program), then keeps WORKERS worker processes. SIGTERM or\n"
 	 "SIGINT stops it.\n",
 	 cmd_serve},
@@ -283,6 +299,12 @@ static const struct admin_cmd main_commands[] = {
 	 "Prints AICHATD_PORT, _LISTEN, _DATA_DIR, _BODY_LIMIT, _FCGI_SOCKET,\n"
 	 "_PUSH_HTTP_SOCKET and _AUTH as shell assignments (scripts/stack evaluates them).\n",
 	 cmd_env},
+	{"nginx-conf", "", "print the nginx snippet for the settings in force",
+	 "Prints the locations to include in an nginx server {} block for the settings in force:\n"
+	 "the FastCGI socket and the push daemon's socket (run_dir), the body limit and the\n"
+	 "timeouts, with the FastCGI parameters inline (nothing is included from the data\n"
+	 "directory), so that it can live in /etc/nginx/snippets/.\n",
+	 cmd_nginx_conf},
 	{NULL, NULL, NULL, NULL, NULL},
 };
 
@@ -370,7 +392,7 @@ main(int argc, char **argv)
 	if (config_load(&cfg, conf, err) != RC_OK)
 		die("%s", err);
 	i = k->run(&cfg, argc - i, argv + i);
-	if (i == 2 && (k->run == cmd_serve || k->run == cmd_env))
+	if (i == 2 && (k->run == cmd_serve || k->run == cmd_env || k->run == cmd_nginx_conf))
 		usage(stderr);
 	return i;
 }

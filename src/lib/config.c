@@ -40,6 +40,7 @@ static const struct key keys[] = {
 	{"port", K_INT, OFF(port), 1, 65535, "8000", SHOW_PLAIN},
 	{"listen", K_STR, OFF(listen), 0, 0, "127.0.0.1", SHOW_PLAIN},
 	{"data_dir", K_STR, OFF(data_dir), 0, 0, "./var", SHOW_PLAIN},
+	{"run_dir", K_STR, OFF(run_dir), 0, 0, "", SHOW_PLAIN},
 	{"workers", K_INT, OFF(workers), 1, 64, "2", SHOW_PLAIN},
 	{"threads", K_INT, OFF(threads), 1, 64, "16", SHOW_PLAIN},
 	{"auth", K_AUTH, OFF(auth), 0, 0, "off", SHOW_PLAIN},
@@ -234,9 +235,15 @@ config_read(struct config *c, const char *path, int optional, char *err)
 		snprintf(err, ERR_LEN, "auth = jwt needs a jwt_secret of at least 16 characters");
 		return RC_ERR;
 	}
-	if (asprintf(&c->db_path, "%s/aichatd.db", c->data_dir) < 0 ||
-	    asprintf(&c->fcgi_socket, "%s/run/fcgi.sock", c->data_dir) < 0 ||
-	    asprintf(&c->push_http_socket, "%s/run/push-http.sock", c->data_dir) < 0) {
+	/* run_dir: unset or empty, the data directory's run/ */
+	if (!c->run_dir || !*c->run_dir) {
+		free(c->run_dir);
+		if (asprintf(&c->run_dir, "%s/run", c->data_dir) < 0)
+			c->run_dir = NULL;
+	}
+	if (!c->run_dir || asprintf(&c->db_path, "%s/aichatd.db", c->data_dir) < 0 ||
+	    asprintf(&c->fcgi_socket, "%s/fcgi.sock", c->run_dir) < 0 ||
+	    asprintf(&c->push_http_socket, "%s/push-http.sock", c->run_dir) < 0) {
 		snprintf(err, ERR_LEN, "out of memory");
 		return RC_NOMEM;
 	}
@@ -280,6 +287,7 @@ config_print_env(const struct config *c)
 	print_quoted("AICHATD_PORT", n);
 	print_quoted("AICHATD_LISTEN", c->listen);
 	print_quoted("AICHATD_DATA_DIR", c->data_dir);
+	print_quoted("AICHATD_RUN_DIR", c->run_dir);
 	snprintf(n, sizeof(n), "%zu", c->body_limit);
 	print_quoted("AICHATD_BODY_LIMIT", n);
 	print_quoted("AICHATD_FCGI_SOCKET", c->fcgi_socket);
@@ -390,10 +398,11 @@ config_show(const struct config *c, size_t i, char *value, size_t vn, char *sour
 	static const struct {
 		const char *name;
 		size_t off;
+		const char *from;
 	} derived[] = {
-		{"db_path", OFF(db_path)},
-		{"fcgi_socket", OFF(fcgi_socket)},
-		{"push_http_socket", OFF(push_http_socket)},
+		{"db_path", OFF(db_path), "data_dir"},
+		{"fcgi_socket", OFF(fcgi_socket), "run_dir"},
+		{"push_http_socket", OFF(push_http_socket), "run_dir"},
 	};
 	const struct key *k;
 	char env[64];
@@ -404,7 +413,7 @@ config_show(const struct config *c, size_t i, char *value, size_t vn, char *sour
 		if (i >= sizeof(derived) / sizeof(derived[0]))
 			return NULL;
 		snprintf(value, vn, "%s", *(char *const *)((const char *)c + derived[i].off));
-		snprintf(source, sn, "computed from data_dir");
+		snprintf(source, sn, "computed from %s", derived[i].from);
 		return derived[i].name;
 	}
 	k = &keys[i];
@@ -490,15 +499,18 @@ config_private_files(const struct config *c, char *err)
 	char path[4096];
 	mode_t dir_mode;
 	gid_t gid;
-	size_t i;
+	size_t i, n;
+	int inside;
 
 	umask(077);
 	if (socket_gid(c, &gid, err) != RC_OK)
 		return RC_ERR;
 	dir_mode = gid == (gid_t)-1 ? 0700 : 0710;
-	set_mode(c->data_dir, dir_mode, gid, 1);
-	snprintf(path, sizeof(path), "%s/run", c->data_dir);
-	set_mode(path, dir_mode, gid, 0);
+	/* the data directory lets the group through only to a run_dir inside it */
+	n = strlen(c->data_dir);
+	inside = strncmp(c->run_dir, c->data_dir, n) == 0 && c->run_dir[n] == '/';
+	set_mode(c->data_dir, inside ? dir_mode : 0700, inside ? gid : (gid_t)-1, 1);
+	set_mode(c->run_dir, dir_mode, gid, 0);
 	for (i = 0; i < sizeof(db_files) / sizeof(db_files[0]); i++) {
 		snprintf(path, sizeof(path), "%s%s", c->db_path, db_files[i]);
 		set_mode(path, 0600, (gid_t)-1, 0);
@@ -534,7 +546,7 @@ config_share_socket(const struct config *c, const char *path, char *err)
 static void
 stamp_path(const struct config *c, const char *who, char *out, size_t n)
 {
-	snprintf(out, n, "%s/run/%s.auth", c->data_dir, who);
+	snprintf(out, n, "%s/%s.auth", c->run_dir, who);
 }
 
 /* "auth=off", or "auth=jwt secret_sha256=<hex>": what must agree, never the secret. */

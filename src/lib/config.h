@@ -21,6 +21,8 @@ struct config {
 	int port;             /* nginx listen port (127.0.0.1 unless listen is set) */
 	char *listen;         /* nginx listen address */
 	char *data_dir;       /* state: database, sockets, logs, nginx temp */
+	char *run_dir;        /* the sockets and the pool's and daemon's .auth files
+				 * (default $data_dir/run; /run/aichatd under systemd) */
 	int workers;          /* FastCGI worker processes */
 	int threads;          /* accept loops (threads) per worker */
 	enum auth_mode auth;
@@ -73,7 +75,7 @@ int config_read(struct config *c, const char *path, int optional, char *err);
  * its value as text in value (secrets masked: jwt_secret and openai_api_key as ********,
  * a URL's password, query values and, for n8n_webhook_url, path) and where it came from in
  * source ("default", "file PATH:LINE", "environment AICHATD_X", "computed from
- * data_dir"). NULL past the last. */
+ * data_dir" or "computed from run_dir"). NULL past the last. */
 const char *config_show(const struct config *c, size_t i, char *value, size_t vn,
 			char *source, size_t sn);
 /* Every setting as "key = value  # source", one a line, after a line naming the file. */
@@ -82,8 +84,8 @@ void config_free(struct config *c);
 /* Print the settings nginx and the scripts need as shell assignments (quoted). */
 void config_print_env(const struct config *c);
 
-/* Files only for their owner: set the umask to 077, and make the data directory and its
- * run/ 0700 (0710 with group socket_group when one is set, so that its members, nginx's
+/* Files only for their owner: set the umask to 077, and make the data directory and
+ * run_dir 0700 (0710 with group socket_group when one is set, so that its members, nginx's
  * user, reach the sockets and read nothing) and the database with its -wal and -shm,
  * where they exist, 0600. A mode that cannot be set is a warning on stderr; RC_ERR (with
  * err) only for a socket_group that names no group. */
@@ -94,7 +96,7 @@ int config_share_socket(const struct config *c, const char *path, char *err);
 /*
  * One identity for the pool and the push daemon. Each writes its effective auth settings
  * (the mode and a SHA-256 of the secret, never the secret; with its PID) to
- * $DATA_DIR/run/<who>.auth (who: "pool" or "push"), and refuses to run beside a live
+ * $run_dir/<who>.auth (who: "pool" or "push"), and refuses to run beside a live
  * process of the other kind whose settings differ.
  */
 /* Check the other's file, write ours, check again: RC_OK, or RC_CONFLICT (or RC_ERR) with

@@ -30,13 +30,13 @@
 void
 push_socket_path(const struct config *cfg, char *out, size_t len)
 {
-	snprintf(out, len, "%s/run/push.sock", cfg->data_dir);
+	snprintf(out, len, "%s/push.sock", cfg->run_dir);
 }
 
 void
 push_post_socket_path(const struct config *cfg, char *out, size_t len)
 {
-	snprintf(out, len, "%s/run/post.sock", cfg->data_dir);
+	snprintf(out, len, "%s/post.sock", cfg->run_dir);
 }
 
 int

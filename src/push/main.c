@@ -110,7 +110,7 @@ on_signal(uv_signal_t *s, int sig)
 static const char pushd_usage[] =
 	"usage: aichatd-push [-c CONFIG] [--help | --version]\n"
 	"Runs the push daemon: WebSockets, SSE streams and AI runs, on the sockets in\n"
-	"$AICHATD_DATA_DIR/run/. Settings: the file named by -c or AICHATD_CONFIG (it must\n"
+	"run_dir ($AICHATD_DATA_DIR/run/ unless set). Settings: the file named by -c or AICHATD_CONFIG (it must\n"
 	"exist when named), then the AICHATD_<KEY> environment variables.\n";
 
 int

@@ -31,7 +31,15 @@ import uuid
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 BODY_LIMIT = int(os.environ.get("AICHATD_BODY_LIMIT") or 1048576)
-VERSION = "0.1.0"
+
+def _version():
+    """The one version: configure.ac's AC_INIT (the program, /health and the package show it)."""
+    with open(os.path.join(REPO, "configure.ac"), encoding="utf-8") as f:
+        m = re.search(r"^AC_INIT\(\[aichatd\], \[([^]]+)\]", f.read(), re.M)
+    return m.group(1)
+
+
+VERSION = _version()
 
 # --------------------------------------------------------------------------------------
 # Stack

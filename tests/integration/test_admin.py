@@ -29,7 +29,7 @@ BUILD = BUILD if os.path.isabs(BUILD) else os.path.join(REPO, BUILD)
 POOL = os.path.join(BUILD, "src", "aichatd")
 SECRET = "admin-test-secret-0123456789"
 SCHEMA_LATEST = len([f for f in os.listdir(os.path.join(REPO, "schema")) if f.endswith(".sql")])
-COMMANDS = ["serve", "env", "backup", "users", "conversations", "purge", "chown", "migrate",
+COMMANDS = ["serve", "env", "nginx-conf", "backup", "users", "conversations", "purge", "chown", "migrate",
             "token", "config"]
 
 _cache = StackCache("test_admin")

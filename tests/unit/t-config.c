@@ -54,6 +54,8 @@ t_config(void)
 	CHECK_STR(src, "default");
 	CHECK(shown(&c, "db_path", v, src));
 	CHECK_STR(src, "computed from data_dir");
+	CHECK(shown(&c, "fcgi_socket", v, src));
+	CHECK_STR(src, "computed from run_dir");
 	/* secrets: never the value */
 	CHECK(shown(&c, "jwt_secret", v, src));
 	CHECK_STR(v, "********");
