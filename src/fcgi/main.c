@@ -28,6 +28,7 @@
 #include "router.h"
 #include "token.h"
 #include "jsonpool.h"
+#include "metrics.h"
 
 #define RESPONSE_CAP (16u << 20)
 
@@ -197,6 +198,9 @@ serve(void)
 		die("cannot listen on %s", cfg.fcgi_socket);
 	/* nginx's user reaches it through socket_group (as php-fpm's listen.group) */
 	if (config_share_socket(&cfg, cfg.fcgi_socket, why) != RC_OK)
+		die("%s", why);
+	/* the counters all workers add to, mapped before the first fork (metrics.h) */
+	if (metrics_init(router_table, why) != RC_OK)
 		die("%s", why);
 	pids = calloc((size_t)cfg.workers, sizeof(*pids));
 	if (!pids)

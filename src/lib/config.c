@@ -14,6 +14,7 @@
 #include "util.h"
 #include "config.h"
 #include "provider.h"
+#include "addr.h"
 
 enum kind { K_INT, K_STR, K_SIZE, K_AUTH };
 
@@ -52,6 +53,7 @@ static const struct key keys[] = {
 	{"ws_pending_max", K_SIZE, OFF(ws_pending_max), 65536, 1L << 32},
 	{"socket_group", K_STR, OFF(socket_group), 0, 0},
 	{"max_runs", K_INT, OFF(max_runs), 1, 100000},
+	{"metrics_allow", K_STR, OFF(metrics_allow), 0, 0},
 };
 
 static int
@@ -187,7 +189,8 @@ config_load(struct config *c, const char *path, char *err)
 	    set_str(&c->provider, provider_name(PROVIDER_DEFAULT), err) || set_str(&c->jwt_secret, "", err) ||
 	    set_str(&c->openai_base_url, "https://api.openai.com/v1", err) ||
 	    set_str(&c->openai_api_key, "", err) || set_str(&c->openai_model, "gpt-4o-mini", err) ||
-	    set_str(&c->n8n_webhook_url, "", err))
+	    set_str(&c->n8n_webhook_url, "", err) ||
+	    set_str(&c->metrics_allow, "127.0.0.1 ::1", err))
 		return RC_NOMEM;
 	if (path && (rc = config_file(c, path, err)) != RC_OK)
 		return rc;
@@ -208,6 +211,9 @@ config_load(struct config *c, const char *path, char *err)
 			 provider_list(names, sizeof(names), ", ", " or "));
 		return RC_ERR;
 	}
+	/* nginx is given it as allow lines: nothing else may reach its configuration */
+	if (addr_list_check(c->metrics_allow, err) != RC_OK)
+		return RC_ERR;
 	if (c->auth == AUTH_JWT && strlen(c->jwt_secret) < 16) {
 		snprintf(err, ERR_LEN, "auth = jwt needs a jwt_secret of at least 16 characters");
 		return RC_ERR;
@@ -262,6 +268,7 @@ config_print_env(const struct config *c)
 	print_quoted("AICHATD_FCGI_SOCKET", c->fcgi_socket);
 	print_quoted("AICHATD_PUSH_HTTP_SOCKET", c->push_http_socket);
 	print_quoted("AICHATD_AUTH", c->auth == AUTH_JWT ? "jwt" : "off");
+	print_quoted("AICHATD_METRICS_ALLOW", c->metrics_allow);
 }
 
 /* The gid of socket_group: RC_OK with *gid, or -1 in *gid when none is set. */

@@ -42,6 +42,7 @@ struct config {
 	size_t ws_pending_max;     /* bytes held for all unfinished WebSocket messages */
 	char *socket_group;   /* the group given the sockets nginx reaches (NULL or "": none) */
 	int max_runs;         /* AI runs streaming at once in the push daemon; the rest queue */
+	char *metrics_allow;  /* who may read /metrics: addresses and CIDRs (addr.h) */
 };
 
 /* Load defaults, then the file at path (NULL: no file), then the environment. A path that

@@ -308,4 +308,14 @@ int store_log_list(struct store *st, struct pool *p, const char *level, int64_t 
 		   int64_t to_ms, struct page pg, struct logent **rows, int *n, int64_t *total,
 		   char *err);
 
+/* SQLite busy waits (metrics): a statement that found the database locked (waits), the
+ * time slept in the busy handler for it, and the waits given up (SQLITE_BUSY returned).
+ * Counted for the whole process, in its own counters unless store_busy_count_in() names
+ * others (memory shared with the processes forked after, or NULL: its own again). */
+struct store_busy {
+	_Atomic uint64_t waits, sleep_ns, timeouts;
+};
+void store_busy_count_in(struct store_busy *b);
+const struct store_busy *store_busy_counts(void);
+
 #endif

@@ -12,7 +12,7 @@ static const struct {
 	{"util", t_util},     {"buf", t_buf},   {"router", t_router},
 	{"json", t_json},     {"token", t_token}, {"store", t_store},
 	{"push", t_push},     {"upstream", t_upstream}, {"provider", t_provider},
-	{"ws", t_ws},
+	{"ws", t_ws},         {"metrics", t_metrics},
 };
 
 int
