@@ -247,3 +247,52 @@ def metrics_allow_that_is_not_an_address_list_stops_the_start(_ctx):
                            capture_output=True, timeout=10, cwd="/tmp")
         assert p.returncode != 0, "metrics_allow %r accepted" % bad
         assert b"metrics_allow" in p.stderr, "no message naming it: %r" % p.stderr
+
+
+def fcgi_get(sock_path, uri, remote_addr):
+    """One GET straight to the pool's FastCGI socket (as nginx would send it, but with the
+    REMOTE_ADDR given): (status, body)."""
+    def rec(kind, content):
+        return bytes([1, kind, 0, 1, len(content) >> 8, len(content) & 255, 0, 0]) + content
+
+    def pair(k, v):
+        k, v = k.encode(), v.encode()
+        return bytes([len(k), len(v)]) + k + v
+    params = b"".join(pair(k, v) for k, v in (
+        ("REQUEST_METHOD", "GET"), ("REQUEST_URI", uri), ("QUERY_STRING", ""),
+        ("SERVER_PROTOCOL", "HTTP/1.1"), ("REMOTE_ADDR", remote_addr), ("CONTENT_LENGTH", "")))
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.connect(sock_path)
+    try:
+        s.sendall(rec(1, bytes([0, 1, 0, 0, 0, 0, 0, 0])) + rec(4, params) + rec(4, b"") +
+                  rec(5, b""))
+        data = b""
+        while True:
+            b = s.recv(65536)
+            if not b:
+                break
+            data += b
+    finally:
+        s.close()
+    out, i = b"", 0
+    while i + 8 <= len(data):
+        kind, n, pad = data[i + 1], (data[i + 4] << 8) | data[i + 5], data[i + 6]
+        if kind == 6:
+            out += data[i + 8:i + 8 + n]
+        i += 8 + n + pad
+    head, _, body = out.partition(b"\r\n\r\n")
+    m = re.search(rb"^Status: (\d+)", head, re.M)
+    return (int(m.group(1)) if m else 200), body
+
+
+@test
+def metrics_the_program_refuses_an_address_not_allowed_on_its_own(_ctx):
+    # past nginx, as from an nginx configured by hand without the allow lines
+    st = main()
+    sock = os.path.join(st.data_dir, "run", "fcgi.sock")
+    status, body = fcgi_get(sock, "/metrics", "203.0.113.5")
+    assert status == 403, "REMOTE_ADDR 203.0.113.5 answered %d: %r" % (status, body[:200])
+    assert b"aichatd_" not in body
+    status, body = fcgi_get(sock, "/metrics", "::1")
+    assert status == 200 and b"aichatd_build_info" in body, "::1 answered %d" % status
