@@ -296,3 +296,41 @@ def metrics_the_program_refuses_an_address_not_allowed_on_its_own(_ctx):
     assert b"aichatd_" not in body
     status, body = fcgi_get(sock, "/metrics", "::1")
     assert status == 200 and b"aichatd_build_info" in body, "::1 answered %d" % status
+
+
+@test
+def metrics_open_sse_stream_shows_in_the_gauge_and_a_stop_counts_as_stopped(_ctx):
+    # builtin pieces a second apart: the reply runs while the stream is looked at
+    st = _stacks.get("slow", lambda: Stack(workers=1, extra_env={
+        "AICHATD_BUILTIN_DELAY_MS": "1000", "AICHATD_PROVIDER": "builtin"}).start())
+    c = Client(st.port)
+    _, s0 = scrape(st.port)
+    j = ok_json(c.post("/ai/chat", json={"content": "a slow one"}), "POST /ai/chat")
+    mid = j["msgId"]
+    sock = socket.create_connection(("127.0.0.1", st.port), timeout=10)
+    try:
+        sock.sendall(("GET /ai/message/stream/%s HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                      "Accept: text/event-stream\r\n\r\n" % q(mid)).encode())
+        got = b""
+        while b"\r\n\r\n" not in got:
+            b = sock.recv(4096)
+            assert b, "the stream was cut: %r" % got
+            got += b
+        assert b" 200 " in got.split(b"\r\n")[0], "stream answered %r" % got[:200]
+
+        def sse_open():
+            _, s = scrape(st.port)
+            return val(s, "aichatd_push_connections", kind="sse") == 1
+        poll(sse_open, 10, "the open SSE stream in aichatd_push_connections{kind=\"sse\"}")
+        expect(c.post("/ai/message/stop/%s" % q(mid)), 200, "stop")
+    finally:
+        sock.close()
+
+    def stopped():
+        _, s = scrape(st.port)
+        return (val(s, "aichatd_push_runs_total", provider="builtin", outcome="stopped") -
+                val(s0, "aichatd_push_runs_total", provider="builtin", outcome="stopped") == 1 and
+                val(s, "aichatd_push_connections", kind="sse") == 0) and s
+    s1 = poll(stopped, 10, "the stop counted and the stream gone")
+    assert val(s1, "aichatd_sends_total", dialect="chax") - \
+        val(s0, "aichatd_sends_total", dialect="chax") == 1
