@@ -6,11 +6,14 @@ This module starts its own stacks (run.py's SELF_MODULES), lazily, and stops the
 teardown():
   main     3 workers, builtin provider, metrics_allow at its default (loopback)
   denied   metrics_allow = 192.0.2.7 (TEST-NET-1: never this test's address)
+  slow     1 worker, builtin pieces 1 s apart (a reply that runs while it is looked at)
+  restart  2 workers, one killed by PID (its master's restart line is expected there)
 promtool comes from Debian's package prometheus, unpacked by `scripts/setup --test` into
 /var/cache/aichatd-tools (AICHATD_TOOLS_DIR), or from PATH.
 """
 
 import base64
+import signal
 import os
 import re
 import shutil
@@ -25,8 +28,18 @@ _stacks = StackCache("test_metrics")
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$')
 
 
+_killed = []  # worker PIDs this module killed: their master's restart lines are expected
+
+
 def teardown():
-    return _stacks.teardown()
+    checks = []
+    for name, lines in _stacks.teardown():
+        if name.endswith("_restart"):
+            lines = [x for x in lines if not any(
+                "worker %d exited (status 9)" % pid in x for pid in _killed)]
+        checks.append((name, lines))
+    del _killed[:]
+    return checks
 
 
 def _main():
@@ -334,3 +347,30 @@ def metrics_open_sse_stream_shows_in_the_gauge_and_a_stop_counts_as_stopped(_ctx
     s1 = poll(stopped, 10, "the stop counted and the stream gone")
     assert val(s1, "aichatd_sends_total", dialect="chax") - \
         val(s0, "aichatd_sends_total", dialect="chax") == 1
+
+
+@test
+def metrics_counters_outlive_a_worker_restart(_ctx):
+    st = _stacks.get("restart", lambda: Stack(workers=2).start())
+    c = Client(st.port)
+    for _ in range(5):
+        ok_json(c.get("/api/message/list?session_id=%s" % q(uniq("r"))), "list")
+    before = list_count(st.port)
+    assert before >= 5, "counter %r after 5 lists" % before
+    _, s = scrape(st.port)
+    old = sorted(int(l["pid"]) for l, _ in series(s, "aichatd_process_resident_memory_bytes")
+                 if l["role"] == "worker")
+    assert len(old) == 2, "workers %r" % old
+    _killed.append(old[0])
+    os.kill(old[0], signal.SIGKILL)
+
+    def replaced():
+        _, s = scrape(st.port)
+        now = sorted(int(l["pid"]) for l, _ in
+                     series(s, "aichatd_process_resident_memory_bytes") if l["role"] == "worker")
+        return len(now) == 2 and old[0] not in now and now
+    poll(replaced, 15, "the killed worker replaced in the memory lines")
+    after = list_count(st.port)
+    assert after == before, "the list counter went from %r to %r over a restart" % (before, after)
+    ok_json(c.get("/api/message/list?session_id=%s" % q(uniq("r"))), "list")
+    assert list_count(st.port) == before + 1
