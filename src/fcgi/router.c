@@ -15,7 +15,7 @@
 static const struct route routes[] = {
 	/* im */
 	{"GET", "/health", im_health, D_IM, R_PUBLIC},
-	/* Prometheus' scrape: no token (an address check instead, api-metrics.c) */
+	/* Prometheus' scrape: no token; metrics_allow's addresses instead (metrics.c) */
 	{"GET", "/metrics", metrics_get, D_IM, R_PUBLIC},
 	{"POST", "/api/message/send", im_send, D_IM, R_JSON},
 	{"GET", "/api/message/list", im_list, D_IM, 0},
