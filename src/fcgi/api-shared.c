@@ -8,6 +8,7 @@
 #include "util.h"
 #include "config.h"
 #include "push-client.h"
+#include "metrics.h"
 #include "api.h"
 
 static const char *
@@ -215,6 +216,8 @@ api_post(struct req *r, const struct store_post *in, struct store_posted *out, c
 		return req_fail(r, 404, 0, gone);
 	if (rc != RC_OK)
 		return api_store_fail(r, rc, err);
+	if (in->run)
+		metrics_send(r->dialect);
 	return 0;
 }
 

@@ -71,6 +71,8 @@ int im_get(struct req *r);
 int im_list(struct req *r);
 int im_records(struct req *r);
 int im_health(struct req *r);
+/* GET /metrics: Prometheus' text format, for metrics_allow's addresses (metrics.c) */
+int metrics_get(struct req *r);
 /* aichat (api-aichat.c) */
 int aichat_session_create(struct req *r);
 int aichat_session_get(struct req *r);

@@ -30,6 +30,7 @@
 #include "jsonpool.h"
 #include "admin.h"
 #include "nginx-conf.h"
+#include "metrics.h"
 
 #define RESPONSE_CAP (16u << 20)
 
@@ -199,6 +200,9 @@ serve(void)
 		die("cannot listen on %s", cfg.fcgi_socket);
 	/* nginx's user reaches it through socket_group (as php-fpm's listen.group) */
 	if (config_share_socket(&cfg, cfg.fcgi_socket, why) != RC_OK)
+		die("%s", why);
+	/* the counters all workers add to, mapped before the first fork (metrics.h) */
+	if (metrics_init(router_table, why) != RC_OK)
 		die("%s", why);
 	pids = calloc((size_t)cfg.workers, sizeof(*pids));
 	if (!pids)

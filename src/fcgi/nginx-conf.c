@@ -32,6 +32,38 @@ safe_path(const char *what, const char *p, char *err)
 	return RC_OK;
 }
 
+/* metrics_allow (checked by config_load: addresses, CIDRs or "all") as one line of nginx
+ * allow directives; anything but an address's characters is refused here too, since the
+ * text goes into nginx's configuration bare. */
+static int
+allow_lines(const char *list, char *out, size_t n)
+{
+	size_t used = 0;
+	const char *s = list;
+
+	*out = 0;
+	while (*s) {
+		size_t len, i;
+		int w;
+
+		while (*s == ' ')
+			s++;
+		len = strcspn(s, " ");
+		if (!len)
+			break;
+		for (i = 0; i < len; i++)
+			if (!strchr("0123456789abcdefABCDEF.:/", s[i]) &&
+			    !(len == 3 && memcmp(s, "all", 3) == 0))
+				return RC_ERR;
+		w = snprintf(out + used, n - used, "%sallow %.*s;", used ? " " : "", (int)len, s);
+		if (w < 0 || (size_t)w >= n - used)
+			return RC_ERR;
+		used += (size_t)w;
+		s += len;
+	}
+	return used ? RC_OK : RC_ERR;
+}
+
 /* The value of placeholder name (len bytes) into out; RC_ERR for an unknown name. */
 static int
 value(const struct config *c, const char *name, size_t len, char *out, size_t n)
@@ -46,6 +78,8 @@ value(const struct config *c, const char *name, size_t len, char *out, size_t n)
 		/* a worker waits for a whole reply (reply_timeout_s) when the daemon could not
 		 * take a send: nginx waits that long and a little more */
 		snprintf(out, n, "%ds", c->reply_timeout_s + 30);
+	else if (len == 13 && memcmp(name, "METRICS_ALLOW", len) == 0)
+		return allow_lines(c->metrics_allow ? c->metrics_allow : "", out, n);
 	else
 		return RC_ERR;
 	return RC_OK;
@@ -73,7 +107,8 @@ put_line(const struct config *c, const char *line, size_t len, FILE *out, char *
 			continue;
 		}
 		if (value(c, s + 1, (size_t)(k - s - 1), v, sizeof(v)) != RC_OK) {
-			snprintf(err, ERR_LEN, "nginx template: unknown placeholder %.*s",
+			snprintf(err, ERR_LEN,
+				 "nginx template: %.*s is unknown, or its setting cannot go into nginx bare",
 				 (int)(k - s + 1 > 60 ? 60 : k - s + 1), s);
 			return RC_ERR;
 		}

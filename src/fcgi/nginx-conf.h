@@ -16,7 +16,8 @@ extern const char nginx_locations_in[];
 extern const char nginx_fastcgi_in[];
 
 /* Write the snippet for c to out. In the templates, @KEY@ is replaced by a setting
- * (FCGI_SOCKET, PUSH_HTTP_SOCKET, BODY_LIMIT, FCGI_READ_TIMEOUT); a line holding only
+ * (FCGI_SOCKET, PUSH_HTTP_SOCKET, BODY_LIMIT, FCGI_READ_TIMEOUT, METRICS_ALLOW: an
+ * allow directive for each address of metrics_allow); a line holding only
  * @FASTCGI@ by the FastCGI block, indented as that line. RC_OK, or RC_ERR with err (an
  * unknown placeholder, a setting nginx could not read, a write error). */
 int nginx_conf_write(const struct config *c, FILE *out, char *err);

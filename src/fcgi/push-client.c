@@ -222,6 +222,44 @@ push_stats(const struct config *cfg, char *out, size_t len)
 	return push_ask(cfg, "stats\n", out, len, 1000);
 }
 
+int
+push_metrics(const struct config *cfg, struct buf *out)
+{
+	int64_t end = mono_ms() + PUSH_METRICS_TIMEOUT_MS;
+	size_t n = 0, head = 0;
+	int fd = ask_connect(cfg, "metrics\n"), rc = RC_ERR;
+	char *nl;
+
+	if (fd < 0)
+		return RC_ERR;
+	while (wait_fd(fd, POLLIN, end)) {
+		ssize_t r;
+
+		if (buf_reserve(out, 4096) != RC_OK)
+			break; /* more than the caller takes */
+		r = recv(fd, out->s + out->len, out->alloc - out->len - 1, 0);
+		if (r <= 0)
+			break;
+		buf_setlen(out, out->len + (size_t)r);
+		if (!head && (nl = memchr(out->s, '\n', out->len))) {
+			head = (size_t)(nl - out->s) + 1;
+			if (push_frame_len(out->s, head - 1, "metrics", &n) != RC_OK ||
+			    n > PUSH_METRICS_MAX)
+				break;
+		} else if (!head && out->len > PUSH_LINE_MAX) {
+			break;
+		}
+		if (head && out->len - head >= n) {
+			memmove(out->s, out->s + head, n);
+			buf_setlen(out, n);
+			rc = RC_OK;
+			break;
+		}
+	}
+	close(fd);
+	return rc;
+}
+
 /* Send all of line on the thread's post link. RC_OK; RC_UNAVAIL when nothing went out; RC_ERR
  * when it broke off part-way. */
 static int

@@ -45,5 +45,10 @@ int push_content(const struct config *cfg, struct pool *p, const char *msg_id, c
 		 size_t *len);
 /* The daemon's counters line into out. RC_OK or RC_ERR. */
 int push_stats(const struct config *cfg, char *out, size_t len);
+/* The daemon's figures for /metrics (Prometheus' text, its aichatd_push_* families) into
+ * out, whose cap bounds them: RC_OK, or RC_ERR when the daemon could not be reached, was
+ * too slow (PUSH_METRICS_TIMEOUT_MS) or said more than out holds. */
+#define PUSH_METRICS_TIMEOUT_MS 2000
+int push_metrics(const struct config *cfg, struct buf *out);
 
 #endif

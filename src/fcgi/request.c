@@ -31,6 +31,7 @@ req_load(struct req *r, struct FCGX_Request *fr)
 	char chunk[16384];
 	int n;
 
+	r->started_ns = time_mono_ns();
 	r->method = param(r->pool, fr, "REQUEST_METHOD");
 	if (!r->method)
 		r->method = "GET";
@@ -44,6 +45,7 @@ req_load(struct req *r, struct FCGX_Request *fr)
 	r->query = q ? q : "";
 	r->content_type = param(r->pool, fr, "CONTENT_TYPE");
 	r->authorization = param(r->pool, fr, "HTTP_AUTHORIZATION");
+	r->remote_addr = param(r->pool, fr, "REMOTE_ADDR");
 	cl = FCGX_GetParam("CONTENT_LENGTH", fr->envp);
 	r->content_length = -1;
 	if (parse_uint0(cl, INT64_MAX, &v) == RC_OK)

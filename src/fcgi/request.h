@@ -45,6 +45,8 @@ struct req {
 	char *content_type;
 	char *authorization; /* the Authorization header, NULL when none */
 	int64_t content_length; /* -1 when not given */
+	char *remote_addr;   /* REMOTE_ADDR (the client's address as nginx saw it), or NULL */
+	int64_t started_ns;  /* time_mono_ns() when the request was read */
 
 	/* body */
 	char *body;      /* NUL-terminated; NULL when none */

@@ -9,10 +9,14 @@
 #include "api.h"
 #include "router.h"
 #include "url.h"
+#include "util.h"
+#include "metrics.h"
 
 static const struct route routes[] = {
 	/* im */
 	{"GET", "/health", im_health, D_IM, R_PUBLIC},
+	/* Prometheus' scrape: no token; metrics_allow's addresses instead (metrics.c) */
+	{"GET", "/metrics", metrics_get, D_IM, R_PUBLIC},
 	{"POST", "/api/message/send", im_send, D_IM, R_JSON},
 	{"GET", "/api/message/list", im_list, D_IM, 0},
 	{"GET", "/api/message/:id", im_get, D_IM, 0},
@@ -61,6 +65,15 @@ static const struct route routes[] = {
 	{"GET", "/_aichatd_sync/d/:run", v1_send_result, D_V1, 0},
 	{"GET", "/_aichatd_sync/e/:run", workflow_send_result, D_WORKFLOW, 0},
 };
+
+_Static_assert(sizeof(routes) / sizeof(routes[0]) <= ROUTER_ROUTES_MAX, "ROUTER_ROUTES_MAX");
+
+const struct route *
+router_table(size_t *n)
+{
+	*n = sizeof(routes) / sizeof(routes[0]);
+	return routes;
+}
 
 static int
 has_prefix(const char *path, const char *prefix)
@@ -273,4 +286,5 @@ router_dispatch(struct req *r)
 out:
 	if (r->err_status)
 		router_render_error(r);
+	metrics_request(r->route, r->status, r->started_ns ? time_mono_ns() - r->started_ns : 0);
 }

@@ -24,6 +24,10 @@ struct route {
 	unsigned flags;
 };
 
+/* The table's rows, n of them (at most ROUTER_ROUTES_MAX): for the metrics, which count
+ * requests by row. */
+#define ROUTER_ROUTES_MAX 64
+const struct route *router_table(size_t *n);
 /* Match method and path against the table. Returns the row, or NULL with *status 404 (no
  * path matched), 405 (the path matched for other methods, listed in allow) or 400 (the
  * method's route matched but a path parameter is not a decodable UTF-8 string). */

@@ -14,6 +14,7 @@
 #include "util.h"
 #include "config.h"
 #include "provider.h"
+#include "addr.h"
 
 #ifndef AICHATD_SYSCONFDIR
 #error "AICHATD_SYSCONFDIR (the configure --sysconfdir) comes from Makefile.am"
@@ -66,6 +67,7 @@ static const struct key keys[] = {
 	{"ws_pending_max", K_SIZE, OFF(ws_pending_max), 65536, 1L << 32, "33554432", SHOW_PLAIN},
 	{"socket_group", K_STR, OFF(socket_group), 0, 0, "", SHOW_PLAIN},
 	{"max_runs", K_INT, OFF(max_runs), 1, 100000, "256", SHOW_PLAIN},
+	{"metrics_allow", K_STR, OFF(metrics_allow), 0, 0, "127.0.0.1 ::1", SHOW_PLAIN},
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 _Static_assert(NKEYS <= CONFIG_KEYS_MAX, "raise CONFIG_KEYS_MAX in config.h");
@@ -231,6 +233,9 @@ config_read(struct config *c, const char *path, int optional, char *err)
 			 provider_list(names, sizeof(names), ", ", " or "));
 		return RC_ERR;
 	}
+	/* nginx is given it as allow lines: nothing else may reach its configuration */
+	if (addr_list_check(c->metrics_allow, err) != RC_OK)
+		return RC_ERR;
 	if (c->auth == AUTH_JWT && strlen(c->jwt_secret) < 16) {
 		snprintf(err, ERR_LEN, "auth = jwt needs a jwt_secret of at least 16 characters");
 		return RC_ERR;
@@ -293,6 +298,7 @@ config_print_env(const struct config *c)
 	print_quoted("AICHATD_FCGI_SOCKET", c->fcgi_socket);
 	print_quoted("AICHATD_PUSH_HTTP_SOCKET", c->push_http_socket);
 	print_quoted("AICHATD_AUTH", c->auth == AUTH_JWT ? "jwt" : "off");
+	print_quoted("AICHATD_METRICS_ALLOW", c->metrics_allow);
 }
 
 /* ---- the settings in force and where each came from (aichatd config) ---- */

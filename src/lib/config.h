@@ -59,6 +59,7 @@ struct config {
 	char *file;        /* the settings file looked for (NULL: none) */
 	int file_optional; /* it is the default one, which may be absent */
 	int file_read;     /* it was there and was read */
+	char *metrics_allow;  /* who may read /metrics: addresses and CIDRs (addr.h) */
 };
 
 /* The settings file read when none is named: AICHATD_SYSCONFDIR "/aichatd/aichatd.conf"

@@ -8,6 +8,9 @@
  *                     (whole UTF-8 characters), or "none\n" when no reply of msgId runs
  *   "stats\n"         "runs N upstream N ws N sse N stream N dropped N active N backlog N\n"
  *                     (active: runs begun, of max_runs; backlog 1: runs wait in the queue)
+ *   "metrics\n"       "metrics <n>\n" and n bytes (n <= PUSH_METRICS_MAX): the daemon's
+ *                     figures in Prometheus' text format, its own families only (named
+ *                     aichatd_push_*), which the pool's GET /metrics passes on
  * The database is the queue: a lost wake-up only delays a run until the daemon's next
  * poll, and a waiter that cannot reach the daemon falls back to polling the database.
  *
@@ -35,6 +38,7 @@ struct sockaddr_un;
 #define PUSH_LINE_MAX 256
 #define PUSH_POST_MAX (4 << 20) /* the longest post line; longer posts are written directly */
 #define PUSH_CONTENT_MAX (2u << 20) /* the longest "content" answer */
+#define PUSH_METRICS_MAX (256u << 10) /* the longest "metrics" answer */
 
 /* The socket paths for a data dir, into out (at least 4096 bytes): the control socket,
  * and the post socket (served by the daemon's writer thread). */

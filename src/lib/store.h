@@ -352,5 +352,14 @@ int store_purge(struct store *st, int64_t before_ms, int dry_run, struct store_p
  * the conversations moved (RC_NOTFOUND for a conv_id that names no conversation). */
 int store_chown(struct store *st, const char *conv_id, const char *from_owner,
 		const char *new_owner, int64_t *moved, char *err);
+/* SQLite busy waits (metrics): a statement that found the database locked (waits), the
+ * time slept in the busy handler for it, and the waits given up (SQLITE_BUSY returned).
+ * Counted for the whole process, in its own counters unless store_busy_count_in() names
+ * others (memory shared with the processes forked after, or NULL: its own again). */
+struct store_busy {
+	_Atomic uint64_t waits, sleep_ns, timeouts;
+};
+void store_busy_count_in(struct store_busy *b);
+const struct store_busy *store_busy_counts(void);
 
 #endif

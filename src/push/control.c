@@ -20,6 +20,7 @@
 #include "runs.h"
 #include "hub.h"
 #include "control.h"
+#include "stats.h"
 
 #define CONN_MAX 4096 /* links at once: two per worker thread is the need */
 
@@ -123,6 +124,35 @@ conn_content(struct conn *c, const struct job_run *r)
 		free(w);
 }
 
+/* Answer "metrics <n>\n" and the daemon's figures (stats.h), in the text format. */
+static void
+conn_metrics(struct conn *c)
+{
+	struct stats_gauges g;
+	struct buf text;
+	struct wreq *w;
+	uv_buf_t b[2];
+
+	memset(&g, 0, sizeof(g));
+	hub_counts(&g);
+	runs_counts(&g.runs, &g.active, &g.backlog);
+	g.upstream = llm_active();
+	buf_init(&text, PUSH_METRICS_MAX);
+	stats_render(&text, &g);
+	if (!(w = malloc(sizeof(*w) + text.len))) {
+		buf_free(&text);
+		conn_close(c);
+		return;
+	}
+	snprintf(w->line, sizeof(w->line), "metrics %zu\n", text.len);
+	memcpy(w + 1, text.s, text.len);
+	b[0] = uv_buf_init(w->line, (unsigned)strlen(w->line));
+	b[1] = uv_buf_init((char *)(w + 1), (unsigned)text.len);
+	if (uv_write(&w->w, (uv_stream_t *)&c->pipe, b, 2, on_written) != 0)
+		free(w);
+	buf_free(&text);
+}
+
 static void
 wait_for(struct conn *c, int64_t id, int stop_status)
 {
@@ -214,6 +244,8 @@ conn_line(struct conn *c, char *line)
 			conn_content(c, r);
 		else
 			conn_say(c, "none\n");
+	} else if (strcmp(line, "metrics") == 0) {
+		conn_metrics(c);
 	} else if (strcmp(line, "stats") == 0) {
 		char hub[256];
 		int runs, active, backlog;

@@ -16,6 +16,7 @@
 #include "log.h"
 #include "runs.h"
 #include "hub.h"
+#include "stats.h"
 #include "hconn.h"
 
 static uv_pipe_t listener;
@@ -263,6 +264,19 @@ hub_stats(char *out, size_t len)
 		 "max_connections_per_addr %d ws_pending %zu",
 		 hub_n_ws, hub_n_sse, hub_n_stream, hub_n_dropped, hub_n_refused, hub_env.cfg->max_connections,
 		 hub_env.cfg->max_connections_per_addr, ws_pending_bytes());
+}
+
+void
+hub_counts(struct stats_gauges *g)
+{
+	g->ws = hub_n_ws;
+	g->sse = hub_n_sse;
+	g->stream = hub_n_stream;
+	g->other = hub_n_conns - hub_n_ws - hub_n_sse - hub_n_stream;
+	g->dropped = hub_n_dropped;
+	g->refused = hub_n_refused;
+	g->ws_pending = ws_pending_bytes();
+	g->max_runs = hub_env.cfg->max_runs;
 }
 
 void

@@ -48,6 +48,10 @@ void sync_check(void);
 /* "ws N sse N stream N dropped N refused N max_connections N max_connections_per_addr N
  * ws_pending N" */
 void hub_stats(char *out, size_t len);
+/* For the metrics (stats.h): into g, the connections held by kind, the drops and refusals
+ * so far, the bytes of unfinished WebSocket messages, and max_runs. */
+struct stats_gauges;
+void hub_counts(struct stats_gauges *g);
 /* Close every connection and the listener. */
 void hub_close_all(void);
 

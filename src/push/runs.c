@@ -22,6 +22,7 @@
 #include "log.h"
 #include "writer.h"
 #include "runs.h"
+#include "stats.h"
 
 #define POLL_BATCH 256
 #define RUN_BUCKETS 1024
@@ -124,6 +125,7 @@ run_on_chunk(void *ctx, const char *s, size_t n)
 void
 runs_end_written(struct job_run *r)
 {
+	stats_run_ended(r);
 	events->ended(r);
 	run_free(r);
 }

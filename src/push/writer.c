@@ -42,6 +42,7 @@
 #include "log.h"
 #include "runs.h"
 #include "writer.h"
+#include "stats.h"
 
 static pthread_t thread;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -350,10 +351,14 @@ write_batch(struct witem *posts, struct witem *items)
 	struct witem *it;
 	char err[ERR_LEN];
 	int merged = 0;
+	size_t n = 0;
 
+	for (it = items; it; it = it->next)
+		n++;
 	for (it = posts; it; it = it->next) {
 		struct wpost *p = it->post;
 
+		n++;
 		memset(&p->op, 0, sizeof(p->op));
 		p->op.in = &p->in;
 		p->op.p = p->pool;
@@ -369,6 +374,7 @@ write_batch(struct witem *posts, struct witem *items)
 		if (!merged)
 			store_rollback(wst);
 	}
+	stats_batch(n);
 	if (ops && !merged)
 		store_post_batch(wst, ops);
 	for (it = posts; it; it = it->next)

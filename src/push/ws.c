@@ -29,6 +29,7 @@
 #include "writer.h"
 #include "hub.h"
 #include "hconn.h"
+#include "stats.h"
 
 /* a closing WebSocket waits at most this long for the client's close */
 #define LINGER_MS 2000
@@ -318,6 +319,8 @@ ws_posted(struct witem *it)
 	struct hconn *c = w->origin;
 
 	w->origin = NULL;
+	if (w->op.rc == RC_OK && w->in.run)
+		stats_ws_send();
 	if (!c)
 		return;
 	c->posts_pending--;

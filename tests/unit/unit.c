@@ -13,7 +13,7 @@ static const struct {
 	{"json", t_json},     {"token", t_token}, {"store", t_store},
 	{"push", t_push},     {"upstream", t_upstream}, {"provider", t_provider},
 	{"ws", t_ws},         {"config", t_config},
-	{"admin", t_admin},
+	{"admin", t_admin},   {"metrics", t_metrics},
 };
 
 int

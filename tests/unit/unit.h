@@ -30,6 +30,7 @@ extern const char *unit_current;
 	} while (0)
 
 void t_util(void);
+void t_metrics(void);
 void t_buf(void);
 void t_router(void);
 void t_json(void);

@@ -285,6 +285,20 @@ store_commit(struct store *st, char *err)
 /* SQLite's own busy handler sleeps 1 to 100 ms at a time; a write transaction here takes
  * tens of microseconds, so wait in short steps instead, up to BUSY_MAX_MS in all. */
 #define BUSY_MAX_MS 10000
+static struct store_busy busy_own, *busy_ctr = &busy_own;
+
+void
+store_busy_count_in(struct store_busy *b)
+{
+	busy_ctr = b ? b : &busy_own;
+}
+
+const struct store_busy *
+store_busy_counts(void)
+{
+	return busy_ctr;
+}
+
 static int
 busy_wait(void *arg, int n)
 {
@@ -292,8 +306,13 @@ busy_wait(void *arg, int n)
 	long us = n < 6 ? 25L << n : 1000; /* 25, 50 ... 800 us, then 1 ms */
 
 	(void)arg;
-	if (n > 6 + BUSY_MAX_MS)
+	if (n > 6 + BUSY_MAX_MS) {
+		busy_ctr->timeouts++;
 		return 0;
+	}
+	if (n == 0)
+		busy_ctr->waits++;
+	busy_ctr->sleep_ns += (uint64_t)us * 1000;
 	ts.tv_sec = 0;
 	ts.tv_nsec = us * 1000;
 	nanosleep(&ts, NULL);
