@@ -52,6 +52,7 @@ static const struct key keys[] = {
 	{"ws_pending_max", K_SIZE, OFF(ws_pending_max), 65536, 1L << 32},
 	{"socket_group", K_STR, OFF(socket_group), 0, 0},
 	{"max_runs", K_INT, OFF(max_runs), 1, 100000},
+	{"drain_timeout_s", K_INT, OFF(drain_timeout_s), 1, 3600},
 };
 
 static int
@@ -183,6 +184,7 @@ config_load(struct config *c, const char *path, char *err)
 	c->ws_fragment_timeout_s = 30;
 	c->ws_pending_max = 32u << 20;
 	c->max_runs = 256;
+	c->drain_timeout_s = 10;
 	if (set_str(&c->listen, "127.0.0.1", err) || set_str(&c->data_dir, "./var", err) ||
 	    set_str(&c->provider, provider_name(PROVIDER_DEFAULT), err) || set_str(&c->jwt_secret, "", err) ||
 	    set_str(&c->openai_base_url, "https://api.openai.com/v1", err) ||
@@ -476,4 +478,35 @@ config_identity_claim(const struct config *c, const char *who, const char *other
 	if ((rc = config_identity_check(c, other, err)) != RC_OK)
 		config_identity_withdraw(c, who);
 	return rc;
+}
+
+void
+config_changed(const struct config *a, const struct config *b, char *out, size_t n)
+{
+	size_t i, o = 0;
+
+	if (n)
+		*out = '\0';
+	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		const void *x = (const char *)a + keys[i].off, *y = (const char *)b + keys[i].off;
+		int same;
+
+		switch (keys[i].kind) {
+		case K_STR:
+			same = strcmp(*(char *const *)x ? *(char *const *)x : "",
+				      *(char *const *)y ? *(char *const *)y : "") == 0;
+			break;
+		case K_SIZE:
+			same = *(const size_t *)x == *(const size_t *)y;
+			break;
+		case K_AUTH:
+			same = a->auth == b->auth;
+			break;
+		default:
+			same = *(const int *)x == *(const int *)y;
+			break;
+		}
+		if (!same && o + strlen(keys[i].name) + 2 < n)
+			o += (size_t)snprintf(out + o, n - o, "%s%s", o ? " " : "", keys[i].name);
+	}
 }

@@ -42,6 +42,7 @@ struct config {
 	size_t ws_pending_max;     /* bytes held for all unfinished WebSocket messages */
 	char *socket_group;   /* the group given the sockets nginx reaches (NULL or "": none) */
 	int max_runs;         /* AI runs streaming at once in the push daemon; the rest queue */
+	int drain_timeout_s;  /* a stopping worker's requests in flight may take this long */
 };
 
 /* Load defaults, then the file at path (NULL: no file), then the environment. A path that
@@ -78,5 +79,8 @@ int config_identity_check(const struct config *c, const char *other, char *err);
 int config_identity_publish(const struct config *c, const char *who, char *err);
 /* Remove our file, if it is still ours. */
 void config_identity_withdraw(const struct config *c, const char *who);
+/* The names of the settings whose values differ between a and b, space-separated, into
+ * out (n bytes; "" when none): never their values, which may be secrets. */
+void config_changed(const struct config *a, const struct config *b, char *out, size_t n);
 
 #endif

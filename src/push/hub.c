@@ -221,6 +221,18 @@ hub_caps(void)
 		hub_env.cfg->max_connections, hub_env.cfg->max_connections_per_addr);
 }
 
+/* one timer for all three: its period is the shortest */
+static int
+beat_period(void)
+{
+	int ms = (hub_env.cfg->sse_heartbeat_s < hub_env.cfg->ws_ping_s ? hub_env.cfg->sse_heartbeat_s
+									 : hub_env.cfg->ws_ping_s) * 1000;
+
+	if (hub_env.cfg->ws_fragment_timeout_s * 1000 < ms)
+		ms = hub_env.cfg->ws_fragment_timeout_s * 1000;
+	return ms;
+}
+
 int
 hub_listen(uv_loop_t *loop, struct config *cfg, struct store *st, char *err)
 {
@@ -241,16 +253,22 @@ hub_listen(uv_loop_t *loop, struct config *cfg, struct store *st, char *err)
 	/* nginx's user reaches it through socket_group */
 	if (config_share_socket(hub_env.cfg, path, err) != RC_OK)
 		return RC_ERR;
-	/* one timer for hub_all three: its period is the shortest */
-	beat_ms = (hub_env.cfg->sse_heartbeat_s < hub_env.cfg->ws_ping_s ? hub_env.cfg->sse_heartbeat_s :
-								   hub_env.cfg->ws_ping_s) * 1000;
-	if (hub_env.cfg->ws_fragment_timeout_s * 1000 < beat_ms)
-		beat_ms = hub_env.cfg->ws_fragment_timeout_s * 1000;
 	uv_timer_init(hub_env.loop, &beat);
 	ws_init();
 	hub_caps();
+	beat_ms = beat_period();
 	uv_timer_start(&beat, on_beat, (uint64_t)beat_ms, (uint64_t)beat_ms);
 	return RC_OK;
+}
+
+void
+hub_reconfigure(void)
+{
+	int beat_ms = beat_period();
+
+	hub_caps();
+	uv_timer_stop(&beat);
+	uv_timer_start(&beat, on_beat, (uint64_t)beat_ms, (uint64_t)beat_ms);
 }
 
 void

@@ -48,6 +48,9 @@ void sync_check(void);
 /* "ws N sse N stream N dropped N refused N max_connections N max_connections_per_addr N
  * ws_pending N" */
 void hub_stats(char *out, size_t len);
+/* After a settings reload (the loop's thread): the heartbeat timer takes the new periods,
+ * and caps set to 0 are computed again. */
+void hub_reconfigure(void);
 /* Close every connection and the listener. */
 void hub_close_all(void);
 

@@ -1,5 +1,5 @@
-/* The push daemon's log: one line on stderr, "aichatd-push: " and the message (systemd's
- * journal, or the stack's log file, keeps it). */
+/* The push daemon's own lines (no operation-log entry: those go through oplog.h): one line
+ * on stderr at level warning, in oplog's format, "aichatd-push[PID]: warning: ...". */
 #ifndef AICHATD_PUSH_LOG_H
 #define AICHATD_PUSH_LOG_H
 
