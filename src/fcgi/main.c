@@ -233,7 +233,7 @@ mkdirs(void)
 		die("%s", err);
 }
 
-/* Migrations, the model configs the operator's settings name, and a start entry. */
+/* Migrations and the model configs the operator's settings name. */
 static void
 prepare_store(void)
 {
@@ -257,9 +257,6 @@ prepare_store(void)
 	for (i = 0; i < PROVIDER_COUNT; i++)
 		if (store_mcfg_ensure(st, &m[i], err) != RC_OK)
 			die("%s", err);
-	oplog(st, "info", "aichatd %s started: %d workers x %d threads, auth %s, on %s",
-	      PACKAGE_VERSION, cfg.workers, cfg.threads, cfg.auth == AUTH_JWT ? "jwt" : "off",
-	      cfg.fcgi_socket);
 	store_close(st);
 }
 
@@ -488,9 +485,13 @@ serve(const char *conf_path)
 {
 	sigset_t set;
 	struct sigaction sa;
-	char err[ERR_LEN];
+	char err[ERR_LEN], msg[ERR_LEN + 128];
 	int i, sig;
 
+	/* a daemon that checks tokens otherwise is the worse news: said first (this only
+	 * reads its stamp) */
+	if (config_identity_check(&cfg, "push", err) != RC_OK)
+		die("%s", err);
 	/* before anything in the data directory is touched: one pool on it */
 	if (pidlock_take(cfg.data_dir, "pool", err) < 0)
 		die("%s; not starting", err);
@@ -527,6 +528,10 @@ serve(const char *conf_path)
 	for (i = 0; i < cfg.workers; i++)
 		if (spawn_worker() < 0)
 			oplog_stderr("warning", "a worker did not start; retrying");
+	snprintf(msg, sizeof(msg), "aichatd %s started: %d workers x %d threads, auth %s, on %s",
+		 PACKAGE_VERSION, cfg.workers, cfg.threads, cfg.auth == AUTH_JWT ? "jwt" : "off",
+		 cfg.fcgi_socket);
+	master_log("info", msg);
 	while (!stopping) {
 		struct timespec ts = {1, 0};
 

@@ -217,7 +217,7 @@ hub_caps(void)
 	if (!hub_env.cfg->max_connections_per_addr)
 		hub_env.cfg->max_connections_per_addr =
 			hub_env.cfg->max_connections / 8 < 16 ? 16 : hub_env.cfg->max_connections / 8;
-	log_line("descriptors %ld: at most %d connections, %d per address", nofile,
+	log_info("descriptors %ld: at most %d connections, %d per address", nofile,
 		hub_env.cfg->max_connections, hub_env.cfg->max_connections_per_addr);
 }
 

@@ -16,3 +16,15 @@ log_line(const char *fmt, ...)
 	va_end(ap);
 	oplog_stderr("warning", "%s", msg);
 }
+
+void
+log_info(const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	oplog_stderr("info", "%s", msg);
+}

@@ -229,6 +229,12 @@ main(int argc, char **argv)
 		log_line("%s", err);
 		return 1;
 	}
+	/* a pool that checks tokens otherwise is the worse news: said first (this only reads
+	 * its stamp) */
+	if (config_identity_check(&cfg, "pool", err) != RC_OK) {
+		log_line("%s; not starting", err);
+		return 1;
+	}
 	/* before anything in the data directory is touched: one daemon on it */
 	if (pidlock_take(cfg.data_dir, "push", err) < 0) {
 		log_line("%s; not starting", err);

@@ -11,7 +11,7 @@ static const struct {
 } tests[] = {
 	{"util", t_util},     {"buf", t_buf},   {"router", t_router},
 	{"json", t_json},     {"token", t_token}, {"store", t_store},
-	{"push", t_push},     {"upstream", t_upstream}, {"provider", t_provider},
+	{"push", t_push},     {"upstream", t_upstream}, {"provider", t_provider}, {"lifecycle", t_lifecycle},
 	{"ws", t_ws},
 };
 

@@ -38,6 +38,7 @@ void t_store(void);
 void t_push(void);
 void t_upstream(void);
 void t_provider(void);
+void t_lifecycle(void);
 void t_ws(void);
 
 #endif
