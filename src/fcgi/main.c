@@ -315,7 +315,8 @@ spawn_worker(void)
 	n = n == 1 ? (int)read(fds[0], &c, 1) : -1;
 	close(fds[0]);
 	if (n != 1) {
-		kill(pid, SIGKILL); /* reaped with the others */
+		kids[nkids - 1].draining = 1; /* reaped with the others, not replaced */
+		kill(pid, SIGKILL);
 		return -1;
 	}
 	return pid;
@@ -447,12 +448,11 @@ reload(const char *conf_path)
 	master_log(*kept ? "warning" : "info", msg);
 }
 
-/* Children that ended: draining ones are gone for good, one in service is replaced (a
- * worker that keeps dying must not spin the machine). */
+/* Children that ended: draining ones are gone for good; one in service is said, and
+ * replaced by top_up(). */
 static void
 reap(void)
 {
-	static time_t last_death;
 	int status, i, was_draining;
 	pid_t pid;
 
@@ -473,11 +473,23 @@ reap(void)
 		if (was_draining || stopping)
 			continue;
 		oplog_stderr("warning", "worker %d exited (status %d), restarting", (int)pid, status);
-		if (time(NULL) == last_death)
-			sleep(1);
-		last_death = time(NULL);
-		spawn_worker();
 	}
+}
+
+/* As many workers in service as the settings say: one started a turn, at most one a
+ * second (a worker that keeps dying, or cannot start, must not spin the machine). */
+static void
+top_up(void)
+{
+	static time_t last;
+
+	if (stopping || in_service() >= cfg.workers)
+		return;
+	if (time(NULL) == last)
+		sleep(1);
+	last = time(NULL);
+	if (spawn_worker() < 0)
+		oplog_stderr("warning", "a worker did not start; trying again");
 }
 
 static int
@@ -527,7 +539,7 @@ serve(const char *conf_path)
 	sigprocmask(SIG_BLOCK, &set, NULL);
 	for (i = 0; i < cfg.workers; i++)
 		if (spawn_worker() < 0)
-			oplog_stderr("warning", "a worker did not start; retrying");
+			oplog_stderr("warning", "a worker did not start; trying again");
 	snprintf(msg, sizeof(msg), "aichatd %s started: %d workers x %d threads, auth %s, on %s",
 		 PACKAGE_VERSION, cfg.workers, cfg.threads, cfg.auth == AUTH_JWT ? "jwt" : "off",
 		 cfg.fcgi_socket);
@@ -536,6 +548,7 @@ serve(const char *conf_path)
 		struct timespec ts = {1, 0};
 
 		reap();
+		top_up();
 		sig = sigtimedwait(&set, NULL, &ts);
 		if (sig == SIGTERM || sig == SIGINT)
 			stopping = 1;
