@@ -47,7 +47,6 @@ static void
 die(const char *fmt, ...)
 {
 	va_list ap;
-
 	char msg[ERR_LEN * 2];
 
 	va_start(ap, fmt);
@@ -208,7 +207,7 @@ worker_main(pid_t master, int ready)
 
 /* ---- the master ---- */
 
-static volatile sig_atomic_t stopping;
+static int stopping; /* the master's: SIGTERM or SIGINT taken */
 
 static void
 on_signal(int sig)
@@ -440,9 +439,9 @@ reload(const char *conf_path)
 		return;
 	}
 	snprintf(msg, sizeof(msg),
-		 "settings reloaded: %s%s; %d workers replaced by %d x %d threads%s%s%s", changed,
+		 "settings reloaded: %s%s; %d workers replaced by %d x %d threads%s%s", changed,
 		 *changed ? " changed" : "nothing changed", nold, cfg.workers, cfg.threads,
-		 *kept ? "; needs a restart, kept at its running value: " : "", kept, "");
+		 *kept ? "; needs a restart, kept at its running value: " : "", kept);
 	config_free(&old);
 	free(olds);
 	master_log(*kept ? "warning" : "info", msg);
