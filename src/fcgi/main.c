@@ -447,6 +447,15 @@ reload(const char *conf_path)
 	master_log(*kept ? "warning" : "info", msg);
 }
 
+/* A worker that passed drain_timeout_s is said (SIGALRM ended it). */
+static void
+drain_ended(pid_t pid, int status)
+{
+	if (WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
+		oplog_stderr("warning", "worker %d: requests still in flight after drain_timeout_s "
+			     "(%d s); ended", (int)pid, cfg.drain_timeout_s);
+}
+
 /* Children that ended: draining ones are gone for good; one in service is said, and
  * replaced by top_up(). */
 static void
@@ -466,9 +475,8 @@ reap(void)
 		}
 		if (was_draining < 0)
 			continue;
-		if (was_draining && WIFSIGNALED(status) && WTERMSIG(status) == SIGALRM)
-			oplog_stderr("warning", "worker %d: requests still in flight after "
-				     "drain_timeout_s (%d s); ended", (int)pid, cfg.drain_timeout_s);
+		if (was_draining)
+			drain_ended(pid, status);
 		if (was_draining || stopping)
 			continue;
 		oplog_stderr("warning", "worker %d exited (status %d), restarting", (int)pid, status);
@@ -563,9 +571,13 @@ serve(const char *conf_path)
 
 		if (pid < 0 && errno != EINTR)
 			break;
-		for (i = 0; i < nkids; i++)
-			if (kids[i].pid == pid)
-				kids[i] = kids[--nkids];
+		for (i = 0; i < nkids; i++) {
+			if (kids[i].pid != pid)
+				continue;
+			drain_ended(pid, status);
+			kids[i] = kids[--nkids];
+			break;
+		}
 	}
 	unlink(cfg.fcgi_socket);
 	config_identity_withdraw(&cfg, "pool");

@@ -8,7 +8,9 @@
 - kill -9 of the master: no worker PID survives it.
 - A second `aichatd serve` or `aichatd-push` on the same data directory refuses to start and
   names the PID that holds it; the running stack is untouched.
-- SIGTERM to the master lets a slow sync send in flight get its whole answer.
+- SIGTERM to the master lets a send in flight (held in its worker while the daemon is
+  stopped) get its whole answer; and a request that cannot finish is ended after
+  drain_timeout_s.
 - /health says "degraded" (503, with a reason) while the daemon is stopped (SIGSTOP by PID).
 - Operation-log entries (start, reload, auth failures) are also lines on stderr with a level.
 
@@ -354,6 +356,35 @@ def lifecycle_sigterm_lets_a_request_in_flight_finish(_):
     assert isinstance(r.json, dict) and r.json.get("msg_content") == "hello", r.body[:300]
     wait_for(lambda: not alive(master), "the master's exit")
     assert "aichatd stopped" in log_text(s)
+
+
+@test
+def lifecycle_sigterm_drain_is_bounded(_):
+    s = start(False, workers=1, extra_env={"AICHATD_DRAIN_TIMEOUT_S": "1"})
+    daemon, master = procs(s)
+    c = Client(s.port)
+    worker = children(master)[0]
+
+    def send():
+        try:
+            c.post("/api/message/send", json={"session_id": uniq("stuck"), "content": "x"})
+        except Exception:
+            pass  # cut, as it must be once the bound is passed
+
+    # a request that cannot finish while the daemon is stopped
+    os.kill(daemon, signal.SIGSTOP)
+    t = threading.Thread(target=send, daemon=True)
+    try:
+        t.start()
+        wait_for(lambda: fcgi_connections(s) >= 1, "the send to reach the worker")
+        os.kill(master, signal.SIGTERM)
+        wait_for(lambda: not alive(master), "the master's exit after drain_timeout_s")
+    finally:
+        os.kill(daemon, signal.SIGCONT)
+    assert not alive(worker)
+    assert re.search(r"aichatd\[%d\]: warning: worker %d: requests still in flight after "
+                     r"drain_timeout_s \(1 s\); ended" % (master, worker), log_text(s)), \
+        s.log_tail()
 
 
 # --------------------------------------------------------------------------------------
