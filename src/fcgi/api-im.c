@@ -174,16 +174,26 @@ im_health(struct req *r)
 	const char *detail = req_query(r, "detail");
 	char stats[PUSH_LINE_MAX];
 	json_t *j;
+	int push_ok;
 
 	if (store_version(r->store, &v, err) != RC_OK)
 		return req_json(r, 503, json_pack("{s:s,s:s,s:s}", "status", "error", "version",
 						  PACKAGE_VERSION, "database", err));
-	j = json_pack("{s:s,s:s,s:s}", "status", "ok", "version", PACKAGE_VERSION, "database",
-		      "ok");
+	/* the push daemon: without it no reply is made and no push reaches a client, so the
+	 * pool is degraded (503, docs/API.md) */
+	push_ok = push_stats(r->cfg, stats, sizeof(stats)) == RC_OK;
+	if (push_ok)
+		j = json_pack("{s:s,s:s,s:s}", "status", "ok", "version", PACKAGE_VERSION,
+			      "database", "ok");
+	else
+		j = json_pack("{s:s,s:s,s:s,s:s}", "status", "degraded", "reason",
+			      "the push daemon is unreachable (its control socket does not answer): "
+			      "no AI reply is made and no push is sent",
+			      "version", PACKAGE_VERSION, "database", "ok");
 	if (j && detail && strcmp(detail, "1") == 0) {
 		/* the push daemon's counters: runs, upstream transfers, connections, drops */
 		json_t *push = json_object();
-		if (push_stats(r->cfg, stats, sizeof(stats)) == RC_OK) {
+		if (push_ok) {
 			char *tok, *save = NULL, *name = NULL;
 			for (tok = strtok_r(stats, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
 				if (!name) {
@@ -199,5 +209,5 @@ im_health(struct req *r)
 		}
 		json_object_set_new(j, "push", push);
 	}
-	return req_json(r, 200, j);
+	return req_json(r, push_ok ? 200 : 503, j);
 }

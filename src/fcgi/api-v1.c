@@ -9,6 +9,7 @@
 #include "pool.h"
 #include "util.h"
 #include "push-client.h"
+#include "oplog.h"
 #include "provider.h"
 #include "api.h"
 
@@ -312,7 +313,7 @@ v1_mcfg_put(struct req *r)
 		 (int)utf8_fit(by, strlen(by), 128), by, m.provider ? " provider" : "",
 		 m.model_name ? " model_name" : "", m.model_version ? " model_version" : "",
 		 m.parameters ? " parameters" : "", m.system_prompt ? " system_prompt" : "");
-	store_log(r->store, "info", log);
+	oplog(r->store, "info", "%s", log);
 	return api_success(r, json_pack("{s:s,s:o}", "config_id", m.config_id, "updated_time",
 					api_time(D_V1, updated)));
 }

@@ -9,6 +9,7 @@
 #include "util.h"
 #include "config.h"
 #include "store.h"
+#include "oplog.h"
 #include "token.h"
 #include "request.h"
 #include "auth.h"
@@ -30,7 +31,7 @@ auth_log_failure(struct req *r, const char *why)
 		if (suppressed) {
 			snprintf(msg, sizeof(msg), "auth failure: %d more in one second not logged",
 				 suppressed);
-			store_log(r->store, "warning", msg);
+			oplog(r->store, "warning", "%s", msg);
 		}
 		window = now;
 		count = suppressed = 0;
@@ -44,7 +45,7 @@ auth_log_failure(struct req *r, const char *why)
 	utf8_mend(path, AUTH_LOG_PATH + 1, r->path, strlen(r->path));
 	utf8_mend(method, sizeof(method), r->method, strlen(r->method));
 	snprintf(msg, sizeof(msg), "auth failure: %s on %s %s", why, method, path);
-	store_log(r->store, "warning", msg);
+	oplog(r->store, "warning", "%s", msg);
 }
 
 int

@@ -68,6 +68,7 @@ static const struct key keys[] = {
 	{"socket_group", K_STR, OFF(socket_group), 0, 0, "", SHOW_PLAIN},
 	{"max_runs", K_INT, OFF(max_runs), 1, 100000, "256", SHOW_PLAIN},
 	{"metrics_allow", K_STR, OFF(metrics_allow), 0, 0, "127.0.0.1 ::1", SHOW_PLAIN},
+	{"drain_timeout_s", K_INT, OFF(drain_timeout_s), 1, 3600, "10", SHOW_PLAIN},
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 _Static_assert(NKEYS <= CONFIG_KEYS_MAX, "raise CONFIG_KEYS_MAX in config.h");
@@ -678,4 +679,35 @@ config_identity_claim(const struct config *c, const char *who, const char *other
 	if ((rc = config_identity_check(c, other, err)) != RC_OK)
 		config_identity_withdraw(c, who);
 	return rc;
+}
+
+void
+config_changed(const struct config *a, const struct config *b, char *out, size_t n)
+{
+	size_t i, o = 0;
+
+	if (n)
+		*out = '\0';
+	for (i = 0; i < sizeof(keys) / sizeof(keys[0]); i++) {
+		const void *x = (const char *)a + keys[i].off, *y = (const char *)b + keys[i].off;
+		int same;
+
+		switch (keys[i].kind) {
+		case K_STR:
+			same = strcmp(*(char *const *)x ? *(char *const *)x : "",
+				      *(char *const *)y ? *(char *const *)y : "") == 0;
+			break;
+		case K_SIZE:
+			same = *(const size_t *)x == *(const size_t *)y;
+			break;
+		case K_AUTH:
+			same = a->auth == b->auth;
+			break;
+		default:
+			same = *(const int *)x == *(const int *)y;
+			break;
+		}
+		if (!same && o + strlen(keys[i].name) + 2 < n)
+			o += (size_t)snprintf(out + o, n - o, "%s%s", o ? " " : "", keys[i].name);
+	}
 }

@@ -60,6 +60,7 @@ struct config {
 	int file_optional; /* it is the default one, which may be absent */
 	int file_read;     /* it was there and was read */
 	char *metrics_allow;  /* who may read /metrics: addresses and CIDRs (addr.h) */
+	int drain_timeout_s;  /* a stopping worker's requests in flight may take this long */
 };
 
 /* The settings file read when none is named: AICHATD_SYSCONFDIR "/aichatd/aichatd.conf"
@@ -111,5 +112,8 @@ int config_identity_check(const struct config *c, const char *other, char *err);
 int config_identity_publish(const struct config *c, const char *who, char *err);
 /* Remove our file, if it is still ours. */
 void config_identity_withdraw(const struct config *c, const char *who);
+/* The names of the settings whose values differ between a and b, space-separated, into
+ * out (n bytes; "" when none): never their values, which may be secrets. */
+void config_changed(const struct config *a, const struct config *b, char *out, size_t n);
 
 #endif

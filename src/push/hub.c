@@ -219,8 +219,20 @@ hub_caps(void)
 	if (!hub_env.cfg->max_connections_per_addr)
 		hub_env.cfg->max_connections_per_addr =
 			hub_env.cfg->max_connections / 8 < 16 ? 16 : hub_env.cfg->max_connections / 8;
-	log_line("descriptors %ld: at most %d connections, %d per address", nofile,
+	log_info("descriptors %ld: at most %d connections, %d per address", nofile,
 		hub_env.cfg->max_connections, hub_env.cfg->max_connections_per_addr);
+}
+
+/* one timer for all three: its period is the shortest */
+static int
+beat_period(void)
+{
+	int ms = (hub_env.cfg->sse_heartbeat_s < hub_env.cfg->ws_ping_s ? hub_env.cfg->sse_heartbeat_s
+									 : hub_env.cfg->ws_ping_s) * 1000;
+
+	if (hub_env.cfg->ws_fragment_timeout_s * 1000 < ms)
+		ms = hub_env.cfg->ws_fragment_timeout_s * 1000;
+	return ms;
 }
 
 int
@@ -243,17 +255,23 @@ hub_listen(uv_loop_t *loop, struct config *cfg, struct store *st, char *err)
 	/* nginx's user reaches it through socket_group */
 	if (config_share_socket(hub_env.cfg, path, err) != RC_OK)
 		return RC_ERR;
-	/* one timer for hub_all three: its period is the shortest */
-	beat_ms = (hub_env.cfg->sse_heartbeat_s < hub_env.cfg->ws_ping_s ? hub_env.cfg->sse_heartbeat_s :
-								   hub_env.cfg->ws_ping_s) * 1000;
-	if (hub_env.cfg->ws_fragment_timeout_s * 1000 < beat_ms)
-		beat_ms = hub_env.cfg->ws_fragment_timeout_s * 1000;
 	uv_timer_init(hub_env.loop, &beat);
 	ws_init();
 	hub_caps();
+	beat_ms = beat_period();
 	last_ping = uv_now(hub_env.loop); /* the first pings a period after the start */
 	uv_timer_start(&beat, on_beat, (uint64_t)beat_ms, (uint64_t)beat_ms);
 	return RC_OK;
+}
+
+void
+hub_reconfigure(void)
+{
+	int beat_ms = beat_period();
+
+	hub_caps();
+	uv_timer_stop(&beat);
+	uv_timer_start(&beat, on_beat, (uint64_t)beat_ms, (uint64_t)beat_ms);
 }
 
 void

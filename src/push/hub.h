@@ -52,6 +52,9 @@ void hub_stats(char *out, size_t len);
  * so far, the bytes of unfinished WebSocket messages, and max_runs. */
 struct stats_gauges;
 void hub_counts(struct stats_gauges *g);
+/* After a settings reload (the loop's thread): the heartbeat timer takes the new periods,
+ * and caps set to 0 are computed again. */
+void hub_reconfigure(void);
 /* Close every connection and the listener. */
 void hub_close_all(void);
 

@@ -2,16 +2,29 @@
 #include <stdio.h>
 #include <stdarg.h>
 
+#include "oplog.h"
 #include "log.h"
 
 void
 log_line(const char *fmt, ...)
 {
+	char msg[1024];
 	va_list ap;
 
-	fprintf(stderr, "aichatd-push: ");
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	fputc('\n', stderr);
+	oplog_stderr("warning", "%s", msg);
+}
+
+void
+log_info(const char *fmt, ...)
+{
+	char msg[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	oplog_stderr("info", "%s", msg);
 }

@@ -26,6 +26,8 @@
 #include "llm.h"
 #include "push-proto.h"
 #include "log.h"
+#include "oplog.h"
+#include "pidlock.h"
 #include "writer.h"
 #include "runs.h"
 #include "control.h"
@@ -37,7 +39,8 @@ static struct config cfg;
 static uv_loop_t *loop;
 static struct store *store;
 static uv_timer_t poll_timer;
-static uv_signal_t sigterm, sigint;
+static uv_signal_t sigterm, sigint, sighup;
+static const char *conf_path;
 static int stopping;
 
 /* ---- what the runs tell the connections and the waiters ---- */
@@ -97,7 +100,8 @@ on_signal(uv_signal_t *s, int sig)
 	if (stopping)
 		return;
 	stopping = 1;
-	log_line("stopping; %d runs stay in the database for the next start", runs_shutdown());
+	oplog(store, "info", "aichatd-push stopping; %d runs stay in the database for the next start",
+	      runs_shutdown());
 	writer_stop(); /* the posts and ends queued are written and handed back */
 	/* the runs stay "running" in the database: the next start makes them anew */
 	runs_free_all();
@@ -107,11 +111,99 @@ on_signal(uv_signal_t *s, int sig)
 	uv_walk(loop, close_walk, NULL);
 }
 
-static const char pushd_usage[] =
-	"usage: aichatd-push [-c CONFIG] [--help | --version]\n"
-	"Runs the push daemon: WebSockets, SSE streams and AI runs, on the sockets in\n"
-	"run_dir ($AICHATD_DATA_DIR/run/ unless set). Settings: the file named by -c or AICHATD_CONFIG (it must\n"
-	"exist when named), then the AICHATD_<KEY> environment variables.\n";
+/* A string setting taken from the new settings: the old text is freed (nothing keeps a
+ * pointer to it past the loop's turn: the runs and the connections read the settings when
+ * they use them). */
+static void
+take_str(char **live, char **fresh)
+{
+	free(*live);
+	*live = *fresh;
+	*fresh = NULL;
+}
+
+/*
+ * SIGHUP: the settings file and the environment read again, and what can change live
+ * applied: the providers' settings, the timeouts, the heartbeats, the limits. The data
+ * directory, run_dir, the sockets' group, auth and jwt_secret, workers and threads need a
+ * restart.
+ */
+static void
+on_reload(uv_signal_t *s, int sig)
+{
+	struct config n;
+	char err[ERR_LEN], changed[400], kept[200];
+	size_t o = 0;
+
+	(void)s;
+	(void)sig;
+	if (stopping)
+		return;
+	if (config_load(&n, conf_path, err) != RC_OK) {
+		oplog(store, "error", "aichatd-push: reload refused, the running settings stay: %s",
+		      err);
+		config_free(&n);
+		return;
+	}
+	/* the computed caps compare as computed */
+	if (!n.max_connections)
+		n.max_connections = cfg.max_connections;
+	if (!n.max_connections_per_addr)
+		n.max_connections_per_addr = cfg.max_connections_per_addr;
+	config_changed(&cfg, &n, changed, sizeof(changed));
+	*kept = '\0';
+#define KEEP(f)                                                                                \
+	if (strcmp(cfg.f ? cfg.f : "", n.f ? n.f : "") != 0)                                 \
+		o += (size_t)snprintf(kept + o, sizeof(kept) - o, "%s" #f, o ? " " : "");
+	KEEP(data_dir)
+	KEEP(socket_group)
+	KEEP(jwt_secret)
+	KEEP(run_dir)
+#undef KEEP
+	if (cfg.auth != n.auth)
+		o += (size_t)snprintf(kept + o, sizeof(kept) - o, "%sauth", o ? " " : "");
+	if (cfg.workers != n.workers || cfg.threads != n.threads)
+		snprintf(kept + o, sizeof(kept) - o, "%sworkers/threads (for the computed caps)",
+			 o ? " " : "");
+	take_str(&cfg.provider, &n.provider);
+	take_str(&cfg.openai_base_url, &n.openai_base_url);
+	take_str(&cfg.openai_api_key, &n.openai_api_key);
+	take_str(&cfg.openai_model, &n.openai_model);
+	take_str(&cfg.n8n_webhook_url, &n.n8n_webhook_url);
+	cfg.builtin_delay_ms = n.builtin_delay_ms;
+	cfg.connect_timeout_s = n.connect_timeout_s;
+	cfg.reply_timeout_s = n.reply_timeout_s;
+	cfg.sse_heartbeat_s = n.sse_heartbeat_s;
+	cfg.ws_ping_s = n.ws_ping_s;
+	cfg.client_buffer = n.client_buffer;
+	cfg.ws_max_message = n.ws_max_message;
+	cfg.ws_fragment_timeout_s = n.ws_fragment_timeout_s;
+	cfg.ws_pending_max = n.ws_pending_max;
+	cfg.max_connections = n.max_connections;
+	cfg.max_connections_per_addr = n.max_connections_per_addr;
+	cfg.max_runs = n.max_runs;
+	cfg.drain_timeout_s = n.drain_timeout_s;
+	writer_set_provider(cfg.provider);
+	hub_reconfigure(); /* the heartbeat timer's period */
+	config_free(&n);
+	oplog(store, *kept ? "warning" : "info", "aichatd-push: settings reloaded: %s%s%s%s",
+	      *changed ? changed : "nothing changed", *changed ? " (applied where live)" : "",
+	      *kept ? "; needs a restart, kept at its running value: " : "", kept);
+	runs_poll(); /* max_runs may have grown */
+}
+
+static void
+pushd_usage(FILE *out)
+{
+	fprintf(out,
+		"usage: aichatd-push [-c CONFIG] [--help | --version]\n"
+		"Runs the push daemon: WebSockets, SSE streams and AI runs, on the sockets in\n"
+		"run_dir ($AICHATD_DATA_DIR/run/ unless set). Settings: the file named by -c or\n"
+		"AICHATD_CONFIG (it must exist when named), else %s (read when\n"
+		"present), then the AICHATD_<KEY> environment variables. SIGHUP reloads what can\n"
+		"change live; see aichatd-push(8).\n",
+		config_default_file());
+}
 
 int
 main(int argc, char **argv)
@@ -121,6 +213,7 @@ main(int argc, char **argv)
 	struct rlimit rl;
 	int i = 1;
 
+	oplog_init("aichatd-push");
 	if (conf && !*conf)
 		conf = NULL; /* set but empty: none named */
 	if (argc > 2 && strcmp(argv[1], "-c") == 0) {
@@ -129,7 +222,7 @@ main(int argc, char **argv)
 	}
 	/* before the settings: these touch no file at all */
 	if (i < argc && (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)) {
-		fputs(pushd_usage, stdout);
+		pushd_usage(stdout);
 		return 0;
 	}
 	if (i < argc && strcmp(argv[i], "--version") == 0) {
@@ -137,11 +230,23 @@ main(int argc, char **argv)
 		return 0;
 	}
 	if (i < argc) {
-		fputs(pushd_usage, stderr);
+		pushd_usage(stderr);
 		return 2;
 	}
+	conf_path = conf;
 	if (config_load(&cfg, conf, err) != RC_OK) {
 		log_line("%s", err);
+		return 1;
+	}
+	/* a pool that checks tokens otherwise is the worse news: said first (this only reads
+	 * its stamp) */
+	if (config_identity_check(&cfg, "pool", err) != RC_OK) {
+		log_line("%s; not starting", err);
+		return 1;
+	}
+	/* before anything in the data directory is touched: one daemon on it */
+	if (pidlock_take(cfg.data_dir, "push", err) < 0) {
+		log_line("%s; not starting", err);
 		return 1;
 	}
 	/* one identity with the pool: a daemon that checks tokens differently from the pool
@@ -196,13 +301,17 @@ main(int argc, char **argv)
 	uv_signal_start(&sigterm, on_signal, SIGTERM);
 	uv_signal_init(loop, &sigint);
 	uv_signal_start(&sigint, on_signal, SIGINT);
-	log_line("listening on %s", path);
+	uv_signal_init(loop, &sighup);
+	uv_signal_start(&sighup, on_reload, SIGHUP);
+	oplog(store, "info", "aichatd-push %s started: control socket %s, at most %d runs at once",
+	      PACKAGE_VERSION, path, cfg.max_runs);
 	/* whatever a previous daemon left running is taken again now */
 	runs_poll();
 	uv_run(loop, UV_RUN_DEFAULT);
 	unlink(path);
 	config_identity_withdraw(&cfg, "push");
 	uv_loop_close(loop);
+	oplog(store, "info", "aichatd-push stopped");
 	store_close(store);
 	config_free(&cfg);
 	return 0;

@@ -34,12 +34,14 @@
 #include "pool.h"
 #include "store.h"
 #include "llm.h"
+#include "provider.h"
 #include "config.h"
 #include "buf.h"
 #include "push-proto.h"
 #include "jsonpool.h"
 #include "util.h"
 #include "log.h"
+#include "oplog.h"
 #include "runs.h"
 #include "writer.h"
 #include "stats.h"
@@ -56,7 +58,8 @@ static int stop, running, sleeping, lposts_woken;
 static uv_async_t done_async;
 static void (*on_done)(struct witem *it);
 static struct store *wst;
-static const char *default_provider;
+/* a provider_name() (static): the loop sets it (writer_set_provider), this thread reads it */
+static _Atomic(const char *) default_provider;
 
 static void
 logf_(const char *what, const char *err)
@@ -98,7 +101,7 @@ write_ends(struct witem *list, int alone, char *err)
 		if (rc == RC_NOTFOUND)
 			rc = RC_OK; /* ended meanwhile (a stop from elsewhere) */
 		if (rc == RC_OK && it->log)
-			store_log(wst, "error", it->log);
+			oplog(wst, "error", "%s", it->log);
 		if (rc != RC_OK && alone)
 			logf_("cannot save a reply", err);
 		else if (rc != RC_OK)
@@ -578,7 +581,7 @@ writer_start(uv_loop_t *loop, const struct config *cfg, void (*cb)(struct witem 
 		return RC_ERR;
 	store_cache_kib(wst, 4096); /* the tails of the tables it appends to */
 	store_defer_touches(wst);
-	default_provider = cfg->provider;
+	writer_set_provider(cfg->provider);
 	on_done = cb;
 	push_post_socket_path(cfg, path, sizeof(path));
 	if (listen_posts(path, err) != RC_OK)
@@ -707,4 +710,13 @@ witem_free(struct witem *it)
 	}
 	free(it->log);
 	free(it);
+}
+
+void
+writer_set_provider(const char *name)
+{
+	int p = provider_find(name);
+
+	if (p >= 0)
+		default_provider = provider_name((enum provider)p);
 }

@@ -37,6 +37,8 @@ struct witem {
 /* Start the thread, with its own connection to the database and the post socket the
  * workers send their posts to; cb gets back, on the loop's thread, each end once it is
  * written and each post that started a run (with its job). */
+/* The default provider of the posts' runs from now on (a settings reload). */
+void writer_set_provider(const char *name);
 int writer_start(uv_loop_t *loop, const struct config *cfg, void (*cb)(struct witem *it),
 		 char *err);
 /* Queue an item (the loop's thread only). */

@@ -32,7 +32,8 @@ JWT_MODULES = ["test_auth", "test_fields_jwt"]
 # each module's teardown() stops what it started and returns its crash-report checks
 SELF_MODULES = ["test_ai", "test_crash", "test_live", "test_ws", "test_ws_jwt", "test_ws_limits",
                 "test_secure", "test_config", "test_streams",
-                "test_sync", "test_admin", "test_nginx_conf", "test_metrics"]
+                "test_sync", "test_admin", "test_nginx_conf", "test_metrics",
+                "test_lifecycle"]
 
 
 def select(modules, wanted, pattern):

@@ -39,6 +39,7 @@ void t_store(void);
 void t_push(void);
 void t_upstream(void);
 void t_provider(void);
+void t_lifecycle(void);
 void t_ws(void);
 void t_config(void);
 void t_admin(void);
