@@ -1,8 +1,9 @@
 /*
  * config: settings from a "key = value" file, each overridden by the environment variable
  * AICHATD_<KEY> (upper case). The file is the one named (-c, AICHATD_CONFIG), else the
- * default, $(sysconfdir)/aichatd/aichatd.conf, which may be absent. Loaded once at start;
- * read-only after. Each value remembers where it came from (aichatd config shows it).
+ * default, $(sysconfdir)/aichatd/aichatd.conf, which may be absent. Loaded at start and,
+ * into a fresh struct, at a reload (SIGHUP: each program applies what can change live
+ * and keeps the rest); a loaded struct is read-only. Each value remembers where it came from (aichatd config shows it).
  */
 #ifndef AICHATD_CONFIG_H
 #define AICHATD_CONFIG_H
