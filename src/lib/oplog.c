@@ -75,13 +75,20 @@ oplog(struct store *st, const char *level, const char *fmt, ...)
 }
 
 void
-oplog_stderr(const char *level, const char *fmt, ...)
+oplog_vstderr(const char *level, const char *fmt, va_list ap)
 {
 	char msg[OPLOG_MAX];
+
+	vformat(msg, fmt, ap);
+	line(level, msg);
+}
+
+void
+oplog_stderr(const char *level, const char *fmt, ...)
+{
 	va_list ap;
 
 	va_start(ap, fmt);
-	vformat(msg, fmt, ap);
+	oplog_vstderr(level, fmt, ap);
 	va_end(ap);
-	line(level, msg);
 }

@@ -8,6 +8,8 @@
 #ifndef AICHATD_OPLOG_H
 #define AICHATD_OPLOG_H
 
+#include <stdarg.h>
+
 struct store;
 
 /* The program's name for the lines (a static string): "aichatd" or "aichatd-push". */
@@ -20,5 +22,8 @@ void oplog(struct store *st, const char *level, const char *fmt, ...)
 
 /* The line alone, for what is no operation-log entry (a start-up failure, say). */
 void oplog_stderr(const char *level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same with a va_list (the daemon's log_line and log_info wrap it). */
+void oplog_vstderr(const char *level, const char *fmt, va_list ap)
+	__attribute__((format(printf, 2, 0)));
 
 #endif

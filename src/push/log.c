@@ -8,23 +8,19 @@
 void
 log_line(const char *fmt, ...)
 {
-	char msg[1024];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	oplog_vstderr("warning", fmt, ap);
 	va_end(ap);
-	oplog_stderr("warning", "%s", msg);
 }
 
 void
 log_info(const char *fmt, ...)
 {
-	char msg[1024];
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
+	oplog_vstderr("info", fmt, ap);
 	va_end(ap);
-	oplog_stderr("info", "%s", msg);
 }
