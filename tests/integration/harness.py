@@ -735,3 +735,37 @@ def poll(fn, timeout=10.0, what="condition", every=0.05):
         if time.time() >= end:
             raise AssertionError("%s not reached within %.1f s (last: %r)" % (what, timeout, got))
         time.sleep(every)
+
+
+def proc_children(pid):
+    """The child PIDs of pid, from /proc (never by name)."""
+    out = []
+    try:
+        tasks = os.listdir("/proc/%d/task" % pid)
+    except OSError:
+        return out
+    for t in tasks:
+        try:
+            with open("/proc/%d/task/%s/children" % (pid, t)) as f:
+                out += [int(x) for x in f.read().split()]
+        except OSError:
+            pass
+    return out
+
+
+def proc_argv(pid):
+    """pid's command line, from /proc."""
+    try:
+        with open("/proc/%d/cmdline" % pid, "rb") as f:
+            return [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def proc_alive(pid):
+    """pid exists and is not a zombie."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

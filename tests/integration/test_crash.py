@@ -16,7 +16,8 @@ import tempfile
 import threading
 import time
 
-from harness import Client, Stack, StackError, ok_json, q, test, uniq
+from harness import (Client, Stack, StackError, ok_json, q, test, uniq, proc_alive, proc_argv,
+                     proc_children)
 
 ENV = {"AICHATD_PROVIDER": "builtin", "AICHATD_BUILTIN_DELAY_MS": "200"}
 SETTLE_S = 15
@@ -46,34 +47,11 @@ def teardown():
 # processes, from /proc (never by name)
 
 
-def children(pid):
-    out = []
-    try:
-        tasks = os.listdir("/proc/%d/task" % pid)
-    except OSError:
-        return out
-    for t in tasks:
-        try:
-            with open("/proc/%d/task/%s/children" % (pid, t)) as f:
-                out += [int(x) for x in f.read().split()]
-        except OSError:
-            pass
-    return out
-
-
-def argv(pid):
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            return [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
-    except OSError:
-        return []
-
-
 def stack_procs(stack):
     """(daemon pid, pool master pid, [worker pids]) of a running stack."""
     daemon = master = None
-    for p in children(stack.proc.pid):
-        a = argv(p)
+    for p in proc_children(stack.proc.pid):
+        a = proc_argv(p)
         if not a:
             continue
         name = os.path.basename(a[0])
@@ -81,16 +59,8 @@ def stack_procs(stack):
             daemon = p
         elif name == "aichatd" and "serve" in a:
             master = p
-    workers = children(master) if master else []
+    workers = proc_children(master) if master else []
     return daemon, master, workers
-
-
-def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 # --------------------------------------------------------------------------------------
@@ -190,7 +160,7 @@ def _run():
     s1.stop(cleanup=False)
     for p in (daemon, master):
         _st.setdefault("leftover", [])
-        if alive(p):
+        if proc_alive(p):
             _st["leftover"].append(p)
     s2 = Stack(extra_env=ENV, data_dir=data_dir, workers=2)
     _stacks.append(s2)

@@ -26,7 +26,8 @@ import tempfile
 import threading
 import time
 
-from harness import REPO, Client, Stack, make_jwt, ok_json, qs, test, uniq
+from harness import (REPO, Client, Stack, make_jwt, ok_json, qs, test, uniq, proc_alive, proc_argv,
+                     proc_children)
 
 # the build scripts/stack runs (relative to the checkout, as the stack sees it)
 BUILD = os.path.join(REPO, os.environ.get("AICHATD_BUILD_DIR", "build"))
@@ -58,42 +59,11 @@ def teardown():
 # processes, from /proc (never by name)
 
 
-def children(pid):
-    out = []
-    try:
-        tasks = os.listdir("/proc/%d/task" % pid)
-    except OSError:
-        return out
-    for t in tasks:
-        try:
-            with open("/proc/%d/task/%s/children" % (pid, t)) as f:
-                out += [int(x) for x in f.read().split()]
-        except OSError:
-            pass
-    return out
-
-
-def argv(pid):
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            return [a.decode("utf-8", "replace") for a in f.read().split(b"\0") if a]
-    except OSError:
-        return []
-
-
-def alive(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def procs(stack):
     """(daemon pid, pool master pid) of a running stack."""
     daemon = master = None
-    for p in children(stack.proc.pid):
-        a = argv(p)
+    for p in proc_children(stack.proc.pid):
+        a = proc_argv(p)
         name = os.path.basename(a[0]) if a else ""
         if name == "aichatd-push":
             daemon = p
@@ -195,23 +165,23 @@ def lifecycle_reload_under_load_refuses_nothing(_):
     for t in ts:
         t.start()
     try:
-        seen = set(children(master))
+        seen = set(proc_children(master))
         for k in range(4):
-            before = set(children(master))
+            before = set(proc_children(master))
             threads = 4 + k
             rewrite(conf, "threads = %d\n" % threads)
             os.kill(master, signal.SIGHUP)
             # the new workers: two, none of the ones before, each with its threads (and the
             # one waiting for its SIGTERM); the old ones may still drain meanwhile
             def fresh():
-                new = [p for p in children(master) if p not in before and alive(p)]
+                new = [p for p in proc_children(master) if p not in before and proc_alive(p)]
                 return len(new) == 2 and all(nthreads(p) == threads + 1 for p in new) and new
             new = wait_for(fresh, "reload %d's two new workers with %d threads" % (k + 1,
                                                                                    threads))
             seen.update(new)
             done = counts[0]
             wait_for(lambda: counts[0] >= done + 20, "requests after reload %d" % (k + 1))
-            wait_for(lambda: not any(alive(p) for p in before), "the old workers' exit")
+            wait_for(lambda: not any(proc_alive(p) for p in before), "the old workers' exit")
     finally:
         stop.set()
         for t in ts:
@@ -230,13 +200,13 @@ def lifecycle_reload_refuses_bad_settings(_):
     conf = settings_file("threads = 2\n")
     s = start(True, workers=2, extra_env={"AICHATD_CONFIG": conf})
     _, master = procs(s)
-    before = sorted(children(master))
+    before = sorted(proc_children(master))
     offset = len(log_text(s))
     rewrite(conf, "threads = 0\n")
     os.kill(master, signal.SIGHUP)
     wait_log(s, r"aichatd\[%d\]: error: reload refused, the running settings stay: .*threads"
              % master, "the refusal", since=offset)
-    assert sorted(children(master)) == before, "workers were replaced on bad settings"
+    assert sorted(proc_children(master)) == before, "workers were replaced on bad settings"
     ok_json(Client(s.port).get("/health"), "GET /health after a refused reload")
     # restart-only settings are kept, the rest applied
     rewrite(conf, "threads = 3\nsocket_group = root\n")
@@ -266,7 +236,7 @@ def lifecycle_daemon_reload_applies_live_settings(_):
     wait_log(s, r"aichatd-push\[%d\]: error: aichatd-push: reload refused" % daemon,
              "the daemon's refusal", since=offset)
     assert ok_json(c.get("/health?detail=1"))["push"]["max_connections"] == 321
-    assert alive(daemon)
+    assert proc_alive(daemon)
 
 
 # --------------------------------------------------------------------------------------
@@ -277,10 +247,10 @@ def lifecycle_daemon_reload_applies_live_settings(_):
 def lifecycle_workers_die_with_their_master(_):
     s = start(False, workers=3)
     _, master = procs(s)
-    workers = children(master)
-    assert len(workers) == 3 and all(alive(p) for p in workers), workers
+    workers = proc_children(master)
+    assert len(workers) == 3 and all(proc_alive(p) for p in workers), workers
     os.kill(master, signal.SIGKILL)
-    wait_for(lambda: not any(alive(p) for p in workers),
+    wait_for(lambda: not any(proc_alive(p) for p in workers),
              "workers %r to exit after their master's SIGKILL" % workers)
 
 
@@ -306,7 +276,7 @@ def lifecycle_second_instances_refuse_naming_the_holder(_):
     err = r.stderr.decode("utf-8", "replace")
     assert r.returncode != 0, "a second aichatd-push started: %s" % err
     assert "push.lock is held by pid %d" % daemon in err, err
-    assert alive(master) and alive(daemon)
+    assert proc_alive(master) and proc_alive(daemon)
     ok_json(Client(s.port).get("/health"), "GET /health beside the refused ones")
 
 
@@ -346,7 +316,7 @@ def lifecycle_sigterm_lets_a_request_in_flight_finish(_):
         wait_for(lambda: fcgi_connections(s) >= 1, "the send to reach the worker")
         os.kill(master, signal.SIGTERM)
         time.sleep(1)  # the worker has its SIGTERM and drains meanwhile
-        assert alive(master), "the master ended with a request in flight"
+        assert proc_alive(master), "the master ended with a request in flight"
     finally:
         os.kill(daemon, signal.SIGCONT)
     t.join(60)
@@ -354,7 +324,7 @@ def lifecycle_sigterm_lets_a_request_in_flight_finish(_):
     r = out["r"]
     assert r.status == 200, "%d %r" % (r.status, r.body[:300])
     assert isinstance(r.json, dict) and r.json.get("msg_content") == "hello", r.body[:300]
-    wait_for(lambda: not alive(master), "the master's exit")
+    wait_for(lambda: not proc_alive(master), "the master's exit")
     assert "aichatd stopped" in log_text(s)
 
 
@@ -363,7 +333,7 @@ def lifecycle_sigterm_drain_is_bounded(_):
     s = start(False, workers=1, extra_env={"AICHATD_DRAIN_TIMEOUT_S": "1"})
     daemon, master = procs(s)
     c = Client(s.port)
-    worker = children(master)[0]
+    worker = proc_children(master)[0]
 
     def send():
         try:
@@ -378,10 +348,10 @@ def lifecycle_sigterm_drain_is_bounded(_):
         t.start()
         wait_for(lambda: fcgi_connections(s) >= 1, "the send to reach the worker")
         os.kill(master, signal.SIGTERM)
-        wait_for(lambda: not alive(master), "the master's exit after drain_timeout_s")
+        wait_for(lambda: not proc_alive(master), "the master's exit after drain_timeout_s")
     finally:
         os.kill(daemon, signal.SIGCONT)
-    assert not alive(worker)
+    assert not proc_alive(worker)
     assert re.search(r"aichatd\[%d\]: warning: worker %d: requests still in flight after "
                      r"drain_timeout_s \(1 s\); ended" % (master, worker), log_text(s)), \
         s.log_tail()
@@ -428,7 +398,7 @@ def lifecycle_operation_log_on_stderr(_):
     assert r.status == 401, r.status
     m = wait_log(s, r"aichatd\[(\d+)\]: warning: auth failure: (.*) on GET /api/message/list",
                  "the auth failure's line")
-    assert int(m.group(1)) in children(master), "the line's PID is no worker: " + m.group(0)
+    assert int(m.group(1)) in proc_children(master), "the line's PID is no worker: " + m.group(0)
     assert "not.a.token" not in m.group(0), m.group(0)
     # the database's log has it too (read through v1's /logs as an admin)
     tok = make_jwt({"sub": "root", "role": "admin", "exp": int(time.time()) + 600}, secret)
