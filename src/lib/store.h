@@ -1,7 +1,9 @@
 /*
  * store: the storage interface. Handlers and daemons call these functions; no SQL lives
- * outside the implementation (src/lib/sqlite/). A struct store is one connection with its
- * prepared statements: use it from one thread at a time.
+ * outside the implementations: src/lib/sqlite/ (the default, a file in the data directory)
+ * and src/lib/pg/ (PostgreSQL, when AICHATD_DATABASE_URL names a server), which give the
+ * same answers. A struct store is one connection with its prepared statements: use it
+ * from one thread at a time.
  *
  * Visibility: a function taking `owner` sees only rows of conversations whose user_id is
  * owner; owner NULL (auth off) sees every conversation. Soft-deleted conversations and
@@ -96,9 +98,14 @@ struct page {
 	int64_t limit;
 };
 
-/* Open the database file at path (creating it), with WAL, foreign keys and a busy timeout.
- * Returns NULL and fills err on failure. Close with store_close(). */
-struct store *store_open(const char *path, char *err);
+/* Open the store target names: a PostgreSQL server when it is a libpq URL
+ * (postgresql://... or postgres://..., store_target_is_pg()), else the SQLite database
+ * file at that path (creating it), with WAL, foreign keys and a busy timeout. Returns NULL
+ * and fills err on failure. Close with store_close(). */
+struct store *store_open(const char *target, char *err);
+int store_target_is_pg(const char *target);
+/* "sqlite" or "postgresql". */
+const char *store_kind(const struct store *st);
 void store_close(struct store *st);
 /* A passive checkpoint: copy what the WAL holds into the database file as far as the
  * readers of the moment allow, without blocking the writer. *wal_pages and *copied (-1
@@ -127,8 +134,9 @@ void store_rollback(struct store *st);
 int store_migrate(struct store *st, char *err);
 /* The same, saying the version before (*from, 0 for a new database) and after (*to). */
 int store_migrate_report(struct store *st, int64_t *from, int64_t *to, char *err);
-/* The latest schema version this binary knows. */
-int64_t store_schema_latest(void);
+/* The latest schema version this binary knows for st's kind of store (each kind has
+ * migrations of its own). */
+int64_t store_schema_latest(struct store *st);
 /* The schema version of the database. */
 int store_version(struct store *st, int64_t *version, char *err);
 
@@ -165,6 +173,9 @@ struct store_post {
 	                        * (2: the same, for E's stream, whose daemon passes the
 	                        * upstream's bytes on) */
 	const char *run_config; /* the run's model config, ahead of the conversation's */
+	const char *run_owner; /* the daemon that will make the run (store_run_claim()), or
+	                        * NULL: any daemon takes it */
+	int64_t lease_ms;      /* with run_owner: how long its lease lasts */
 };
 struct store_posted {
 	struct conv conv;
@@ -263,6 +274,29 @@ int store_run_status(struct store *st, int64_t run_id, int *status, char *err);
 /* The run that writes reply message ai_msg (a messages.id): its id and status. */
 int store_run_of_reply(struct store *st, int64_t ai_msg, int64_t *run_id, int *status,
 		       char *err);
+/*
+ * Owners and leases, for several daemons on one database (PostgreSQL): a daemon makes only
+ * the runs it holds. It claims a run before it starts it, renews the leases of all it holds
+ * while they stream (every third of lease_ms), and its run's end is written only while it
+ * holds it. A run whose owner stopped renewing (its host died) is taken by another daemon
+ * and made again from the start. An owner is a daemon's node name (config's node_id).
+ * SQLite has one daemon per database (the data directory's push.lock): every claim of a
+ * running run succeeds, and nothing is ever orphaned.
+ */
+/* Take run_id for owner until now + lease_ms. RC_OK: it is owner's (it was nobody's,
+ * already owner's, or its lease ran out); RC_CONFLICT: another owner holds it;
+ * RC_NOTFOUND: it is not running. */
+int store_run_claim(struct store *st, int64_t run_id, const char *owner, int64_t lease_ms,
+		    char *err);
+/* Extend owner's leases of its running runs to now + lease_ms. *held (may be NULL): how
+ * many it holds. */
+int store_runs_renew(struct store *st, const char *owner, int64_t lease_ms, int64_t *held,
+		     char *err);
+/* Claim for owner, until now + lease_ms, up to limit running runs whose lease ran out
+ * (their owner stopped renewing), skipping those another daemon is claiming at the same
+ * moment (FOR UPDATE SKIP LOCKED): their ids, oldest first, in *ids (from p). */
+int store_runs_orphaned(struct store *st, struct pool *p, const char *owner, int64_t lease_ms,
+			int limit, int64_t **ids, int *n, char *err);
 /* Forget what an earlier attempt at a reply saved (a run taken again after a restart). */
 int store_run_reset(struct store *st, int64_t ai_msg, char *err);
 
@@ -277,9 +311,12 @@ struct run_end {
 	int64_t duration_ms;
 	const char *travel_plan; /* JSON object text, or NULL */
 	const char *metadata;    /* the reply's metadata (provider, model), JSON text */
+	const char *owner;       /* the daemon that made it: the end is written only while it
+	                          * holds the run (NULL: whoever holds it) */
 };
 /* Finish a run in one transaction: the reply message, the run, the conversation's count
- * and time, the travel plan. RC_NOTFOUND when it was not running. */
+ * and time, the travel plan. RC_NOTFOUND when it was not running (or, with e->owner, is
+ * no longer that owner's: another daemon took it over). */
 int store_run_finish(struct store *st, const struct run_end *e, char *err);
 
 struct run_result {

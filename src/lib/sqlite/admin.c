@@ -26,7 +26,7 @@
  * transaction on st: the copy is that transaction's snapshot, however the writers go on
  * (in WAL mode they are not held up by a reader). */
 static int
-backup_copy(struct store *st, sqlite3 *dst, char *err)
+backup_copy(struct sq_store *st, sqlite3 *dst, char *err)
 {
 	sqlite3_backup *b;
 	char *emsg = NULL;
@@ -63,14 +63,15 @@ backup_copy(struct store *st, sqlite3 *dst, char *err)
 }
 
 int
-store_backup(struct store *st, const char *path, int overwrite, int64_t *bytes, char *err)
+sq_backup(struct store *sb, const char *path, int overwrite, int64_t *bytes, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	char tmp[4200];
-	struct stat sb;
+	struct stat sbuf;
 	sqlite3 *dst = NULL;
 	int rc, fd;
 
-	if (!overwrite && lstat(path, &sb) == 0) {
+	if (!overwrite && lstat(path, &sbuf) == 0) {
 		snprintf(err, ERR_LEN, "%.200s exists (--force replaces it)", path);
 		return RC_CONFLICT;
 	}
@@ -99,7 +100,7 @@ store_backup(struct store *st, const char *path, int overwrite, int64_t *bytes, 
 	sqlite3_close(dst);
 	dst = NULL;
 	fd = open(tmp, O_RDONLY | O_CLOEXEC);
-	if (fd < 0 || fsync(fd) != 0 || fstat(fd, &sb) != 0) {
+	if (fd < 0 || fsync(fd) != 0 || fstat(fd, &sbuf) != 0) {
 		snprintf(err, ERR_LEN, "cannot sync %.150s: %.60s", tmp, strerror(errno));
 		if (fd >= 0)
 			close(fd);
@@ -107,7 +108,7 @@ store_backup(struct store *st, const char *path, int overwrite, int64_t *bytes, 
 		goto out;
 	}
 	close(fd);
-	*bytes = (int64_t)sb.st_size;
+	*bytes = (int64_t)sbuf.st_size;
 	if (rename(tmp, path) != 0) {
 		snprintf(err, ERR_LEN, "cannot rename to %.150s: %.60s", path, strerror(errno));
 		rc = RC_ERR;
@@ -127,9 +128,10 @@ static const struct db_sql sql_users = {
 		 "WHERE is_deleted = 0 GROUP BY user_id ORDER BY user_id"};
 
 int
-store_users(struct store *st, void (*each)(void *arg, const struct store_user *u), void *arg,
+sq_users(struct store *sb, void (*each)(void *arg, const struct store_user *u), void *arg,
 	    char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	sqlite3_stmt *s = db_stmt(st, &sql_users, err);
 	struct store_user u;
 	int r;
@@ -175,9 +177,10 @@ static const struct db_sql sql_purge_convs = {
 	S_PURGE_CONVS, "DELETE FROM conversations WHERE seq IN " PURGE_CONVS};
 
 int
-store_purge(struct store *st, int64_t before_ms, int dry_run, struct store_purged *out,
+sq_purge(struct store *sb, int64_t before_ms, int dry_run, struct store_purged *out,
 	    char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	const struct db_sql *steps[] = {&sql_purge_plans, &sql_purge_runs, &sql_purge_msgs,
 					&sql_purge_convs};
 	int64_t *counts[] = {&out->travel_plans, &out->runs, &out->messages,
@@ -223,9 +226,10 @@ static const struct db_sql sql_chown_all = {
 		     "AND is_deleted = 0"};
 
 int
-store_chown(struct store *st, const char *conv_id, const char *from_owner,
+sq_chown(struct store *sb, const char *conv_id, const char *from_owner,
 	    const char *new_owner, int64_t *moved, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	const struct db_sql *q[2];
 	sqlite3_stmt *s;
 	int rc, i;

@@ -29,9 +29,10 @@ static const struct db_sql sql_conv_get = {
 	"SELECT " CONV_COLS " FROM conversations c WHERE id = ?1 AND " VISIBLE_CONV};
 
 int
-store_conv_get(struct store *st, struct pool *p, const char *id, const char *owner,
+sq_conv_get(struct store *sb, struct pool *p, const char *id, const char *owner,
 	       struct conv *out, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	sqlite3_stmt *s = db_stmt(st, &sql_conv_get, err);
 	int rc;
 
@@ -50,8 +51,9 @@ static const struct db_sql sql_conv_exists = {
 	S_CONV_EXISTS, "SELECT 1 FROM conversations WHERE id = ?1"};
 
 int
-store_conv_taken(struct store *st, const char *id, char *err)
+sq_conv_taken(struct store *sb, const char *id, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	sqlite3_stmt *s = db_stmt(st, &sql_conv_exists, err);
 	int64_t one;
 
@@ -66,7 +68,7 @@ static const struct db_sql sql_conv_insert = {
 		       "created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)"};
 
 int
-conv_insert(struct store *st, struct pool *p, const char *id, const char *user_id,
+conv_insert(struct sq_store *st, struct pool *p, const char *id, const char *user_id,
 	    const char *title, const char *model_config, int64_t now, struct conv *out,
 	    char *err)
 {
@@ -111,9 +113,10 @@ conv_insert(struct store *st, struct pool *p, const char *id, const char *user_i
 }
 
 int
-store_conv_create(struct store *st, struct pool *p, const char *id, const char *user_id,
+sq_conv_create(struct store *sb, struct pool *p, const char *id, const char *user_id,
 		  const char *title, const char *model_config, struct conv *out, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	return conv_insert(st, p, id, user_id, title, model_config, time_now_ms(), out, err);
 }
 
@@ -136,9 +139,10 @@ static const struct db_sql sql_conv_list_user = {
 			  "AND user_id = ?1 ORDER BY updated_at DESC, seq DESC LIMIT ?2 OFFSET ?3"};
 
 int
-store_conv_list(struct store *st, struct pool *p, const char *user, struct page pg,
+sq_conv_list(struct store *sb, struct pool *p, const char *user, struct page pg,
 		struct conv **rows, int *n, int64_t *total, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	sqlite3_stmt *s;
 	int r;
 
@@ -161,7 +165,7 @@ store_conv_list(struct store *st, struct pool *p, const char *user, struct page 
 
 /* Run an UPDATE keyed by conversation id and owner; RC_NOTFOUND when it changed nothing. */
 static int
-conv_update(struct store *st, const struct db_sql *q, const char *id, const char *owner,
+conv_update(struct sq_store *st, const struct db_sql *q, const char *id, const char *owner,
 	    const char *title, char *err)
 {
 	sqlite3_stmt *s = db_stmt(st, q, err);
@@ -185,9 +189,10 @@ static const struct db_sql sql_conv_rename = {
 		       "WHERE id = ?1 AND " VISIBLE_CONV};
 
 int
-store_conv_rename(struct store *st, const char *id, const char *owner, const char *title,
+sq_conv_rename(struct store *sb, const char *id, const char *owner, const char *title,
 		  char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	return conv_update(st, &sql_conv_rename, id, owner, title, err);
 }
 
@@ -197,13 +202,14 @@ static const struct db_sql sql_conv_delete = {
 	VISIBLE_CONV};
 
 int
-store_conv_delete(struct store *st, const char *id, const char *owner, char *err)
+sq_conv_delete(struct store *sb, const char *id, const char *owner, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	return conv_update(st, &sql_conv_delete, id, owner, NULL, err);
 }
 
 int
-conv_page(struct store *st, struct pool *p, const struct db_sql *count,
+conv_page(struct sq_store *st, struct pool *p, const struct db_sql *count,
 	  const struct db_sql *list, const struct conv *c, struct page pg, size_t sz,
 	  row_fill *fill, void **rows, int *n, int64_t *total, char *err)
 {

@@ -20,14 +20,14 @@
 /* ---- statements, errors, binding and reading ---- */
 
 int
-db_fail(struct store *st, char *err, const char *what)
+db_fail(struct sq_store *st, char *err, const char *what)
 {
 	snprintf(err, ERR_LEN, "%s: %s", what, sqlite3_errmsg(st->db));
 	return RC_ERR;
 }
 
 sqlite3_stmt *
-db_prepare(struct store *st, const struct db_sql *q, char *err)
+db_prepare(struct sq_store *st, const struct db_sql *q, char *err)
 {
 	sqlite3_stmt *s;
 
@@ -97,7 +97,7 @@ col_text(struct pool *p, sqlite3_stmt *s, int i)
 }
 
 int
-db_exec_stmt(struct store *st, sqlite3_stmt *s, char *err)
+db_exec_stmt(struct sq_store *st, sqlite3_stmt *s, char *err)
 {
 	int r = sqlite3_step(s);
 
@@ -108,7 +108,7 @@ db_exec_stmt(struct store *st, sqlite3_stmt *s, char *err)
 }
 
 int
-db_int(struct store *st, sqlite3_stmt *s, int64_t *out, char *err)
+db_int(struct sq_store *st, sqlite3_stmt *s, int64_t *out, char *err)
 {
 	int r = sqlite3_step(s);
 
@@ -124,7 +124,7 @@ db_int(struct store *st, sqlite3_stmt *s, int64_t *out, char *err)
 }
 
 int
-db_row(struct store *st, sqlite3_stmt *s, const char *what, char *err)
+db_row(struct sq_store *st, sqlite3_stmt *s, const char *what, char *err)
 {
 	int r = sqlite3_step(s);
 
@@ -135,7 +135,7 @@ db_row(struct store *st, sqlite3_stmt *s, const char *what, char *err)
 }
 
 int
-read_rows(struct store *st, struct pool *p, sqlite3_stmt *s, int64_t limit, size_t sz,
+read_rows(struct sq_store *st, struct pool *p, sqlite3_stmt *s, int64_t limit, size_t sz,
 	  row_fill *fill, void **rows, int *n, char *err)
 {
 	char *v = pool_alloc(p, sz * (size_t)(limit > 0 ? limit : 1));
@@ -162,7 +162,7 @@ read_rows(struct store *st, struct pool *p, sqlite3_stmt *s, int64_t limit, size
 static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void
-db_unlock(struct store *st)
+db_unlock(struct sq_store *st)
 {
 	if (st->locked) {
 		st->locked = 0;
@@ -173,7 +173,7 @@ db_unlock(struct store *st)
 static const struct db_sql sql_begin = {S_BEGIN, "BEGIN IMMEDIATE"};
 
 int
-db_begin(struct store *st, char *err)
+db_begin(struct sq_store *st, char *err)
 {
 	sqlite3_stmt *s;
 	int rc;
@@ -192,7 +192,7 @@ db_begin(struct store *st, char *err)
 static const struct db_sql sql_commit = {S_COMMIT, "COMMIT"};
 
 int
-db_commit(struct store *st, char *err)
+db_commit(struct sq_store *st, char *err)
 {
 	sqlite3_stmt *s;
 	int rc;
@@ -211,7 +211,7 @@ db_commit(struct store *st, char *err)
 static const struct db_sql sql_rollback = {S_ROLLBACK, "ROLLBACK"};
 
 void
-db_rollback(struct store *st)
+db_rollback(struct sq_store *st)
 {
 	char err[ERR_LEN];
 	sqlite3_stmt *s;
@@ -226,7 +226,7 @@ db_rollback(struct store *st)
 }
 
 int
-db_write(struct store *st, sqlite3_stmt *s, char *err)
+db_write(struct sq_store *st, sqlite3_stmt *s, char *err)
 {
 	int rc, own = !st->nested && sqlite3_get_autocommit(st->db);
 
@@ -245,8 +245,9 @@ db_write(struct store *st, sqlite3_stmt *s, char *err)
 }
 
 int
-store_begin(struct store *st, char *err)
+sq_begin(struct store *sb, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	int rc = db_begin(st, err);
 
 	st->nested_failed = 0;
@@ -256,16 +257,18 @@ store_begin(struct store *st, char *err)
 }
 
 void
-store_rollback(struct store *st)
+sq_rollback(struct store *sb)
 {
+	struct sq_store *st = sq_of(sb);
 	if (st->nested)
 		db_rollback(st);
 	st->nested_failed = 0;
 }
 
 int
-store_commit(struct store *st, char *err)
+sq_commit(struct store *sb, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	int rc;
 
 	if (st->nested_failed) {
@@ -345,9 +348,9 @@ sqlite_setup(void)
 }
 
 struct store *
-store_open(const char *path, char *err)
+db_connect(const char *path, char *err)
 {
-	struct store *st = calloc(1, sizeof(*st));
+	struct sq_store *st = calloc(1, sizeof(*st));
 	char *emsg = NULL;
 
 	pthread_once(&sqlite_once, sqlite_setup);
@@ -361,7 +364,7 @@ store_open(const char *path, char *err)
 			    NULL) != SQLITE_OK) {
 		snprintf(err, ERR_LEN, "open %s: %s", path,
 			 st->db ? sqlite3_errmsg(st->db) : "out of memory");
-		store_close(st);
+		sq_close(&st->base);
 		return NULL;
 	}
 	sqlite3_busy_handler(st->db, busy_wait, NULL);
@@ -375,15 +378,16 @@ store_open(const char *path, char *err)
 			 NULL, NULL, &emsg) != SQLITE_OK) {
 		snprintf(err, ERR_LEN, "configure %s: %s", path, emsg ? emsg : "?");
 		sqlite3_free(emsg);
-		store_close(st);
+		sq_close(&st->base);
 		return NULL;
 	}
-	return st;
+	return &st->base;
 }
 
 int
-store_checkpoint(struct store *st, int *wal_pages, int *copied)
+sq_checkpoint(struct store *sb, int *wal_pages, int *copied)
 {
+	struct sq_store *st = sq_of(sb);
 	int rc = sqlite3_wal_checkpoint_v2(st->db, NULL, SQLITE_CHECKPOINT_PASSIVE, wal_pages,
 					   copied);
 
@@ -391,8 +395,9 @@ store_checkpoint(struct store *st, int *wal_pages, int *copied)
 }
 
 void
-store_cache_kib(struct store *st, int kib)
+sq_cache_kib(struct store *sb, int kib)
 {
+	struct sq_store *st = sq_of(sb);
 	char sql[64];
 
 	snprintf(sql, sizeof(sql), "PRAGMA cache_size = -%d", kib);
@@ -400,8 +405,9 @@ store_cache_kib(struct store *st, int kib)
 }
 
 void
-store_close(struct store *st)
+sq_close(struct store *sb)
 {
+	struct sq_store *st = sq_of(sb);
 	int i;
 
 	if (!st)
@@ -419,8 +425,9 @@ static const struct db_sql sql_version = {
 	S_VERSION, "SELECT coalesce(max(version), 0) FROM schema_migrations"};
 
 int
-store_version(struct store *st, int64_t *version, char *err)
+sq_version(struct store *sb, int64_t *version, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	sqlite3_stmt *s = db_stmt(st, &sql_version, err);
 
 	if (!s)
@@ -436,7 +443,7 @@ static const struct db_sql sql_migration_add = {
 
 /* Run sql (several statements) inside the open transaction. */
 static int
-migrate_exec(struct store *st, const char *sql, char *err)
+migrate_exec(struct sq_store *st, const char *sql, char *err)
 {
 	char *emsg = NULL;
 
@@ -451,7 +458,7 @@ migrate_exec(struct store *st, const char *sql, char *err)
  * like every other (db_begin()): it is checked inside, since another process may have just
  * applied it. */
 static int
-migrate_one(struct store *st, const struct schema_migration *m, char *err)
+migrate_one(struct sq_store *st, const struct schema_migration *m, char *err)
 {
 	sqlite3_stmt *s;
 	int64_t have;
@@ -483,22 +490,25 @@ fail:
 }
 
 int
-store_migrate(struct store *st, char *err)
+sq_migrate(struct store *sb, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	int64_t from, to;
 
-	return store_migrate_report(st, &from, &to, err);
+	return sq_migrate_report(&st->base, &from, &to, err);
 }
 
 int64_t
-store_schema_latest(void)
+sq_schema_latest(struct store *sb)
 {
+	(void)sb;
 	return schema_migrations_count ? schema_migrations[schema_migrations_count - 1].version : 0;
 }
 
 int
-store_migrate_report(struct store *st, int64_t *from, int64_t *to, char *err)
+sq_migrate_report(struct store *sb, int64_t *from, int64_t *to, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	char why[ERR_LEN];
 	size_t i;
 	int rc;
@@ -513,18 +523,18 @@ store_migrate_report(struct store *st, int64_t *from, int64_t *to, char *err)
 		if (rc != RC_OK)
 			db_rollback(st);
 	}
-	if (rc == RC_OK && (rc = store_version(st, from, why)) == RC_OK &&
-	    *from > store_schema_latest()) {
+	if (rc == RC_OK && (rc = sq_version(&st->base, from, why)) == RC_OK &&
+	    *from > sq_schema_latest(&st->base)) {
 		/* a newer program wrote it: its tables may mean what this one cannot know */
 		snprintf(err, ERR_LEN, "the database is at schema version %lld, newer than this "
 			 "program's %lld: run the newer aichatd, or restore a backup made for this "
-			 "one", (long long)*from, (long long)store_schema_latest());
+			 "one", (long long)*from, (long long)sq_schema_latest(&st->base));
 		return RC_CONFLICT;
 	}
 	for (i = 0; rc == RC_OK && i < schema_migrations_count; i++)
 		rc = migrate_one(st, &schema_migrations[i], why);
 	if (rc == RC_OK)
-		rc = store_version(st, to, why);
+		rc = sq_version(&st->base, to, why);
 	if (rc != RC_OK) {
 		/* "migrate: " and why fit in ERR_LEN bytes */
 		snprintf(err, ERR_LEN, "migrate: %.*s", ERR_LEN - 10, why);

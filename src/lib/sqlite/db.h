@@ -22,6 +22,7 @@
 #include <sqlite3.h>
 
 #include "store.h"
+#include "store-impl.h"
 
 struct pool;
 
@@ -102,7 +103,8 @@ struct db_sql {
 };
 
 /* One connection (store.h: one thread at a time). */
-struct store {
+struct sq_store {
+	struct store base; /* first: store.c dispatches through base.ops */
 	sqlite3 *db;
 	sqlite3_stmt *stmt[S__COUNT];
 	int nested;        /* store_begin() is open: the calls inside join its transaction */
@@ -110,7 +112,7 @@ struct store {
 	int locked;        /* this connection holds db.c's write lock */
 	/* run by db_commit() before COMMIT: post.c's touches_apply() once touches are put
 	 * off (store_defer_touches()), else NULL */
-	int (*before_commit)(struct store *st, char *err);
+	int (*before_commit)(struct sq_store *st, char *err);
 	/* post.c: conversation touches put off to the commit; a rollback drops them */
 	int defer_touches;
 	int ntouches;
@@ -125,17 +127,81 @@ struct store {
 	int64_t mcfg_version;
 };
 
+/* The SQLite connection of a struct store (st->ops is sq_ops). */
+static inline struct sq_store *
+sq_of(struct store *sb)
+{
+	return (struct sq_store *)sb;
+}
+
+/* ops.c: the table of the functions below, and db.c's opener that it wraps. */
+extern const struct store_ops sq_ops;
+struct store *db_connect(const char *path, char *err);
+
+/* The implementation of each function of store.h (store.h says what each does), in the
+ * file the comments of enum stmt_id name. */
+int64_t sq_schema_latest(struct store *sb);
+void sq_close(struct store *sb);
+int sq_checkpoint(struct store *sb, int *wal_pages, int *copied);
+void sq_defer_touches(struct store *sb);
+void sq_cache_kib(struct store *sb, int kib);
+int sq_begin(struct store *sb, char *err);
+int sq_commit(struct store *sb, char *err);
+void sq_rollback(struct store *sb);
+int sq_migrate(struct store *sb, char *err);
+int sq_migrate_report(struct store *sb, int64_t *from, int64_t *to, char *err);
+int sq_version(struct store *sb, int64_t *version, char *err);
+int sq_conv_get(struct store *sb, struct pool *p, const char *id, const char *owner, struct conv *out, char *err);
+int sq_conv_taken(struct store *sb, const char *id, char *err);
+int sq_conv_create(struct store *sb, struct pool *p, const char *id, const char *user_id, const char *title, const char *model_config, struct conv *out, char *err);
+int sq_conv_list(struct store *sb, struct pool *p, const char *user, struct page pg, struct conv **rows, int *n, int64_t *total, char *err);
+int sq_conv_rename(struct store *sb, const char *id, const char *owner, const char *title, char *err);
+int sq_conv_delete(struct store *sb, const char *id, const char *owner, char *err);
+int sq_post(struct store *sb, struct pool *p, const struct store_post *in, struct store_posted *out, char *err);
+void sq_post_batch(struct store *sb, struct store_post_op *ops);
+int sq_post_batch_in(struct store *sb, struct store_post_op *ops);
+int sq_msg_get(struct store *sb, struct pool *p, int64_t id, const char *owner, struct msg *out, char *err);
+int sq_msg_get_by_msgid(struct store *sb, struct pool *p, const char *msg_id, const char *owner, struct msg *out, char *err);
+int sq_msg_list(struct store *sb, struct pool *p, const struct conv *c, struct page pg, int all, struct msg **rows, int *n, int64_t *total, char *err);
+int sq_msg_latest(struct store *sb, struct pool *p, const struct conv *c, int limit, struct msg **rows, int *n, char *err);
+int sq_msg_edit(struct store *sb, int64_t id, const char *content, char *err);
+int sq_msg_delete(struct store *sb, int64_t id, char *err);
+int sq_pairs(struct store *sb, struct pool *p, const struct conv *c, struct page pg, struct pair **rows, int *n, int64_t *total, char *err);
+int sq_run_list(struct store *sb, struct pool *p, const struct conv *c, struct page pg, struct run **rows, int *n, int64_t *total, char *err);
+int sq_runs_open(struct store *sb, struct pool *p, int64_t after, int limit, int64_t **ids, int *n, char *err);
+int sq_run_job(struct store *sb, struct pool *p, int64_t run_id, const char *default_cfg, struct run_job *out, char *err);
+int sq_post_job(struct store *sb, struct pool *p, const struct store_post *in, const struct store_posted *out, const char *default_cfg, struct run_job *job, char *err);
+int sq_run_history(struct store *sb, struct pool *p, struct run_job *job, int window, char *err);
+int sq_run_status(struct store *sb, int64_t run_id, int *status, char *err);
+int sq_run_claim(struct store *sb, int64_t run_id, const char *owner, int64_t lease_ms, char *err);
+int sq_runs_renew(struct store *sb, const char *owner, int64_t lease_ms, int64_t *held, char *err);
+int sq_runs_orphaned(struct store *sb, struct pool *p, const char *owner, int64_t lease_ms, int limit, int64_t **ids, int *n, char *err);
+int sq_run_of_reply(struct store *sb, int64_t ai_msg, int64_t *run_id, int *status, char *err);
+int sq_run_reset(struct store *sb, int64_t ai_msg, char *err);
+int sq_run_finish(struct store *sb, const struct run_end *e, char *err);
+int sq_run_result(struct store *sb, struct pool *p, int64_t run_id, struct run_result *out, char *err);
+int sq_mcfg_list(struct store *sb, struct pool *p, struct mcfg **rows, int *n, char *err);
+int sq_mcfg_get(struct store *sb, struct pool *p, const char *id, struct mcfg *out, char *err);
+int sq_mcfg_ensure(struct store *sb, const struct mcfg *m, char *err);
+int sq_mcfg_update(struct store *sb, const struct mcfg *m, int64_t *updated_at, char *err);
+int sq_log(struct store *sb, const char *level, const char *message);
+int sq_log_list(struct store *sb, struct pool *p, const char *level, int64_t from_ms, int64_t to_ms, struct page pg, struct logent **rows, int *n, int64_t *total, char *err);
+int sq_backup(struct store *sb, const char *path, int overwrite, int64_t *bytes, char *err);
+int sq_users(struct store *sb, void (*each)(void *arg, const struct store_user *u), void *arg, char *err);
+int sq_purge(struct store *sb, int64_t before_ms, int dry_run, struct store_purged *out, char *err);
+int sq_chown(struct store *sb, const char *conv_id, const char *from_owner, const char *new_owner, int64_t *moved, char *err);
+
 /* ---- db.c: statements, errors, binding and reading ---- */
 
 /* Fill err with what failed and SQLite's message; returns RC_ERR. */
-int db_fail(struct store *st, char *err, const char *what);
+int db_fail(struct sq_store *st, char *err, const char *what);
 /* Prepare q into its slot (db_stmt()'s first use); NULL and err on failure. */
-sqlite3_stmt *db_prepare(struct store *st, const struct db_sql *q, char *err);
+sqlite3_stmt *db_prepare(struct sq_store *st, const struct db_sql *q, char *err);
 
 /* q's prepared statement, reset and unbound, ready for binding; NULL on failure. Inline:
  * every store call runs it, and after the first it is two SQLite calls. */
 static inline sqlite3_stmt *
-db_stmt(struct store *st, const struct db_sql *q, char *err)
+db_stmt(struct sq_store *st, const struct db_sql *q, char *err)
 {
 	sqlite3_stmt *s = st->stmt[q->id];
 
@@ -164,34 +230,34 @@ void bind_clean(sqlite3_stmt *s, int i, const char *v);
 char *col_text(struct pool *p, sqlite3_stmt *s, int i);
 
 /* Run a statement that returns no rows (or whose rows do not matter), then reset it. */
-int db_exec_stmt(struct store *st, sqlite3_stmt *s, char *err);
+int db_exec_stmt(struct sq_store *st, sqlite3_stmt *s, char *err);
 /* Run one write statement in a transaction of its own unless one is open, so that it
  * queues on the write lock like every other write. */
-int db_write(struct store *st, sqlite3_stmt *s, char *err);
+int db_write(struct sq_store *st, sqlite3_stmt *s, char *err);
 /* A single-integer query into *out; RC_NOTFOUND when it returns no row. */
-int db_int(struct store *st, sqlite3_stmt *s, int64_t *out, char *err);
+int db_int(struct sq_store *st, sqlite3_stmt *s, int64_t *out, char *err);
 /* Step a statement that yields at most one row. RC_OK: the row is there to read, and the
  * caller resets s once it has read it. RC_NOTFOUND when there is none, RC_ERR on failure
  * (err names what, with SQLite's message): s is reset. */
-int db_row(struct store *st, sqlite3_stmt *s, const char *what, char *err);
+int db_row(struct sq_store *st, sqlite3_stmt *s, const char *what, char *err);
 
 /* Read up to limit rows of a statement already bound into a pool array of elements of
  * size sz, each filled by fill(): *rows (from p) and *n. */
 typedef void row_fill(struct pool *p, sqlite3_stmt *s, void *row);
-int read_rows(struct store *st, struct pool *p, sqlite3_stmt *s, int64_t limit, size_t sz,
+int read_rows(struct sq_store *st, struct pool *p, sqlite3_stmt *s, int64_t limit, size_t sz,
 	      row_fill *fill, void **rows, int *n, char *err);
 
 /* ---- db.c: transactions ---- */
 
 /* Begin a write transaction (taking the process's write lock), unless the caller's
  * store_begin() has one open. */
-int db_begin(struct store *st, char *err);
+int db_begin(struct sq_store *st, char *err);
 /* Commit what db_begin() opened, st->before_commit first; on failure the caller rolls
  * back. A no-op inside store_begin(). */
-int db_commit(struct store *st, char *err);
+int db_commit(struct sq_store *st, char *err);
 /* Roll back the open transaction (a nested failure ends the outer one too), drop the
  * touches put off, release the write lock. */
-void db_rollback(struct store *st);
+void db_rollback(struct sq_store *st);
 
 /* ---- conv.c ---- */
 
@@ -203,12 +269,12 @@ void db_rollback(struct store *st);
 void conv_row(struct pool *p, sqlite3_stmt *s, struct conv *c);
 /* Insert a conversation inside the caller's transaction: a new UUID when id is NULL;
  * RC_CONFLICT when the id is taken. */
-int conv_insert(struct store *st, struct pool *p, const char *id, const char *user_id,
+int conv_insert(struct sq_store *st, struct pool *p, const char *id, const char *user_id,
 		const char *title, const char *model_config, int64_t now, struct conv *out,
 		char *err);
 /* Count with count, then read a page with list, both keyed by conversation c's seq as
  * ?1 (list takes the limit as ?2 and the offset as ?3). */
-int conv_page(struct store *st, struct pool *p, const struct db_sql *count,
+int conv_page(struct sq_store *st, struct pool *p, const struct db_sql *count,
 	      const struct db_sql *list, const struct conv *c, struct page pg, size_t sz,
 	      row_fill *fill, void **rows, int *n, int64_t *total, char *err);
 
@@ -230,6 +296,6 @@ _Static_assert(RUN_RUNNING == 0, "SQL_RUN_RUNNING is RUN_RUNNING");
 
 /* Change conversation seq's time (to now, if later) and count (by delta): at once, or at
  * the commit when touches are put off and a transaction is open. */
-int post_touch(struct store *st, int64_t seq, int64_t now, int delta, char *err);
+int post_touch(struct sq_store *st, int64_t seq, int64_t now, int delta, char *err);
 
 #endif

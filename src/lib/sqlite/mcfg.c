@@ -39,8 +39,9 @@ static const struct db_sql sql_mcfg_list = {
 
 /* Every config, uncapped (store.h): the count first, so that read_rows() takes them all. */
 int
-store_mcfg_list(struct store *st, struct pool *p, struct mcfg **rows, int *n, char *err)
+sq_mcfg_list(struct store *sb, struct pool *p, struct mcfg **rows, int *n, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	sqlite3_stmt *s = db_stmt(st, &sql_mcfg_count, err);
 	int64_t count;
 	int rc;
@@ -59,8 +60,9 @@ static const struct db_sql sql_mcfg_get = {
 	S_MCFG_GET, "SELECT " MCFG_COLS " FROM model_configs WHERE config_id = ?1"};
 
 int
-store_mcfg_get(struct store *st, struct pool *p, const char *id, struct mcfg *out, char *err)
+sq_mcfg_get(struct store *sb, struct pool *p, const char *id, struct mcfg *out, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	sqlite3_stmt *s = db_stmt(st, &sql_mcfg_get, err);
 	int rc;
 
@@ -91,8 +93,9 @@ static const struct db_sql sql_mcfg_ensure = {
 		       "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"};
 
 int
-store_mcfg_ensure(struct store *st, const struct mcfg *m, char *err)
+sq_mcfg_ensure(struct store *sb, const struct mcfg *m, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	sqlite3_stmt *s = db_stmt(st, &sql_mcfg_ensure, err);
 
 	if (!s)
@@ -110,8 +113,9 @@ static const struct db_sql sql_mcfg_update = {
 		       "WHERE config_id = ?1"};
 
 int
-store_mcfg_update(struct store *st, const struct mcfg *m, int64_t *updated_at, char *err)
+sq_mcfg_update(struct store *sb, const struct mcfg *m, int64_t *updated_at, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	sqlite3_stmt *s = db_stmt(st, &sql_mcfg_update, err);
 	int64_t now = time_now_ms();
 	int rc;
@@ -136,8 +140,9 @@ static const struct db_sql sql_log_add = {
 static const struct db_sql sql_log_prune = {S_LOG_PRUNE, "DELETE FROM logs WHERE id <= ?1"};
 
 int
-store_log(struct store *st, const char *level, const char *message)
+sq_log(struct store *sb, const char *level, const char *message)
 {
+	struct sq_store *st = sq_of(sb);
 	char err[ERR_LEN];
 	sqlite3_stmt *s = db_stmt(st, &sql_log_add, err);
 	int64_t id;
@@ -181,10 +186,11 @@ static const struct db_sql sql_log_list = {
 		    "ORDER BY created_at DESC, id DESC LIMIT ?4 OFFSET ?5"};
 
 int
-store_log_list(struct store *st, struct pool *p, const char *level, int64_t from_ms,
+sq_log_list(struct store *sb, struct pool *p, const char *level, int64_t from_ms,
 	       int64_t to_ms, struct page pg, struct logent **rows, int *n, int64_t *total,
 	       char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	sqlite3_stmt *s = db_stmt(st, &sql_log_count, err);
 	int r;
 

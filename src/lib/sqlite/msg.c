@@ -35,7 +35,7 @@ msg_row(struct pool *p, sqlite3_stmt *s, struct msg *m)
 
 /* One visible message by q, keyed by msg_id as ?1 when it is set, else by id. */
 static int
-msg_get(struct store *st, struct pool *p, const struct db_sql *q, int64_t id,
+msg_get(struct sq_store *st, struct pool *p, const struct db_sql *q, int64_t id,
 	const char *msg_id, const char *owner, struct msg *out, char *err)
 {
 	sqlite3_stmt *s = db_stmt(st, q, err);
@@ -60,9 +60,10 @@ static const struct db_sql sql_msg_get = {
 		   "ON c.seq = m.conv_seq WHERE m.id = ?1 AND m.is_deleted = 0 AND " VISIBLE_CONV};
 
 int
-store_msg_get(struct store *st, struct pool *p, int64_t id, const char *owner, struct msg *out,
+sq_msg_get(struct store *sb, struct pool *p, int64_t id, const char *owner, struct msg *out,
 	      char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	return msg_get(st, p, &sql_msg_get, id, NULL, owner, out, err);
 }
 
@@ -72,9 +73,10 @@ static const struct db_sql sql_msg_get_by_msgid = {
 			    "AND " VISIBLE_CONV};
 
 int
-store_msg_get_by_msgid(struct store *st, struct pool *p, const char *msg_id, const char *owner,
+sq_msg_get_by_msgid(struct store *sb, struct pool *p, const char *msg_id, const char *owner,
 		       struct msg *out, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	return msg_get(st, p, &sql_msg_get_by_msgid, 0, msg_id, owner, out, err);
 }
 
@@ -85,7 +87,7 @@ fill_msg(struct pool *p, sqlite3_stmt *s, void *row)
 }
 
 static int
-msg_rows(struct store *st, struct pool *p, sqlite3_stmt *s, int64_t limit, struct msg **rows,
+msg_rows(struct sq_store *st, struct pool *p, sqlite3_stmt *s, int64_t limit, struct msg **rows,
 	 int *n, char *err)
 {
 	return read_rows(st, p, s, limit, sizeof(**rows), fill_msg, (void **)rows, n, err);
@@ -101,9 +103,10 @@ static const struct db_sql sql_msg_list_all = {
 			"AND m.is_deleted = 0 ORDER BY m.id LIMIT ?2 OFFSET ?3"};
 
 int
-store_msg_list(struct store *st, struct pool *p, const struct conv *c, struct page pg, int all,
+sq_msg_list(struct store *sb, struct pool *p, const struct conv *c, struct page pg, int all,
 	       struct msg **rows, int *n, int64_t *total, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	sqlite3_stmt *s;
 	int rc;
 
@@ -134,9 +137,10 @@ static const struct db_sql sql_msg_latest = {
 		      "ORDER BY m.id DESC LIMIT ?2) ORDER BY 1"};
 
 int
-store_msg_latest(struct store *st, struct pool *p, const struct conv *c, int limit,
+sq_msg_latest(struct store *sb, struct pool *p, const struct conv *c, int limit,
 		 struct msg **rows, int *n, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	sqlite3_stmt *s = db_stmt(st, &sql_msg_latest, err);
 
 	if (!s)
@@ -152,8 +156,9 @@ static const struct db_sql sql_msg_edit = {
 		    "WHERE id = ?1 AND is_deleted = 0"};
 
 int
-store_msg_edit(struct store *st, int64_t id, const char *content, char *err)
+sq_msg_edit(struct store *sb, int64_t id, const char *content, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	sqlite3_stmt *s = db_stmt(st, &sql_msg_edit, err);
 	int rc;
 
@@ -172,8 +177,9 @@ static const struct db_sql sql_msg_delete = {
 		      "WHERE id = ?1 AND is_deleted = 0 RETURNING conv_seq, unfinished"};
 
 int
-store_msg_delete(struct store *st, int64_t id, char *err)
+sq_msg_delete(struct store *sb, int64_t id, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	int64_t now = time_now_ms(), seq;
 	sqlite3_stmt *s;
 	int rc, unfinished;
@@ -236,9 +242,10 @@ static const struct db_sql sql_pairs = {
 		 "AND u.role = 'user' ORDER BY u.id LIMIT ?2 OFFSET ?3"};
 
 int
-store_pairs(struct store *st, struct pool *p, const struct conv *c, struct page pg,
+sq_pairs(struct store *sb, struct pool *p, const struct conv *c, struct page pg,
 	    struct pair **rows, int *n, int64_t *total, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	return conv_page(st, p, &sql_pairs_count, &sql_pairs, c, pg, sizeof(**rows), fill_pair,
 			 (void **)rows, n, total, err);
 }

@@ -20,7 +20,7 @@
  * IDS_STAMPED_MAX bytes), drawing another on the rare clash with one taken in the same
  * second. The caller has bound the other parameters (a reset keeps them). */
 static int
-insert_stamped(struct store *st, sqlite3_stmt *s, const char *prefix, int64_t now, char *id,
+insert_stamped(struct sq_store *st, sqlite3_stmt *s, const char *prefix, int64_t now, char *id,
 	       char *err)
 {
 	int r = SQLITE_ERROR, tries;
@@ -44,7 +44,7 @@ static const struct db_sql sql_msg_insert = {
 
 /* Insert a message inside the caller's transaction. */
 static int
-msg_insert(struct store *st, struct pool *p, const struct conv *c, const char *sender,
+msg_insert(struct sq_store *st, struct pool *p, const struct conv *c, const char *sender,
 	   const char *role, const char *content, int unfinished, const char *metadata,
 	   int64_t now, struct msg *out, char *err)
 {
@@ -87,7 +87,7 @@ static const struct db_sql sql_run_insert = {
 		      ", ?5, ?6)"};
 
 static int
-run_insert(struct store *st, struct pool *p, const struct conv *c, int64_t user_msg,
+run_insert(struct sq_store *st, struct pool *p, const struct conv *c, int64_t user_msg,
 	   int64_t ai_msg, const char *config, int64_t now, int64_t *run_id, char **record_id,
 	   char *err)
 {
@@ -116,7 +116,7 @@ static const struct db_sql sql_conv_touch = {
 		      "msg_count = msg_count + ?3 WHERE seq = ?1"};
 
 static int
-touch_now(struct store *st, int64_t seq, int64_t now, int delta, char *err)
+touch_now(struct sq_store *st, int64_t seq, int64_t now, int delta, char *err)
 {
 	sqlite3_stmt *s = db_stmt(st, &sql_conv_touch, err);
 
@@ -131,7 +131,7 @@ touch_now(struct store *st, int64_t seq, int64_t now, int delta, char *err)
 /* Apply the touches put off, one per conversation; the list is then empty. db_commit()
  * runs it (st->before_commit). */
 static int
-touches_apply(struct store *st, char *err)
+touches_apply(struct sq_store *st, char *err)
 {
 	int i, j, rc = RC_OK;
 
@@ -161,15 +161,16 @@ touches_apply(struct store *st, char *err)
  * conversation is updated once, at the commit, by the sum of its changes.
  */
 void
-store_defer_touches(struct store *st)
+sq_defer_touches(struct store *sb)
 {
+	struct sq_store *st = sq_of(sb);
 	st->defer_touches = 1;
 	st->before_commit = touches_apply;
 }
 
 /* The count change put off for conversation seq. */
 static int64_t
-touches_pending(const struct store *st, int64_t seq)
+touches_pending(const struct sq_store *st, int64_t seq)
 {
 	int64_t d = 0;
 	int i;
@@ -181,7 +182,7 @@ touches_pending(const struct store *st, int64_t seq)
 }
 
 int
-post_touch(struct store *st, int64_t seq, int64_t now, int delta, char *err)
+post_touch(struct sq_store *st, int64_t seq, int64_t now, int delta, char *err)
 {
 	int rc;
 
@@ -198,14 +199,14 @@ post_touch(struct store *st, int64_t seq, int64_t now, int delta, char *err)
 
 /* One post, inside the transaction the caller holds. */
 static int
-post_one(struct store *st, struct pool *p, const struct store_post *in,
+post_one(struct sq_store *st, struct pool *p, const struct store_post *in,
 	 struct store_posted *out, char *err)
 {
 	int64_t now = time_now_ms();
 	int rc = RC_NOTFOUND;
 
 	if (in->conv_id)
-		rc = store_conv_get(st, p, in->conv_id, in->owner, &out->conv, err);
+		rc = sq_conv_get(&st->base, p, in->conv_id, in->owner, &out->conv, err);
 	if (rc == RC_NOTFOUND && (in->create || !in->conv_id)) {
 		rc = conv_insert(st, p, in->conv_id, in->conv_user, in->title, in->model_config,
 				 now, &out->conv, err);
@@ -257,7 +258,7 @@ static struct store_post_op *post_queue, **post_tail = &post_queue;
 static int post_leading;
 
 static int
-savepoint(struct store *st, const char *sql)
+savepoint(struct sq_store *st, const char *sql)
 {
 	return sqlite3_exec(st->db, sql, NULL, NULL, NULL) == SQLITE_OK ? RC_OK : RC_ERR;
 }
@@ -267,7 +268,7 @@ savepoint(struct store *st, const char *sql)
  * post_one() answers before it writes anything) stops the batch: RC_CONFLICT, and nothing
  * is kept. */
 static int
-post_batch(struct store *st, struct store_post_op *batch, int savepoints)
+post_batch(struct sq_store *st, struct store_post_op *batch, int savepoints)
 {
 	char err[ERR_LEN];
 	struct store_post_op *op;
@@ -316,22 +317,25 @@ post_batch(struct store *st, struct store_post_op *batch, int savepoints)
  * their conversation is found: a batch runs without them first, and again with them only
  * when one of its posts failed. */
 void
-store_post_batch(struct store *st, struct store_post_op *batch)
+sq_post_batch(struct store *sb, struct store_post_op *batch)
 {
+	struct sq_store *st = sq_of(sb);
 	if (!batch->next || post_batch(st, batch, 0) == RC_CONFLICT)
 		post_batch(st, batch, !!batch->next);
 }
 
 int
-store_post_batch_in(struct store *st, struct store_post_op *batch)
+sq_post_batch_in(struct store *sb, struct store_post_op *batch)
 {
+	struct sq_store *st = sq_of(sb);
 	return post_batch(st, batch, 0);
 }
 
 int
-store_post(struct store *st, struct pool *p, const struct store_post *in,
+sq_post(struct store *sb, struct pool *p, const struct store_post *in,
 	   struct store_posted *out, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	struct post_op me = {{NULL, in, p, out, err, RC_OK}, 0};
 	struct store_post_op *batch, *op;
 
@@ -358,7 +362,7 @@ store_post(struct store *st, struct pool *p, const struct store_post *in,
 	post_tail = &post_queue;
 	pthread_mutex_unlock(&post_lock);
 
-	store_post_batch(st, batch);
+	sq_post_batch(&st->base, batch);
 
 	pthread_mutex_lock(&post_lock);
 	for (op = batch; op; op = op->next)

@@ -39,9 +39,10 @@ static const struct db_sql sql_run_list = {
 		    "WHERE r.conv_seq = ?1 ORDER BY r.id LIMIT ?2 OFFSET ?3"};
 
 int
-store_run_list(struct store *st, struct pool *p, const struct conv *c, struct page pg,
+sq_run_list(struct store *sb, struct pool *p, const struct conv *c, struct page pg,
 	       struct run **rows, int *n, int64_t *total, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	return conv_page(st, p, &sql_run_count, &sql_run_list, c, pg, sizeof(**rows), fill_run,
 			 (void **)rows, n, total, err);
 }
@@ -53,9 +54,10 @@ static const struct db_sql sql_runs_open = {
 		     "ORDER BY id LIMIT ?2"};
 
 int
-store_runs_open(struct store *st, struct pool *p, int64_t after, int limit, int64_t **ids,
+sq_runs_open(struct store *sb, struct pool *p, int64_t after, int limit, int64_t **ids,
 		int *n, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	sqlite3_stmt *s = db_stmt(st, &sql_runs_open, err);
 	int64_t *v = pool_alloc(p, sizeof(*v) * (size_t)(limit > 0 ? limit : 1));
 	int r, i = 0;
@@ -100,9 +102,10 @@ static const struct db_sql sql_run_job = {
 		   "WHERE r.id = ?1 AND r.status = " SQL_RUN_RUNNING};
 
 int
-store_run_job(struct store *st, struct pool *p, int64_t run_id, const char *default_cfg,
+sq_run_job(struct store *sb, struct pool *p, int64_t run_id, const char *default_cfg,
 	      struct run_job *out, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	sqlite3_stmt *s = db_stmt(st, &sql_run_job, err);
 	int rc;
 
@@ -165,21 +168,21 @@ static const struct db_sql sql_data_version = {S_DATA_VERSION, "PRAGMA data_vers
  * twentieth of the writer's time.
  */
 static int
-mcfg_get_cached(struct store *st, struct pool *p, const char *id, struct mcfg *out, char *err)
+mcfg_get_cached(struct sq_store *st, struct pool *p, const char *id, struct mcfg *out, char *err)
 {
 	sqlite3_stmt *s = db_stmt(st, &sql_data_version, err);
 	int64_t version;
 	int rc;
 
 	if (!s || db_int(st, s, &version, err) != RC_OK)
-		return store_mcfg_get(st, p, id, out, err);
+		return sq_mcfg_get(&st->base, p, id, out, err);
 	if (!st->mcfg_pool || version != st->mcfg_version ||
 	    strcmp(st->mcfg.config_id, id) != 0) {
 		if (st->mcfg_pool)
 			pool_reset(st->mcfg_pool);
 		else if (!(st->mcfg_pool = pool_create()))
-			return store_mcfg_get(st, p, id, out, err);
-		rc = store_mcfg_get(st, st->mcfg_pool, id, &st->mcfg, err);
+			return sq_mcfg_get(&st->base, p, id, out, err);
+		rc = sq_mcfg_get(&st->base, st->mcfg_pool, id, &st->mcfg, err);
 		if (rc != RC_OK) {
 			pool_destroy(st->mcfg_pool);
 			st->mcfg_pool = NULL;
@@ -191,10 +194,11 @@ mcfg_get_cached(struct store *st, struct pool *p, const char *id, struct mcfg *o
 }
 
 int
-store_post_job(struct store *st, struct pool *p, const struct store_post *in,
+sq_post_job(struct store *sb, struct pool *p, const struct store_post *in,
 	       const struct store_posted *out, const char *default_cfg, struct run_job *job,
 	       char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	/* the config as sql_run_job picks it: the run's, the conversation's, the default */
 	const char *cfg = in->run_config      ? in->run_config
 			  : out->conv.model_config ? out->conv.model_config
@@ -227,8 +231,9 @@ static const struct db_sql sql_run_history = {
 		       "AND id < ?2 AND content != '' ORDER BY id DESC LIMIT ?3) ORDER BY id"};
 
 int
-store_run_history(struct store *st, struct pool *p, struct run_job *out, int window, char *err)
+sq_run_history(struct store *sb, struct pool *p, struct run_job *out, int window, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	sqlite3_stmt *s;
 	int r = SQLITE_DONE, i = 0;
 
@@ -258,8 +263,9 @@ static const struct db_sql sql_run_status = {
 	S_RUN_STATUS, "SELECT status FROM runs WHERE id = ?1"};
 
 int
-store_run_status(struct store *st, int64_t run_id, int *status, char *err)
+sq_run_status(struct store *sb, int64_t run_id, int *status, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	sqlite3_stmt *s = db_stmt(st, &sql_run_status, err);
 	int64_t v;
 	int rc;
@@ -272,12 +278,56 @@ store_run_status(struct store *st, int64_t run_id, int *status, char *err)
 	return rc;
 }
 
+/* One daemon per SQLite database (its data directory's push.lock): a running run is
+ * always its to claim, its leases need no renewal, and no run is ever orphaned. */
+int
+sq_run_claim(struct store *sb, int64_t run_id, const char *owner, int64_t lease_ms,
+	     char *err)
+{
+	int status = RUN_RUNNING, rc;
+
+	(void)owner;
+	(void)lease_ms;
+	if ((rc = sq_run_status(sb, run_id, &status, err)) != RC_OK)
+		return rc;
+	return status == RUN_RUNNING ? RC_OK : RC_NOTFOUND;
+}
+
+int
+sq_runs_renew(struct store *sb, const char *owner, int64_t lease_ms, int64_t *held,
+	      char *err)
+{
+	(void)sb;
+	(void)owner;
+	(void)lease_ms;
+	(void)err;
+	if (held)
+		*held = -1; /* not counted: nothing to renew */
+	return RC_OK;
+}
+
+int
+sq_runs_orphaned(struct store *sb, struct pool *p, const char *owner, int64_t lease_ms,
+		 int limit, int64_t **ids, int *n, char *err)
+{
+	(void)sb;
+	(void)p;
+	(void)owner;
+	(void)lease_ms;
+	(void)limit;
+	(void)err;
+	*ids = NULL;
+	*n = 0;
+	return RC_OK;
+}
+
 static const struct db_sql sql_run_of_reply = {
 	S_RUN_OF_REPLY, "SELECT id, status FROM runs WHERE ai_msg = ?1"};
 
 int
-store_run_of_reply(struct store *st, int64_t ai_msg, int64_t *run_id, int *status, char *err)
+sq_run_of_reply(struct store *sb, int64_t ai_msg, int64_t *run_id, int *status, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	sqlite3_stmt *s = db_stmt(st, &sql_run_of_reply, err);
 	int rc;
 
@@ -296,8 +346,9 @@ static const struct db_sql sql_run_reset = {
 	S_RUN_RESET, "UPDATE messages SET content = '' WHERE id = ?1 AND unfinished = 1"};
 
 int
-store_run_reset(struct store *st, int64_t ai_msg, char *err)
+sq_run_reset(struct store *sb, int64_t ai_msg, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	sqlite3_stmt *s = db_stmt(st, &sql_run_reset, err);
 
 	if (!s)
@@ -319,8 +370,9 @@ static const struct db_sql sql_plan_insert = {
 		       "VALUES (?1, ?2, ?3, ?4)"};
 
 int
-store_run_finish(struct store *st, const struct run_end *e, char *err)
+sq_run_finish(struct store *sb, const struct run_end *e, char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	int64_t now = time_now_ms(), conv_seq;
 	sqlite3_stmt *s;
 	int rc, deleted;
@@ -405,9 +457,10 @@ static const struct db_sql sql_run_result = {
 		      "JOIN conversations c ON c.seq = r.conv_seq WHERE r.id = ?1"};
 
 int
-store_run_result(struct store *st, struct pool *p, int64_t run_id, struct run_result *out,
+sq_run_result(struct store *sb, struct pool *p, int64_t run_id, struct run_result *out,
 		 char *err)
 {
+	struct sq_store *st = sq_of(sb);
 	sqlite3_stmt *s = db_stmt(st, &sql_run_result, err);
 	int rc;
 
