@@ -57,10 +57,10 @@ open_db(const struct config *c, const char *what)
 		store_close(st);
 		return NULL;
 	}
-	if (v != store_schema_latest()) {
+	if (v != store_schema_latest(st)) {
 		fprintf(stderr, "aichatd %s: the database is at schema version %lld, this program "
-			"at %lld: %s\n", what, (long long)v, (long long)store_schema_latest(),
-			v < store_schema_latest() ? "run aichatd migrate first" :
+			"at %lld: %s\n", what, (long long)v, (long long)store_schema_latest(st),
+			v < store_schema_latest(st) ? "run aichatd migrate first" :
 						    "use the newer aichatd that wrote it");
 		store_close(st);
 		return NULL;
