@@ -1,5 +1,6 @@
-/* The migrations in schema/NNN_name.sql, compiled in by scripts/embed-schema (schema.c is
- * generated at build time). Ordered by version. */
+/* The migrations in schema/NNN_name.sql (the SQLite store's) and schema/pg/NNN_name.sql
+ * (the PostgreSQL store's), compiled in by scripts/embed-schema (schema.c and pg-schema.c
+ * are generated at build time). Ordered by version. */
 #ifndef AICHATD_SCHEMA_H
 #define AICHATD_SCHEMA_H
 
@@ -13,5 +14,8 @@ struct schema_migration {
 
 extern const struct schema_migration schema_migrations[];
 extern const size_t schema_migrations_count;
+/* The PostgreSQL store's migrations, schema/pg/NNN_name.sql, likewise. */
+extern const struct schema_migration pg_schema_migrations[];
+extern const size_t pg_schema_migrations_count;
 
 #endif
