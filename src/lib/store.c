@@ -20,10 +20,8 @@ store_target_is_pg(const char *target)
 struct store *
 store_open(const char *target, char *err)
 {
-	if (store_target_is_pg(target)) {
-		snprintf(err, ERR_LEN, "%.64s: this build has no PostgreSQL store yet", "AICHATD_DATABASE_URL");
-		return NULL;
-	}
+	if (store_target_is_pg(target))
+		return pg_open(target, err);
 	return sq_open(target, err);
 }
 
