@@ -32,6 +32,26 @@
 
 struct pool;
 
+/* The shared helpers keep the SQLite store's names, so that the two stores' files read
+ * alike; both stores link into each program, so these give them symbols of their own. */
+#define arg_text pg_arg_text
+#define arg_textn pg_arg_textn
+#define arg_int pg_arg_int
+#define arg_null pg_arg_null
+#define col_text pg_col_text
+#define col_int pg_col_int
+#define col_null pg_col_null
+#define read_rows pg_read_rows
+#define db_begin pg_db_begin
+#define db_commit pg_db_commit
+#define db_rollback pg_db_rollback
+#define db_write pg_db_write
+#define conv_row pg_conv_row
+#define conv_insert pg_conv_insert
+#define conv_page pg_conv_page
+#define msg_row pg_msg_row
+#define post_touch pg_post_touch
+
 enum pg_stmt {
 	/* db.c: migrations */
 	P_VERSION,
