@@ -43,5 +43,13 @@ void t_lifecycle(void);
 void t_ws(void);
 void t_config(void);
 void t_admin(void);
+void t_pg(void);
+
+/* The PostgreSQL server the suites test against (tests/unit/t-pg.c): AICHATD_TEST_PG_URL,
+ * or one started on first use with tests/lib/pg-instance and stopped at exit; NULL when
+ * there is none. unit_pg_fresh() makes database name on it afresh (dropped first if it
+ * exists) and writes its URL into url. */
+const char *unit_pg_url(void);
+int unit_pg_fresh(const char *name, char *url, size_t size);
 
 #endif

@@ -460,9 +460,13 @@ pg_commit(struct store *sb, char *err)
 	}
 	st->nested = 0;
 	rc = db_commit(st, err);
-	if (rc != RC_OK)
+	if (rc != RC_OK) {
+		/* a statement inside failed (which aborted the transaction), or the commit did:
+		 * nothing of it was kept */
 		db_rollback(st);
-	return rc;
+		return RC_ERR;
+	}
+	return RC_OK;
 }
 
 /* ---- the connection ---- */
