@@ -181,14 +181,16 @@ touch_now(struct pg_store *st, int64_t seq, int64_t now, int delta, char *err)
 	return pg_do(st, &sql_conv_touch, &a, "touch conversation", NULL, err);
 }
 
-/* Apply the touches put off, one per conversation; the list is then empty. db_commit()
- * runs it (st->before_commit). */
+/* Apply the touches put off, one per conversation, in the order of their seq: two
+ * writers that touch the same conversations lock their rows in one order, so neither
+ * waits for the other in a deadlock. The list is then empty. db_commit() runs it
+ * (st->before_commit). */
 static int
 touches_apply(struct pg_store *st, char *err)
 {
 	int i, j, rc = RC_OK;
 
-	for (i = 0; i < st->ntouches && rc == RC_OK; i++) {
+	for (i = 0; i < st->ntouches; i++) {
 		struct pg_touch *t = &st->touches[i];
 		if (!t->seq)
 			continue; /* merged into an earlier one */
@@ -201,7 +203,17 @@ touches_apply(struct pg_store *st, char *err)
 				u->seq = 0;
 			}
 		}
-		rc = touch_now(st, t->seq, t->now, t->delta, err);
+	}
+	for (;;) {
+		struct pg_touch *low = NULL;
+
+		for (i = 0; i < st->ntouches; i++)
+			if (st->touches[i].seq && (!low || st->touches[i].seq < low->seq))
+				low = &st->touches[i];
+		if (!low || rc != RC_OK)
+			break;
+		rc = touch_now(st, low->seq, low->now, low->delta, err);
+		low->seq = 0;
 	}
 	st->ntouches = 0;
 	return rc;
