@@ -36,6 +36,14 @@ misuse(const char *what, const char *args)
 /* The database of the settings in force, at the schema version this program knows: it
  * must exist (an admin command never makes an empty one), and one at another version is
  * refused (older: aichatd migrate first; newer: the newer program's). */
+/* The store as the messages name it: the SQLite file, or "the PostgreSQL database" (the
+ * URL may hold a password). */
+static const char *
+store_name(const struct config *c)
+{
+	return store_target_is_pg(c->store_target) ? "the PostgreSQL database" : c->db_path;
+}
+
 static struct store *
 open_db(const struct config *c, const char *what)
 {
@@ -43,12 +51,12 @@ open_db(const struct config *c, const char *what)
 	struct store *st;
 	int64_t v;
 
-	if (access(c->db_path, F_OK) != 0) {
+	if (!store_target_is_pg(c->store_target) && access(c->db_path, F_OK) != 0) {
 		fprintf(stderr, "aichatd %s: no database at %s (data_dir %s): %s\n", what,
 			c->db_path, c->data_dir, strerror(errno));
 		return NULL;
 	}
-	if (!(st = store_open(c->db_path, err))) {
+	if (!(st = store_open(c->store_target, err))) {
 		fail(what, err);
 		return NULL;
 	}
@@ -293,7 +301,7 @@ cmd_migrate(const struct config *c, int argc, char **argv)
 		fprintf(stderr, "aichatd migrate: cannot create %s: %s\n", path, strerror(errno));
 		return 1;
 	}
-	if (config_private_files(c, err) != RC_OK || !(st = store_open(c->db_path, err)))
+	if (config_private_files(c, err) != RC_OK || !(st = store_open(c->store_target, err)))
 		return fail("migrate", err);
 	rc = store_migrate_report(st, &from, &to, err);
 	store_close(st);
@@ -301,9 +309,10 @@ cmd_migrate(const struct config *c, int argc, char **argv)
 	if (rc != RC_OK)
 		return fail("migrate", err);
 	if (from == to)
-		printf("%s is at schema version %lld: nothing to do\n", c->db_path, (long long)to);
+		printf("%s is at schema version %lld: nothing to do\n", store_name(c),
+		       (long long)to);
 	else
-		printf("migrated %s from schema version %lld to %lld\n", c->db_path,
+		printf("migrated %s from schema version %lld to %lld\n", store_name(c),
 		       (long long)from, (long long)to);
 	return 0;
 }

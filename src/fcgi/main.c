@@ -124,7 +124,7 @@ accept_loop(void *arg)
 	(void)arg;
 	memset(&r, 0, sizeof(r));
 	r.pool = pool_create();
-	r.store = store_open(cfg.db_path, err);
+	r.store = store_open(cfg.store_target, err);
 	if (!r.pool || !r.store)
 		die("worker: %s", r.store ? "out of memory" : err);
 	r.cfg = &cfg;
@@ -240,7 +240,7 @@ static void
 prepare_store(void)
 {
 	char err[ERR_LEN];
-	struct store *st = store_open(cfg.db_path, err);
+	struct store *st = store_open(cfg.store_target, err);
 	/* one a provider, each named after it */
 	char *b = (char *)provider_name(PROVIDER_BUILTIN);
 	char *o = (char *)provider_name(PROVIDER_OPENAI);
@@ -267,7 +267,7 @@ static void
 master_log(const char *level, const char *msg)
 {
 	char err[ERR_LEN];
-	struct store *st = store_open(cfg.db_path, err);
+	struct store *st = store_open(cfg.store_target, err);
 
 	oplog(st, level, "%s", msg);
 	if (st)
@@ -346,16 +346,20 @@ in_service(void)
 }
 
 /* What the pool cannot change while it runs: the data directory (the database, the
- * sockets), the sockets' group, and the identity shared with the push daemon (auth and
+ * sockets), the store's server (database_url) and the others beyond one machine, the
+ * sockets' group, and the identity shared with the push daemon (auth and
  * jwt_secret: the daemon beside us checks tokens the same way, see config_identity_claim). */
 static int
 keep_restart_only(struct config *n, char *kept, size_t len)
 {
 	char **olds[] = {&cfg.data_dir, &cfg.socket_group, &cfg.jwt_secret, &cfg.run_dir,
-			 &cfg.db_path, &cfg.fcgi_socket, &cfg.push_http_socket};
+			 &cfg.database_url, &cfg.redis_url, &cfg.node_id,
+			 &cfg.db_path, &cfg.fcgi_socket, &cfg.push_http_socket, &cfg.store_target};
 	char **news[] = {&n->data_dir, &n->socket_group, &n->jwt_secret, &n->run_dir,
-			 &n->db_path, &n->fcgi_socket, &n->push_http_socket};
-	static const char *const names[] = {"data_dir", "socket_group", "jwt_secret", "run_dir"};
+			 &n->database_url, &n->redis_url, &n->node_id,
+			 &n->db_path, &n->fcgi_socket, &n->push_http_socket, &n->store_target};
+	static const char *const names[] = {"data_dir", "socket_group", "jwt_secret", "run_dir",
+					    "database_url", "redis_url", "node_id"};
 	size_t i, o = 0;
 
 	*kept = '\0';

@@ -69,6 +69,10 @@ static const struct key keys[] = {
 	{"max_runs", K_INT, OFF(max_runs), 1, 100000, "256", SHOW_PLAIN},
 	{"metrics_allow", K_STR, OFF(metrics_allow), 0, 0, "127.0.0.1 ::1", SHOW_PLAIN},
 	{"drain_timeout_s", K_INT, OFF(drain_timeout_s), 1, 3600, "10", SHOW_PLAIN},
+	{"database_url", K_STR, OFF(database_url), 0, 0, "", SHOW_URL},
+	{"redis_url", K_STR, OFF(redis_url), 0, 0, "", SHOW_URL},
+	{"node_id", K_STR, OFF(node_id), 0, 0, "", SHOW_PLAIN},
+	{"lease_s", K_INT, OFF(lease_s), 2, 3600, "10", SHOW_PLAIN},
 };
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 _Static_assert(NKEYS <= CONFIG_KEYS_MAX, "raise CONFIG_KEYS_MAX in config.h");
@@ -241,6 +245,29 @@ config_read(struct config *c, const char *path, int optional, char *err)
 		snprintf(err, ERR_LEN, "auth = jwt needs a jwt_secret of at least 16 characters");
 		return RC_ERR;
 	}
+	if (*c->database_url && strncmp(c->database_url, "postgresql://", 13) != 0 &&
+	    strncmp(c->database_url, "postgres://", 11) != 0) {
+		snprintf(err, ERR_LEN, "database_url must be a postgresql:// URL (or empty: SQLite)");
+		return RC_ERR;
+	}
+	if (*c->redis_url && strncmp(c->redis_url, "redis://", 8) != 0 &&
+	    strncmp(c->redis_url, "unix:/", 6) != 0) {
+		snprintf(err, ERR_LEN, "redis_url must be redis://HOST:PORT or unix:/PATH (or empty)");
+		return RC_ERR;
+	}
+	if (strlen(c->node_id) > 200 || strpbrk(c->node_id, " \t\r\n")) {
+		snprintf(err, ERR_LEN, "node_id must be at most 200 characters with no space");
+		return RC_ERR;
+	}
+	if (!*c->node_id) {
+		char host[256] = "localhost";
+
+		gethostname(host, sizeof(host) - 1);
+		host[sizeof(host) - 1] = '\0';
+		free(c->node_id);
+		if (asprintf(&c->node_id, "%.100s:%.99s", host, c->data_dir) < 0)
+			c->node_id = NULL;
+	}
 	/* run_dir: unset or empty, the data directory's run/ */
 	if (!c->run_dir || !*c->run_dir) {
 		free(c->run_dir);
@@ -249,7 +276,8 @@ config_read(struct config *c, const char *path, int optional, char *err)
 	}
 	if (!c->run_dir || asprintf(&c->db_path, "%s/aichatd.db", c->data_dir) < 0 ||
 	    asprintf(&c->fcgi_socket, "%s/fcgi.sock", c->run_dir) < 0 ||
-	    asprintf(&c->push_http_socket, "%s/push-http.sock", c->run_dir) < 0) {
+	    asprintf(&c->push_http_socket, "%s/push-http.sock", c->run_dir) < 0 || !c->node_id ||
+	    !(c->store_target = strdup(*c->database_url ? c->database_url : c->db_path))) {
 		snprintf(err, ERR_LEN, "out of memory");
 		return RC_NOMEM;
 	}
@@ -266,6 +294,7 @@ config_free(struct config *c)
 			free(*(char **)((char *)c + keys[i].off));
 	free(c->file);
 	free(c->db_path);
+	free(c->store_target);
 	free(c->fcgi_socket);
 	free(c->push_http_socket);
 	memset(c, 0, sizeof(*c));

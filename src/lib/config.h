@@ -62,6 +62,15 @@ struct config {
 	int file_read;     /* it was there and was read */
 	char *metrics_allow;  /* who may read /metrics: addresses and CIDRs (addr.h) */
 	int drain_timeout_s;  /* a stopping worker's requests in flight may take this long */
+	/* beyond one machine (docs/SCALING.md): the store on a PostgreSQL server (a libpq
+	 * URL; "": SQLite in the data directory), the live bus between hosts' daemons on Redis
+	 * ("": none, one host), this daemon's name as the owner of the runs it makes
+	 * ("": hostname:data_dir), and how long a run stays its owner's unrenewed */
+	char *database_url;
+	char *redis_url;
+	char *node_id;
+	int lease_s;
+	char *store_target; /* derived: database_url when set, else db_path (store_open()) */
 };
 
 /* The settings file read when none is named: AICHATD_SYSCONFDIR "/aichatd/aichatd.conf"

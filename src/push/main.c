@@ -269,7 +269,7 @@ main(int argc, char **argv)
 		return 1;
 	}
 	loop = uv_default_loop();
-	store = store_open(cfg.db_path, err);
+	store = store_open(cfg.store_target, err);
 	if (!store || store_migrate(store, err) != RC_OK) {
 		log_line("%s", err);
 		return 1;

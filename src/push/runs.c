@@ -42,6 +42,7 @@ static int nruns;
 static int64_t max_seen;
 static int nactive, backlog;
 static int64_t started_ms; /* when this daemon started (time_now_ms) */
+static uv_timer_t lease_timer; /* renews this daemon's leases, takes orphaned runs */
 static int load_failed;    /* the last run_load() could not read its run */
 static int stopping;
 
@@ -205,6 +206,13 @@ static const struct llm_cb run_cb = {run_on_chunk, run_on_raw, run_on_done};
 /* the same, for the runs whose upstream bytes nobody streams (all but n8n's) */
 static const struct llm_cb run_cb_noraw = {run_on_chunk, NULL, run_on_done};
 
+/* How long a run stays this daemon's without a renewal (store.h, "Owners and leases"). */
+static int64_t
+lease_ms(void)
+{
+	return (int64_t)cfg->lease_s * 1000;
+}
+
 /* Load run id into memory, not begun yet. With pool, its job was loaded by the writer into
  * *job and pool, which the run takes over; without, it is loaded here. streamed:
  * workflow's stream passes its upstream's bytes on. NULL when it is already in memory, has
@@ -235,15 +243,20 @@ run_load(int64_t id, struct pool *pool, const struct run_job *job, int streamed)
 	if (job) {
 		r->job = *job;
 	} else {
-		rc = store_run_job(store, r->pool, id, cfg->provider, &r->job, err);
+		/* a run found in the store: made here only once it is this daemon's */
+		rc = store_run_claim(store, id, cfg->node_id, lease_ms(), err);
+		if (rc == RC_OK)
+			rc = store_run_job(store, r->pool, id, cfg->provider, &r->job, err);
 		if (rc == RC_OK && llm_wants_history(r->job.cfg.provider))
 			rc = store_run_history(store, r->pool, &r->job, HISTORY_WINDOW, err);
 	}
 	r->next = NULL;
 	*run_slot(id) = r;
 	nruns++;
-	if (rc == RC_NOTFOUND) {
-		run_free(r); /* ended meanwhile */
+	if (rc == RC_NOTFOUND || rc == RC_CONFLICT) {
+		/* ended meanwhile, or another daemon's (which makes it; the lease scan takes it
+		 * should that daemon stop renewing) */
+		run_free(r);
 		return NULL;
 	}
 	if (rc != RC_OK) {
@@ -428,6 +441,41 @@ runs_poll(void)
 	backlog = full || retry;
 }
 
+/* Every third of the lease: renew the leases of the runs this daemon makes, then take
+ * the runs whose owner stopped renewing (its host died), as many as slots are free, and
+ * make them again from the start. */
+static void
+on_lease_timer(uv_timer_t *h)
+{
+	struct pool *p;
+	int64_t *ids;
+	char err[ERR_LEN];
+	int n = 0, i, room;
+
+	(void)h;
+	if (stopping)
+		return;
+	if (store_runs_renew(store, cfg->node_id, lease_ms(), NULL, err) != RC_OK)
+		log_line("cannot renew the runs' leases: %s", err);
+	room = cfg->max_runs - nactive;
+	if (room <= 0 || !(p = pool_create()))
+		return;
+	if (room > POLL_BATCH)
+		room = POLL_BATCH;
+	if (store_runs_orphaned(store, p, cfg->node_id, lease_ms(), room, &ids, &n, err) != RC_OK)
+		log_line("cannot look for orphaned runs: %s", err);
+	for (i = 0; i < n && !stopping; i++) {
+		struct job_run *r = run_load(ids[i], NULL, NULL, 0);
+
+		if (r) {
+			log_line("run %lld: taken over from a daemon that stopped renewing its lease",
+				 (long long)ids[i]);
+			run_go(r);
+		}
+	}
+	pool_destroy(p);
+}
+
 static void
 on_poll_soon(uv_idle_t *h)
 {
@@ -487,6 +535,10 @@ runs_init(uv_loop_t *l, const struct config *c, struct store *st, int64_t starte
 	started_ms = started;
 	events = ev;
 	uv_idle_init(loop, &poll_soon);
+	uv_timer_init(loop, &lease_timer);
+	uv_timer_start(&lease_timer, on_lease_timer, (uint64_t)lease_ms() / 3,
+		       (uint64_t)lease_ms() / 3);
+	uv_unref((uv_handle_t *)&lease_timer);
 }
 
 int
@@ -494,6 +546,7 @@ runs_shutdown(void)
 {
 	stopping = 1;
 	uv_idle_stop(&poll_soon);
+	uv_timer_stop(&lease_timer);
 	return nruns;
 }
 

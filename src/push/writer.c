@@ -58,6 +58,9 @@ static int stop, running, sleeping, lposts_woken;
 static uv_async_t done_async;
 static void (*on_done)(struct witem *it);
 static struct store *wst;
+/* this daemon as the owner of the runs it makes, and their lease (store.h) */
+static const char *node_id;
+static int64_t lease;
 /* a provider_name() (static): the loop sets it (writer_set_provider), this thread reads it */
 static _Atomic(const char *) default_provider;
 
@@ -82,6 +85,7 @@ write_end(struct witem *it, char *err)
 
 	json_decref(meta);
 	e.metadata = text;
+	e.owner = node_id; /* written only while the run is still this daemon's */
 	rc = store_run_finish(wst, &e, err);
 	free(text);
 	return rc;
@@ -367,6 +371,8 @@ write_batch(struct witem *posts, struct witem *items)
 		p->op.p = p->pool;
 		p->op.out = &p->out;
 		p->op.err = p->err;
+		p->in.run_owner = node_id; /* this daemon makes the runs it stores */
+		p->in.lease_ms = lease;
 		*tail = &p->op;
 		tail = &p->op.next;
 	}
@@ -577,7 +583,9 @@ writer_start(uv_loop_t *loop, const struct config *cfg, void (*cb)(struct witem 
 {
 	char path[4096];
 
-	if (!(wst = store_open(cfg->db_path, err)))
+	node_id = cfg->node_id; /* restart-only: the settings loaded at start live on */
+	lease = (int64_t)cfg->lease_s * 1000;
+	if (!(wst = store_open(cfg->store_target, err)))
 		return RC_ERR;
 	store_cache_kib(wst, 4096); /* the tails of the tables it appends to */
 	store_defer_touches(wst);
@@ -592,7 +600,7 @@ writer_start(uv_loop_t *loop, const struct config *cfg, void (*cb)(struct witem 
 		return RC_ERR;
 	}
 	uv_async_init(loop, &done_async, on_async);
-	if (!(ckpt_st = store_open(cfg->db_path, err)))
+	if (!(ckpt_st = store_open(cfg->store_target, err)))
 		return RC_ERR;
 	if (pthread_create(&thread, NULL, writer_main, NULL) != 0 ||
 	    pthread_create(&ckpt_thread, NULL, ckpt_main, NULL) != 0) {

@@ -53,6 +53,94 @@ def free_port():
     return port
 
 
+# --------------------------------------------------------------------------------------
+# The store under test. AICHATD_TEST_STORE=pg runs every stack on a PostgreSQL database of
+# its own (created on the server AICHATD_TEST_PG_SERVER names, a URL without a database,
+# e.g. postgresql://aichatd@127.0.0.1:55432, or on a private server that run.py starts with
+# tests/lib/pg-instance), dropped when the stack's data directory is removed. Unset or
+# "sqlite": SQLite in the data directory, the default.
+
+def store_kind():
+    return "pg" if os.environ.get("AICHATD_TEST_STORE") == "pg" else "sqlite"
+
+
+def pg_server():
+    return os.environ.get("AICHATD_TEST_PG_SERVER", "").rstrip("/")
+
+
+def psql(dbname, sql):
+    """Run sql on the test server's database dbname with psql; its output (tuples only)."""
+    out = subprocess.run(["psql", "-X", "-q", "-tA", "-v", "ON_ERROR_STOP=1",
+                          "%s/%s" % (pg_server(), dbname), "-c", sql],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    if out.returncode != 0:
+        raise StackError("psql: %s" % out.stderr.decode("utf-8", "replace").strip())
+    return out.stdout.decode("utf-8", "replace")
+
+
+def pg_database_for(data_dir):
+    """The PostgreSQL database of a data directory: made on first use, its name kept in
+    the directory (a stack started again on the same directory finds the same data)."""
+    path = os.path.join(data_dir, "test-pg-database")
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        pass
+    name = "it_" + uuid.uuid4().hex[:16]
+    psql("postgres", "CREATE DATABASE %s" % name)
+    with open(path, "w") as f:
+        f.write(name + "\n")
+    return name
+
+
+def pg_drop_for(data_dir):
+    path = os.path.join(data_dir, "test-pg-database")
+    try:
+        with open(path) as f:
+            name = f.read().strip()
+    except OSError:
+        return
+    try:
+        psql("postgres", "DROP DATABASE IF EXISTS %s WITH (FORCE)" % name)
+    except (StackError, OSError, subprocess.TimeoutExpired) as e:
+        sys.stderr.write("harness: cannot drop test database %s: %s\n" % (name, e))
+
+
+def store_env(data_dir):
+    """The settings that put a stack on data_dir onto the store under test."""
+    if store_kind() != "pg":
+        return {}
+    return {"AICHATD_DATABASE_URL": "%s/%s" % (pg_server(), pg_database_for(data_dir))}
+
+
+def store_sql(data_dir, query):
+    """Rows of a read-only query on the store of the stack on data_dir, as tuples (integers
+    as int), whichever the store under test is."""
+    if store_kind() == "pg":
+        with open(os.path.join(data_dir, "test-pg-database")) as f:
+            name = f.read().strip()
+        rows = []
+        for line in psql(name, query).splitlines():
+            rows.append(tuple(int(v) if re.fullmatch(r"-?\d+", v) else v
+                              for v in line.split("|")))
+        return rows
+    import sqlite3
+    db = sqlite3.connect("file:%s?mode=ro" % os.path.join(data_dir, "aichatd.db"), uri=True,
+                         timeout=10)
+    try:
+        return db.execute(query).fetchall()
+    finally:
+        db.close()
+
+
+def sqlite_only(fn):
+    """A test of what only the SQLite store has (its file, its modes, its backups): run on
+    SQLite, reported as skipped on another store."""
+    fn.sqlite_only = True
+    return fn
+
+
 class StackError(Exception):
     pass
 
@@ -98,6 +186,7 @@ class Stack:
         env["AICHATD_DATA_DIR"] = self.data_dir
         env["AICHATD_WORKERS"] = str(self.workers or os.environ.get("AICHATD_WORKERS", "4"))
         env["AICHATD_AUTH"] = self.auth
+        env.update(store_env(self.data_dir))
         if self.secret is not None:
             env["AICHATD_JWT_SECRET"] = self.secret
         # AICHATD_BUILD_DIR and AICHATD_BODY_LIMIT pass through from the runner's environment.
@@ -168,6 +257,7 @@ class Stack:
 
     def cleanup(self):
         if self.data_dir and not os.environ.get("AICHATD_IT_KEEP"):
+            pg_drop_for(self.data_dir)
             shutil.rmtree(self.data_dir, ignore_errors=True)
 
     def __enter__(self):
@@ -475,6 +565,11 @@ def run_tests(tests, ctx, out=None):
     passed = failed = 0
     for mod, name, fn in tests:
         full = "%s.%s" % (mod, name)
+        if getattr(fn, "sqlite_only", False) and store_kind() != "sqlite":
+            out.write("skip - %s: SQLite's own (the store under test is %s)\n"
+                      % (full, store_kind()))
+            out.flush()
+            continue
         try:
             fn(ctx)
         except Exception as e:  # noqa: BLE001 - every failure is reported, none stops the run

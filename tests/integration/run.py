@@ -12,11 +12,18 @@ and ends with `N passed, N failed`; exit status 0 when nothing failed.
 
 The stack takes its binaries from AICHATD_BUILD_DIR (default `build`), passed through from
 the environment, e.g. AICHATD_BUILD_DIR=build-san python3 tests/integration/run.py
+
+AICHATD_TEST_STORE=pg runs every stack on PostgreSQL instead of SQLite: a database of its
+own per stack, on the server AICHATD_TEST_PG_SERVER names, or on a private server this
+runner starts (tests/lib/pg-instance) and stops. Tests of what only SQLite has say `skip`.
 """
 
 import importlib
 import os
+import shutil
+import subprocess
 import sys
+import tempfile
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -118,6 +125,24 @@ def main(argv):
     if unknown:
         sys.stderr.write("unknown test modules: %s\n" % ", ".join(unknown))
         return 2
+    pg_dir = None
+    if harness.store_kind() == "pg" and not harness.pg_server():
+        # a private PostgreSQL server for this run, stopped by PID at its end
+        pg_dir = tempfile.mkdtemp(prefix="aichatd-it-pg-")
+        url = subprocess.check_output([os.path.join(harness.REPO, "tests", "lib", "pg-instance"),
+                                       "start", pg_dir, str(harness.free_port())]).decode().strip()
+        os.environ["AICHATD_TEST_PG_SERVER"] = url.rsplit("/", 1)[0]
+        sys.stdout.write("# store: PostgreSQL, a private server at %s\n" % url)
+    try:
+        return run_all(wanted, pattern)
+    finally:
+        if pg_dir:
+            subprocess.call([os.path.join(harness.REPO, "tests", "lib", "pg-instance"), "stop",
+                             pg_dir])
+            shutil.rmtree(pg_dir, ignore_errors=True)
+
+
+def run_all(wanted, pattern):
     p1, f1 = run_group(select(OFF_MODULES, wanted, pattern), "off")
     secret = "it-secret-" + uuid.uuid4().hex
     p2, f2 = run_group(select(JWT_MODULES, wanted, pattern), "jwt", secret)

@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 
+import harness  # noqa: E402
 from harness import (REPO, Client, Stack, StackCache, aichat_msg, aichat_session, expect,
                      ok_env, ok_json, test, uniq)
 
@@ -53,6 +54,7 @@ def tmpdir():
 def env_for(data_dir, **kw):
     env = {k: v for k, v in os.environ.items() if not k.startswith("AICHATD_")}
     env["AICHATD_DATA_DIR"] = data_dir
+    env.update(harness.store_env(data_dir))
     env.update(kw)
     return env
 
@@ -105,6 +107,7 @@ def every_subcommand_has_help(_):
 
 
 @test
+@harness.sqlite_only
 def backup_while_sends_run(_):
     s = off_stack()
     c = Client(s.port)
@@ -182,7 +185,6 @@ def users_and_conversations_match_the_api(_):
 def purge_removes_soft_deleted_rows_and_nothing_else(_):
     s = off_stack()
     c = Client(s.port)
-    db = os.path.join(s.data_dir, "aichatd.db")
     user = uniq("p")
     keep = aichat_session(c, user_id=user)["session_id"]
     kept = [aichat_msg(c, keep, "k%d" % i) for i in range(3)]
@@ -202,23 +204,23 @@ def purge_removes_soft_deleted_rows_and_nothing_else(_):
     ok_env(c.delete("/api/chat/sessions/%s" % gone))
     ok_env(c.delete("/api/chat/sessions/%s" % run_conv))
     visible_before = ok_env(c.get("/api/chat/sessions/%s/messages" % keep))["items"]
-    total_before = sql(db, "SELECT (SELECT count(*) FROM conversations), "
+    total_before = harness.store_sql(s.data_dir, "SELECT (SELECT count(*) FROM conversations), "
                            "(SELECT count(*) FROM messages), (SELECT count(*) FROM runs)")[0]
     # a date before the deletions removes nothing
     out = admin_ok(s.data_dir, "purge", "--deleted-before", "2000-01-01")
     assert "0 conversations, 0 messages, 0 runs" in out, out
     out = admin_ok(s.data_dir, "purge", "--deleted-before", "2999-01-01T00:00:00Z", "--dry-run")
     assert "would purge" in out, out
-    assert sql(db, "SELECT (SELECT count(*) FROM conversations), (SELECT count(*) FROM "
+    assert harness.store_sql(s.data_dir, "SELECT (SELECT count(*) FROM conversations), (SELECT count(*) FROM "
                    "messages), (SELECT count(*) FROM runs)")[0] == total_before, "dry run changed"
     out = admin_ok(s.data_dir, "purge", "--deleted-before", "2999-01-01")
     # gone: 4 messages; run_conv: the user message and the reply; keep: 1 message
     assert "2 conversations, 7 messages, 1 runs" in out, out
-    left = sql(db, "SELECT id FROM conversations WHERE id IN ('%s', '%s', '%s')"
+    left = harness.store_sql(s.data_dir, "SELECT id FROM conversations WHERE id IN ('%s', '%s', '%s')"
                % (keep, gone, run_conv))
     assert left == [(keep,)], left
-    assert sql(db, "SELECT count(*) FROM messages WHERE is_deleted = 1")[0][0] == 0
-    assert sql(db, "SELECT count(*) FROM conversations WHERE is_deleted = 1")[0][0] == 0
+    assert harness.store_sql(s.data_dir, "SELECT count(*) FROM messages WHERE is_deleted = 1")[0][0] == 0
+    assert harness.store_sql(s.data_dir, "SELECT count(*) FROM conversations WHERE is_deleted = 1")[0][0] == 0
     after = ok_env(c.get("/api/chat/sessions/%s/messages" % keep))["items"]
     assert after == visible_before and len(after) == 2, (after, visible_before)
     rc, _, err = admin(s.data_dir, "purge", "--deleted-before", "yesterday")
@@ -261,6 +263,7 @@ def chown_keeps_auth_off_data_for_a_jwt_user(_):
 
 
 @test
+@harness.sqlite_only
 def migrate_reports_and_refuses_a_newer_database(_):
     d = tmpdir()
     out = admin_ok(d, "migrate")
