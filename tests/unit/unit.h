@@ -44,6 +44,7 @@ void t_ws(void);
 void t_config(void);
 void t_admin(void);
 void t_pg(void);
+void t_pg_same(void);
 void t_pg_run(void);
 
 /* The PostgreSQL server the suites test against (tests/unit/t-pg.c): AICHATD_TEST_PG_URL,
