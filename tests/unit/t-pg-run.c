@@ -5,7 +5,8 @@
  * count, order and field that is not a random id or a clock time) must be the same. Then
  * what only several daemons on one PostgreSQL have: owners and leases (claim, renew, a
  * lease run out, orphans taken with FOR UPDATE SKIP LOCKED by two connections at once, an
- * end written only by the run's holder), a restarted reply's reset, and backup refused.
+ * end written only by the run's holder, two daemons claiming the same runs at once), a
+ * restarted reply's reset, and backup refused.
  *
  * The server is unit_pg_url()'s (t-pg.c); the database is made afresh (unit_pg_fresh()).
  */
@@ -14,6 +15,7 @@
 #include <string.h>
 #include <stdio.h>
 #include <unistd.h>
+#include <pthread.h>
 #include <libpq-fe.h>
 
 #include "unit.h"
@@ -525,6 +527,82 @@ leases_orphans(struct store *st, struct store *st2, struct pool *p)
 	CHECK(store_run_job(st, p, l4.run_id, "builtin", &j, err) == RC_OK && j.restarted == 0);
 }
 
+/* Two daemons claim the same runs at the same moment, each on its own connection and
+ * thread (one from the oldest, one from the newest, so that they meet): every run is
+ * exactly one's. Then one claim waits on the row of another's claim not yet committed and
+ * must see that claim once it is: refused, whichever of the two ran first. */
+#define RACE_RUNS 24
+
+struct racer {
+	struct store *st;
+	const char *owner;
+	const int64_t *ids;
+	int down;
+	int rc[RACE_RUNS];
+};
+
+static void *
+race_claims(void *arg)
+{
+	struct racer *r = arg;
+	char err[ERR_LEN];
+	int i, k;
+
+	for (i = 0; i < RACE_RUNS; i++) {
+		k = r->down ? RACE_RUNS - 1 - i : i;
+		r->rc[k] = store_run_claim(r->st, r->ids[k], r->owner, 60000, err);
+	}
+	return NULL;
+}
+
+static void *
+claim_waiting(void *arg)
+{
+	struct racer *r = arg;
+	char err[ERR_LEN];
+
+	r->rc[0] = store_run_claim(r->st, r->ids[0], r->owner, 60000, err);
+	return NULL;
+}
+
+static void
+leases_race(struct store *st, struct store *st2, struct pool *p)
+{
+	char err[ERR_LEN];
+	struct racer a = {st, "host-x", NULL, 0, {0}}, b = {st2, "host-y", NULL, 1, {0}};
+	int64_t ids[RACE_RUNS], one[1];
+	struct store_posted o;
+	pthread_t ta, tb;
+	int i, ok = 0, conflict = 0;
+
+	for (i = 0; i < RACE_RUNS; i++) {
+		o = post_owned(st, p, "race", NULL, 0);
+		ids[i] = o.run_id;
+	}
+	a.ids = b.ids = ids;
+	CHECK(pthread_create(&ta, NULL, race_claims, &a) == 0);
+	CHECK(pthread_create(&tb, NULL, race_claims, &b) == 0);
+	pthread_join(ta, NULL);
+	pthread_join(tb, NULL);
+	for (i = 0; i < RACE_RUNS; i++) {
+		ok += (a.rc[i] == RC_OK) + (b.rc[i] == RC_OK);
+		conflict += (a.rc[i] == RC_CONFLICT) + (b.rc[i] == RC_CONFLICT);
+		CHECK(owned_by(st, ids[i], a.rc[i] == RC_OK ? "host-x" : "host-y"));
+	}
+	CHECK(ok == RACE_RUNS && conflict == RACE_RUNS);
+
+	o = post_owned(st, p, "waits", NULL, 0);
+	one[0] = o.run_id;
+	b.ids = one;
+	b.rc[0] = -1;
+	CHECK(store_begin(st, err) == RC_OK);
+	CHECK(store_run_claim(st, o.run_id, "host-x", 60000, err) == RC_OK);
+	CHECK(pthread_create(&tb, NULL, claim_waiting, &b) == 0);
+	CHECK(store_commit(st, err) == RC_OK);
+	pthread_join(tb, NULL);
+	CHECK(b.rc[0] == RC_CONFLICT && owned_by(st, o.run_id, "host-x"));
+}
+
 static void
 leases(const char *url)
 {
@@ -539,6 +617,7 @@ leases(const char *url)
 		goto out;
 	leases_claim(st, p);
 	leases_orphans(st, st2, p);
+	leases_race(st, st2, p);
 	/* a backup is pg_dump's: refused, nothing written */
 	fd = mkstemp(path);
 	close(fd);
