@@ -289,40 +289,36 @@ pg_run_reset(struct store *sb, int64_t ai_msg, char *err)
 /*
  * A claim takes the run when it is running and nobody's, already the claimer's, or its
  * lease ran out; a claimer that waits on another's row lock sees the row as the other
- * left it (PostgreSQL checks the conditions again), so two claims never both succeed. The
- * run's status, read beside the UPDATE in the same statement, tells a run another daemon
- * holds (RC_CONFLICT) from one that is not running (RC_NOTFOUND).
+ * left it (PostgreSQL checks the conditions again), so two claims never both succeed.
+ * When it takes nothing, the run's status, read by a statement of its own (so that it
+ * sees what the claim waited for: another's claim, or the run's end), tells a run another
+ * daemon holds (RC_CONFLICT) from one that is not running (RC_NOTFOUND).
  */
 static const struct pg_sql sql_run_claim = {
-	P_RUN_CLAIM, 4, "WITH t AS (UPDATE runs SET owner = $2::text, lease_until = $3 "
-			"WHERE id = $1 AND status = " PG_RUN_RUNNING " AND (owner IS NULL OR "
-			"owner = $2::text OR lease_until < $4) RETURNING id) "
-			"SELECT (SELECT count(*) FROM t), (SELECT status FROM runs WHERE id = $1)"};
+	P_RUN_CLAIM, 4, "UPDATE runs SET owner = $2::text, lease_until = $3 WHERE id = $1 "
+			"AND status = " PG_RUN_RUNNING " AND (owner IS NULL OR "
+			"owner = $2::text OR lease_until < $4)"};
 
 int
 pg_run_claim(struct store *sb, int64_t run_id, const char *owner, int64_t lease_ms,
 	     char *err)
 {
 	struct pg_store *st = pg_of(sb);
-	int64_t now = time_now_ms();
+	int64_t now = time_now_ms(), changed = 0;
 	struct pg_args a = {0};
-	PGresult *res;
-	int rc;
+	int rc, status;
 
 	arg_int(&a, run_id);
 	arg_text(&a, owner);
 	arg_int(&a, now + lease_ms);
 	arg_int(&a, now);
-	if (!(res = pg_exec(st, &sql_run_claim, &a, "claim run", &rc, err)))
+	if ((rc = db_write(st, &sql_run_claim, &a, "claim run", &changed, err)) != RC_OK)
 		return rc;
-	if (col_int(res, 0, 0) > 0)
-		rc = RC_OK;
-	else if (!col_null(res, 0, 1) && col_int(res, 0, 1) == RUN_RUNNING)
-		rc = RC_CONFLICT;
-	else
-		rc = RC_NOTFOUND;
-	PQclear(res);
-	return rc;
+	if (changed > 0)
+		return RC_OK;
+	if ((rc = pg_run_status(sb, run_id, &status, err)) != RC_OK)
+		return rc;
+	return status == RUN_RUNNING ? RC_CONFLICT : RC_NOTFOUND;
 }
 
 static const struct pg_sql sql_run_renew = {
