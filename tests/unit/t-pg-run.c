@@ -530,7 +530,8 @@ leases_orphans(struct store *st, struct store *st2, struct pool *p)
 /* Two daemons claim the same runs at the same moment, each on its own connection and
  * thread (one from the oldest, one from the newest, so that they meet): every run is
  * exactly one's. Then one claim waits on the row of another's claim not yet committed and
- * must see that claim once it is: refused, whichever of the two ran first. */
+ * must see that claim once it is: refused, whichever of the two ran first; one that waits
+ * on the run's end, that the run is not running. */
 #define RACE_RUNS 24
 
 struct racer {
@@ -572,6 +573,7 @@ leases_race(struct store *st, struct store *st2, struct pool *p)
 	struct racer a = {st, "host-x", NULL, 0, {0}}, b = {st2, "host-y", NULL, 1, {0}};
 	int64_t ids[RACE_RUNS], one[1];
 	struct store_posted o;
+	struct run_end e;
 	pthread_t ta, tb;
 	int i, ok = 0, conflict = 0;
 
@@ -601,6 +603,18 @@ leases_race(struct store *st, struct store *st2, struct pool *p)
 	CHECK(store_commit(st, err) == RC_OK);
 	pthread_join(tb, NULL);
 	CHECK(b.rc[0] == RC_CONFLICT && owned_by(st, o.run_id, "host-x"));
+
+	/* ... and a claim that waits on the run's end: not running, once it is committed */
+	o = post_owned(st, p, "ends", NULL, 0);
+	one[0] = o.run_id;
+	b.rc[0] = -1;
+	e = end_of(&o, RUN_DONE, "ended");
+	CHECK(store_begin(st, err) == RC_OK);
+	CHECK(store_run_finish(st, &e, err) == RC_OK);
+	CHECK(pthread_create(&tb, NULL, claim_waiting, &b) == 0);
+	CHECK(store_commit(st, err) == RC_OK);
+	pthread_join(tb, NULL);
+	CHECK(b.rc[0] == RC_NOTFOUND && owned_by(st, o.run_id, NULL));
 }
 
 static void
