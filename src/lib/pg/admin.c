@@ -105,6 +105,12 @@ pg_purge(struct store *sb, int64_t before_ms, int dry_run, struct store_purged *
 	memset(out, 0, sizeof(*out));
 	if ((rc = db_begin(st, err)) != RC_OK)
 		return rc;
+	/* one snapshot for the four steps, as SQLite's write lock gives: in READ COMMITTED each
+	 * would see the runs of its own moment, and a run ending between two of them would
+	 * have a later step remove what an earlier one kept (refused by a foreign key) */
+	if (!st->nested && (rc = pg_simple(st, "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+					   "purge", err)) != RC_OK)
+		goto fail;
 	for (i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
 		struct pg_args a = {0};
 
