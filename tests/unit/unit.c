@@ -14,7 +14,7 @@ static const struct {
 	{"push", t_push},     {"upstream", t_upstream}, {"provider", t_provider},
 	{"ws", t_ws},         {"config", t_config},
 	{"admin", t_admin},   {"metrics", t_metrics},
-	{"lifecycle", t_lifecycle},
+	{"lifecycle", t_lifecycle}, {"bus", t_bus},
 };
 
 int

@@ -43,5 +43,6 @@ void t_lifecycle(void);
 void t_ws(void);
 void t_config(void);
 void t_admin(void);
+void t_bus(void);
 
 #endif
