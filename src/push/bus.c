@@ -41,6 +41,7 @@ struct bus {
 	int up;
 	int ping_waiting;       /* a ping was published to our channel and not yet heard */
 	uint64_t ping_since;
+	int refusal_logged;     /* a command refused was logged on this connection */
 	int closing;
 	int handles;            /* handles still open after bus_close: the last frees the bus */
 	struct bus_counters n;
@@ -99,23 +100,28 @@ static void
 on_cmd_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
 	struct bus_link *l = ac->data;
+	struct bus *b = l->owner;
 	redisReply *r = reply;
 
 	inflight_done(l, (size_t)(uintptr_t)priv);
 	if (!r)
 		return; /* the connection is going */
 	l->last_reply = uv_now(l->loop);
-	if (r->type == REDIS_REPLY_ERROR)
+	if (r->type == REDIS_REPLY_ERROR && !b->refusal_logged) {
+		/* once a connection: a server that wants AUTH refuses every command */
 		log_line("redis bus: command refused: %.200s", r->str ? r->str : "");
+		b->refusal_logged = 1;
+	}
 }
 
-/* Room for ncmds more commands of bytes in all on the command connection. */
+/* Room for ncmds more commands of bytes in all on the command connection, while the bus is
+ * up (with the subscription down too, a publish is dropped: on_down said it would be). */
 static int
 cmd_room(struct bus *b, int ncmds, size_t bytes)
 {
 	struct bus_link *l = &b->cmd;
 
-	return l->state == L_READY && l->ac && l->inflight + (size_t)ncmds <= BUS_INFLIGHT_MAX &&
+	return b->up && l->state == L_READY && l->ac && l->inflight + (size_t)ncmds <= BUS_INFLIGHT_MAX &&
 	       l->inflight_bytes + bytes <= BUS_INFLIGHT_BYTES;
 }
 
@@ -141,7 +147,8 @@ cmd_send(struct bus *b, redisCallbackFn *fn, void *priv, size_t bytes, int argc,
 									   : priv,
 					    argc, argv, lens) != REDIS_OK)
 		return -1;
-	l->inflight++;
+	if (!l->inflight++)
+		l->last_reply = uv_now(l->loop); /* the wait for an answer starts now */
 	l->inflight_bytes += bytes;
 	return 0;
 }
@@ -547,8 +554,12 @@ bus_read_cancel(struct bus_read *rd)
 static void
 on_cmd_connected(struct bus_link *l)
 {
+	struct bus *b = l->owner;
+
+	b->n.reconnects = b->cmd.reconnects + b->sub.reconnects;
+	b->refusal_logged = 0;
 	bus_link_ready(l);
-	bus_check_up(l->owner);
+	bus_check_up(b);
 }
 
 /* ready once both channels are confirmed (on_sub_reply) */
@@ -559,6 +570,7 @@ on_sub_connected(struct bus_link *l)
 	const char *argv[3] = {"SUBSCRIBE", BUS_CHANNEL, b->node_channel};
 	size_t lens[3] = {9, strlen(BUS_CHANNEL), strlen(b->node_channel)};
 
+	b->n.reconnects = b->cmd.reconnects + b->sub.reconnects;
 	l->subs = 0;
 	/* refused (no memory): the link's timeout drops it, not a free inside hiredis' call */
 	(void)redisAsyncCommandArgv(l->ac, on_sub_reply, NULL, 3, argv, lens);
@@ -677,12 +689,9 @@ bus_up(const struct bus *b)
 const struct bus_counters *
 bus_counters(const struct bus *b)
 {
-	static struct bus_counters none;
+	static const struct bus_counters none;
 
-	if (!b)
-		return &none;
-	((struct bus *)b)->n.reconnects = b->cmd.reconnects + b->sub.reconnects;
-	return &b->n;
+	return b ? &b->n : &none;
 }
 
 void

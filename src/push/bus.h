@@ -105,8 +105,8 @@ void bus_close(struct bus *b);
 
 /*
  * Publishing: each is queued on the loop and returns at once, RC_OK; RC_UNAVAIL when it
- * was dropped (bus off or down, or too much in flight), RC_ERR for arguments out of bounds.
- * Strings are copied.
+ * was dropped (bus off, or not up: bus_up() is 0; or too much in flight), RC_ERR for
+ * arguments out of bounds. Strings are copied.
  */
 /* The piece s, n of reply msg_id, whose content is end_offset bytes long with it: an
  * entry on its stream (o = end_offset, d = the bytes) and a frame on the channel. */

@@ -247,6 +247,27 @@ t_bus_wire(void)
 	/* a piece that is not UTF-8 makes no frame */
 	CHECK(bus_frame_text("N1", "piece", json_pack("{s:s%}", "d", "\xff", (size_t)1)) == NULL);
 	CHECK(bus_id_ok("", 1) && !bus_id_ok("", 0) && !bus_id_ok("\xc3", 0));
+	/* the URL's forms */
+	{
+		struct bus_addr a;
+		char err[ERR_LEN];
+
+		CHECK(bus_addr_parse(&a, "redis://[::1]:6380", err) == 0 && a.port == 6380);
+		CHECK_STR(a.host, "::1");
+		bus_addr_free(&a);
+		CHECK(bus_addr_parse(&a, "redis://cache.internal", err) == 0 && a.port == 6379);
+		CHECK_STR(a.host, "cache.internal");
+		bus_addr_free(&a);
+		CHECK(bus_addr_parse(&a, "unix:/run/redis/redis.sock", err) == 0 && !a.host);
+		CHECK_STR(a.path, "/run/redis/redis.sock");
+		bus_addr_free(&a);
+		CHECK(bus_addr_parse(&a, "redis://:pw@h:1", err) == -1);
+		bus_addr_free(&a);
+		CHECK(bus_addr_parse(&a, "redis://h:0", err) == -1);
+		bus_addr_free(&a);
+		CHECK(bus_addr_parse(&a, "redis://[::1", err) == -1);
+		bus_addr_free(&a);
+	}
 }
 
 static void
@@ -468,9 +489,11 @@ t_bus(void)
 	}
 	CHECK(pid > 0);
 	if (pid > 0) {
-		flag = A.downs;
+		int a_downs = A.downs, b_downs = B.downs;
+
 		kill((pid_t)pid, SIGSTOP);
-		CHECK(wait_for(&A.downs, flag + 1));
+		CHECK(wait_for(&A.downs, a_downs + 1) && wait_for(&B.downs, b_downs + 1));
+		CHECK(!bus_up(ba) && !bus_up(bb));
 		kill((pid_t)pid, SIGCONT);
 		CHECK(wait_for(&A.ups, 3) && wait_for(&B.ups, 3));
 		CHECK(bus_up(ba) && bus_up(bb));
