@@ -83,7 +83,8 @@ link_lost(struct bus_link *l, const char *why)
 	if (l->closing)
 		return;
 	if (!l->logged_down) {
-		log_line("redis bus: %s connection down: %s (retrying)", l->name, why ? why : "closed");
+		log_line("redis bus: %s connection down: %s (retrying)", l->name,
+			 why ? why : "closed");
 		l->logged_down = 1;
 	}
 	if (was && l->lost)

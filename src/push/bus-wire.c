@@ -136,8 +136,8 @@ bus_frame_parse(const char *s, size_t n, struct bus_frame *f)
 	if (n > BUS_FRAME_MAX ||
 	    !(f->j = json_loadb(s, n, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr)))
 		return -1;
-	if (!json_is_object(f->j) || j_int(f->j, "v", 1, 1, &v) || !(f->node = j_id(f->j, "n", 0)) ||
-	    !(kind = j_id(f->j, "k", 0)))
+	if (!json_is_object(f->j) || j_int(f->j, "v", 1, 1, &v) ||
+	    !(f->node = j_id(f->j, "n", 0)) || !(kind = j_id(f->j, "k", 0)))
 		goto out;
 	for (i = 0; i < sizeof(kinds) / sizeof(kinds[0]) && strcmp(kind, kinds[i]); i++)
 		;

@@ -68,7 +68,10 @@ bus_check_up(struct bus *b)
 		return;
 	b->up = up;
 	if (up) {
-		log_info("redis bus up (%s)", b->addr.path ? b->addr.path : b->addr.host);
+		if (b->addr.path)
+			log_info("redis bus up (%s)", b->addr.path);
+		else
+			log_info("redis bus up (%s port %d)", b->addr.host, b->addr.port);
 		if (b->ev.on_up)
 			b->ev.on_up(b->ev.arg);
 	} else if (b->ev.on_down) {
@@ -121,7 +124,8 @@ cmd_room(struct bus *b, int ncmds, size_t bytes)
 {
 	struct bus_link *l = &b->cmd;
 
-	return b->up && l->state == L_READY && l->ac && l->inflight + (size_t)ncmds <= BUS_INFLIGHT_MAX &&
+	return b->up && l->state == L_READY && l->ac &&
+	       l->inflight + (size_t)ncmds <= BUS_INFLIGHT_MAX &&
 	       l->inflight_bytes + bytes <= BUS_INFLIGHT_BYTES;
 }
 
@@ -228,8 +232,9 @@ bus_piece(struct bus *b, const char *msg_id, const char *conv_id, const char *us
 
 	if (!b || b->off)
 		return RC_UNAVAIL;
-	if (!bus_id_ok(msg_id, 0) || !bus_id_ok(conv_id, 0) || !bus_id_ok(user_msg_id ? user_msg_id : "", 1) ||
-	    n > end_offset || end_offset > BUS_REPLY_MAX || run_id < 0)
+	if (!bus_id_ok(msg_id, 0) || !bus_id_ok(conv_id, 0) ||
+	    !bus_id_ok(user_msg_id ? user_msg_id : "", 1) || n > end_offset ||
+	    end_offset > BUS_REPLY_MAX || run_id < 0)
 		return RC_ERR;
 	if (!cmd_room(b, 3, n * 7 + 1024)) {
 		b->n.dropped++;
@@ -268,8 +273,9 @@ bus_end(struct bus *b, const char *msg_id, const char *conv_id, const char *user
 		return RC_UNAVAIL;
 	if (error && !*error)
 		error = NULL;
-	if (!bus_id_ok(msg_id, 0) || !bus_id_ok(conv_id, 0) || !bus_id_ok(user_msg_id ? user_msg_id : "", 1) ||
-	    len > BUS_REPLY_MAX || run_id < 0 ||
+	if (!bus_id_ok(msg_id, 0) || !bus_id_ok(conv_id, 0) ||
+	    !bus_id_ok(user_msg_id ? user_msg_id : "", 1) || len > BUS_REPLY_MAX ||
+	    run_id < 0 ||
 	    (status != RUN_DONE && status != RUN_FAILED && status != RUN_STOPPED) ||
 	    (error && (strlen(error) > BUS_ERROR_MAX || !utf8_valid(error, strlen(error)))))
 		return RC_ERR;
@@ -394,6 +400,7 @@ on_sub_reply(redisAsyncContext *ac, void *reply, void *priv)
 	struct bus_link *l = ac->data;
 	struct bus *b = l->owner;
 	redisReply *r = reply, *kind;
+	int own;
 
 	(void)priv;
 	if (!r || b->closing)
@@ -413,10 +420,9 @@ on_sub_reply(redisAsyncContext *ac, void *reply, void *priv)
 	}
 	if (strcmp(kind->str, "message") != 0)
 		return;
-	if (!is_str(r->element[2]) ||
-	    frame_in(b, r->element[1]->len == strlen(b->node_channel) &&
-				memcmp(r->element[1]->str, b->node_channel, r->element[1]->len) == 0,
-		     r->element[2]->str, r->element[2]->len))
+	own = r->element[1]->len == strlen(b->node_channel) &&
+	      memcmp(r->element[1]->str, b->node_channel, r->element[1]->len) == 0;
+	if (!is_str(r->element[2]) || frame_in(b, own, r->element[2]->str, r->element[2]->len))
 		b->n.malformed++;
 }
 
@@ -477,7 +483,8 @@ on_read_reply(redisAsyncContext *ac, void *reply, void *priv)
 		return;
 	}
 	if (r->type != REDIS_REPLY_ARRAY || r->elements > READ_PAGE) {
-		((struct bus *)l->owner)->n.malformed++; /* a key that is no stream of ours, say (WRONGTYPE) */
+		/* a key that is no stream of ours, say (WRONGTYPE) */
+		((struct bus *)l->owner)->n.malformed++;
 		read_finish(rd, RC_ERR);
 		return;
 	}
@@ -551,6 +558,26 @@ bus_read_cancel(struct bus_read *rd)
 
 /* ---- connections ---- */
 
+/* the first answer on the command connection: Redis is there (a connect alone may be
+ * taken by the kernel for a server that hangs) */
+static void
+on_cmd_pong(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct bus_link *l = ac->data;
+	redisReply *r = reply;
+
+	(void)priv;
+	if (!r || l->state != L_CONNECTED)
+		return;
+	if (r->type == REDIS_REPLY_ERROR) {
+		/* a server that wants AUTH, say: the link's timeout drops it, and it tries again */
+		log_line("redis bus: PING refused: %.200s", r->str ? r->str : "");
+		return;
+	}
+	bus_link_ready(l);
+	bus_check_up(l->owner);
+}
+
 static void
 on_cmd_connected(struct bus_link *l)
 {
@@ -558,8 +585,8 @@ on_cmd_connected(struct bus_link *l)
 
 	b->n.reconnects = b->cmd.reconnects + b->sub.reconnects;
 	b->refusal_logged = 0;
-	bus_link_ready(l);
-	bus_check_up(b);
+	/* refused (no memory): the link's timeout drops it */
+	(void)redisAsyncCommand(l->ac, on_cmd_pong, NULL, "PING");
 }
 
 /* ready once both channels are confirmed (on_sub_reply) */
@@ -650,7 +677,8 @@ bus_start(uv_loop_t *loop, const struct config *cfg, const struct bus_events *ev
 		return b;
 	}
 	if (!cfg->node_id || !bus_id_ok(cfg->node_id, 0)) {
-		snprintf(err, ERR_LEN, "node_id: 1 to %d bytes of UTF-8 needed for the bus", BUS_ID_MAX);
+		snprintf(err, ERR_LEN, "node_id: 1 to %d bytes of UTF-8 needed for the bus",
+			 BUS_ID_MAX);
 		bus_free(b);
 		return NULL;
 	}
