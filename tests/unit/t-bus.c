@@ -455,10 +455,29 @@ t_bus(void)
 		CHECK(o.rc == RC_OK && o.len == 1200 && !o.gap);
 	}
 
-	/* Redis stops: both hear it, publishes are dropped and counted, reads refused */
+	/* too much in flight: what passes BUS_INFLIGHT_MAX commands before Redis answers is
+	 * dropped and counted (the loop does not run meanwhile, so nothing is answered) */
+	{
+		uint64_t dropped = bus_counters(ba)->dropped;
+		int i, sent = 0, want = B.pieces + BUS_INFLIGHT_MAX / 3;
+
+		for (i = 0; i < BUS_INFLIGHT_MAX / 3 + 100; i++)
+			sent += bus_piece(ba, "msg_flood", "conv1", "", 10, (size_t)i + 1, "f", 1) ==
+				RC_OK;
+		CHECK(sent == BUS_INFLIGHT_MAX / 3);
+		CHECK(bus_counters(ba)->dropped == dropped + 100);
+		CHECK(wait_for(&B.pieces, want));
+		CHECK(B.order_ok && B.last_off == (size_t)sent && bus_up(ba));
+	}
+
+	/* Redis stops: both hear it, a read under way is answered RC_UNAVAIL, publishes are
+	 * dropped and counted, reads refused */
 	redisFree(rc);
 	rc = NULL;
+	memset(&o, 0, sizeof(o));
+	CHECK(bus_read(bb, "msg_t1", on_read, &o) != NULL);
 	redis_instance(dir, 0);
+	CHECK(wait_for(&o.done, 1) && o.rc == RC_UNAVAIL);
 	CHECK(wait_for(&A.downs, 1) && wait_for(&B.downs, 1));
 	CHECK(!bus_up(ba) && !bus_up(bb));
 	{
