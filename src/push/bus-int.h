@@ -67,7 +67,7 @@ struct bus_join {
 void bus_join_init(struct bus_join *j);
 void bus_join_free(struct bus_join *j);
 /* Join one XRANGE entry [id, [field, value, ...]]: 0; -1 when malformed (skipped; last_id
- * is set when it had a usable id); RC_NOMEM past BUS_REPLY_MAX. A piece that starts
+ * is its id, or "" when it had no usable one); RC_NOMEM past BUS_REPLY_MAX. A piece that starts
  * where the content ends is appended; one already joined (or overlapping) adds only what
  * is new; one past the end is a gap (nothing more is joined until a piece at 0, which
  * begins the reply again: restarted). */

@@ -235,8 +235,10 @@ bus_join_entry(struct bus_join *j, const redisReply *e)
 
 	j->any = 1;
 	if (!e || e->type != REDIS_REPLY_ARRAY || e->elements != 2 || !is_str(e->element[0]) ||
-	    e->element[0]->len >= sizeof(j->last_id))
+	    e->element[0]->len >= sizeof(j->last_id) || !e->element[0]->len) {
+		j->last_id[0] = '\0'; /* no id to go on from */
 		return -1;
+	}
 	memcpy(j->last_id, e->element[0]->str, e->element[0]->len);
 	j->last_id[e->element[0]->len] = '\0';
 	f = e->element[1];

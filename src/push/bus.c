@@ -470,7 +470,7 @@ on_read_reply(redisAsyncContext *ac, void *reply, void *priv)
 	struct bus_read *rd = priv;
 	redisReply *r = reply;
 	size_t i;
-	int rc;
+	int rc, stop = 0;
 
 	inflight_done(l, rd->bytes);
 	if (!r) {
@@ -488,17 +488,16 @@ on_read_reply(redisAsyncContext *ac, void *reply, void *priv)
 		read_finish(rd, RC_ERR);
 		return;
 	}
-	for (i = 0; i < r->elements; i++) {
+	for (i = 0; i < r->elements && !stop; i++) {
 		if ((rc = bus_join_entry(&rd->join, r->element[i])) == RC_NOMEM) {
 			read_finish(rd, RC_NOMEM);
 			return;
 		} else if (rc) {
 			((struct bus *)l->owner)->n.malformed++;
-			if (!rd->join.last_id[0])
-				break; /* no id to go on from */
+			stop = !rd->join.last_id[0]; /* no id to go on from: the read ends there */
 		}
 	}
-	if (r->elements == READ_PAGE && rd->join.last_id[0]) {
+	if (!stop && r->elements == READ_PAGE) {
 		if (read_page(rd))
 			read_finish(rd, RC_UNAVAIL);
 		return;

@@ -270,6 +270,71 @@ t_bus_wire(void)
 	}
 }
 
+/* a reply of hiredis' shape, made by hand */
+static redisReply
+rstr(const char *s)
+{
+	redisReply r;
+
+	memset(&r, 0, sizeof(r));
+	r.type = REDIS_REPLY_STRING;
+	r.str = (char *)s;
+	r.len = strlen(s);
+	return r;
+}
+
+static redisReply
+rarr(redisReply **el, size_t n)
+{
+	redisReply r;
+
+	memset(&r, 0, sizeof(r));
+	r.type = REDIS_REPLY_ARRAY;
+	r.element = el;
+	r.elements = n;
+	return r;
+}
+
+/* stream entries of every shape: only well-formed ones are joined */
+static void
+t_bus_join(void)
+{
+	struct bus_join j;
+	redisReply id = rstr("1-1"), o = rstr("o"), three = rstr("3"), d = rstr("d"),
+		   abc = rstr("abc"), nil, num, *fv[4] = {&o, &three, &d, &abc}, fields,
+		   *ent[2] = {&id, &fields}, entry, *bad_ent[2] = {&num, &fields}, bad_entry,
+		   *odd[3] = {&o, &three, &d}, odd_fields, *odd_ent[2] = {&id, &odd_fields},
+		   odd_entry, *nil_fv[4] = {&o, &three, &d, &nil}, nil_fields,
+		   *nil_ent[2] = {&id, &nil_fields}, nil_entry;
+
+	memset(&nil, 0, sizeof(nil));
+	nil.type = REDIS_REPLY_NIL;
+	memset(&num, 0, sizeof(num));
+	num.type = REDIS_REPLY_INTEGER;
+	num.integer = 5;
+	fields = rarr(fv, 4);
+	entry = rarr(ent, 2);
+	bad_entry = rarr(bad_ent, 2);
+	odd_fields = rarr(odd, 3);
+	odd_entry = rarr(odd_ent, 2);
+	nil_fields = rarr(nil_fv, 4);
+	nil_entry = rarr(nil_ent, 2);
+	bus_join_init(&j);
+	CHECK(bus_join_entry(&j, NULL) == -1);
+	CHECK(bus_join_entry(&j, &nil) == -1 && j.last_id[0] == '\0');
+	CHECK(bus_join_entry(&j, &num) == -1);
+	CHECK(bus_join_entry(&j, &abc) == -1);
+	CHECK(bus_join_entry(&j, &bad_entry) == -1 && j.last_id[0] == '\0');
+	CHECK(bus_join_entry(&j, &odd_entry) == -1);
+	CHECK_STR(j.last_id, "1-1");
+	CHECK(bus_join_entry(&j, &nil_entry) == -1);
+	CHECK(bus_join_entry(&j, &fields) == -1);
+	CHECK(j.content.len == 0);
+	CHECK(bus_join_entry(&j, &entry) == 0 && j.content.len == 3 && !j.gap);
+	CHECK_STR(j.content.s, "abc");
+	bus_join_free(&j);
+}
+
 static void
 t_bus_off(void)
 {
@@ -318,6 +383,7 @@ t_bus(void)
 	uv_timer_init(&loop, &waker);
 	uv_timer_start(&waker, on_wake, 20, 20); /* wait_for's loop turns */
 	t_bus_wire();
+	t_bus_join();
 	t_bus_off();
 
 	/* a private Redis: its absence is a failure, not a skip */
