@@ -92,7 +92,9 @@ struct bus_counters {
  * "unix:/PATH") and cfg->node_id, and ev (copied). With an empty redis_url the bus is off:
  * it never connects, every publish is a no-op that returns RC_UNAVAIL, bus_up() is 0.
  * Redis need not be up: the bus connects when it can. Returns the bus (freed by
- * bus_close), or NULL with err (ERR_LEN) for a URL it cannot use. */
+ * bus_close), or NULL with err (ERR_LEN) for a URL it cannot use or a node_id that is
+ * not 1 to BUS_ID_MAX bytes of UTF-8. Frames are told apart by node_id: it must be unique
+ * per daemon (config.c's default, hostname:data_dir, is). */
 struct bus *bus_start(uv_loop_t *loop, const struct config *cfg, const struct bus_events *ev,
 		      char *err);
 /* 1 when both connections are up and the channels subscribed; 0 else, and for NULL. */
@@ -112,15 +114,15 @@ void bus_close(struct bus *b);
  * entry on its stream (o = end_offset, d = the bytes) and a frame on the channel. */
 int bus_piece(struct bus *b, const char *msg_id, const char *conv_id, const char *user_msg_id,
 	      int64_t run_id, size_t end_offset, const char *s, size_t n);
-/* Its end, once committed: status (RUN_*), error (NULL or "": none) and the final
- * content's length, as an end entry on its stream (which then expires in BUS_END_TTL_S)
- * and a frame. */
+/* Its end, once committed (a host that hears it reads the final content from the store):
+ * status (RUN_*), error (NULL or "": none; at most 4 KiB) and the final content's length,
+ * as an end entry on its stream (which then expires in BUS_END_TTL_S) and a frame. */
 int bus_end(struct bus *b, const char *msg_id, const char *conv_id, const char *user_msg_id,
 	    int64_t run_id, int status, const char *error, size_t len);
 /* Ask every host to stop run_id (the one that makes it does). */
 int bus_stop(struct bus *b, int64_t run_id);
-/* A conversation event (json: len bytes of a JSON object, say a new message) for the
- * other hosts' WebSocket subscribers of conv_id. */
+/* A conversation event (json: len bytes, at most BUS_CONV_EVENT_MAX, of a JSON object in
+ * UTF-8, say a new message) for the other hosts' WebSocket subscribers of conv_id. */
 int bus_conv_event(struct bus *b, const char *conv_id, const char *json, size_t len);
 
 /*
@@ -147,7 +149,8 @@ struct bus_read;
 typedef void (*bus_read_cb)(void *arg, const struct bus_read_result *r);
 /* Read reply msg_id's stream (in pages of 512 entries, never more than BUS_REPLY_MAX of
  * content held) and call cb(arg, result) once, later, on the loop. Returns a handle for
- * bus_read_cancel, or NULL when the bus is off or down (cb is then never called). To
+ * bus_read_cancel, or NULL when the bus is off or down, too much is in flight, or msg_id
+ * is no id (cb is then never called). To
  * resume a reader without a gap or a repeat: take on_piece's pieces first, then read;
  * the live pieces at or below the read's len are in it. */
 struct bus_read *bus_read(struct bus *b, const char *msg_id, bus_read_cb cb, void *arg);
