@@ -150,9 +150,9 @@ typedef void (*bus_read_cb)(void *arg, const struct bus_read_result *r);
 /* Read reply msg_id's stream (in pages of 512 entries, never more than BUS_REPLY_MAX of
  * content held) and call cb(arg, result) once, later, on the loop. Returns a handle for
  * bus_read_cancel, or NULL when the bus is off or down, too much is in flight, or msg_id
- * is no id (cb is then never called). To
- * resume a reader without a gap or a repeat: take on_piece's pieces first, then read;
- * the live pieces at or below the read's len are in it. */
+ * is no id (cb is then never called). To resume a reader without a gap or a repeat:
+ * take on_piece's pieces first, then read; the live pieces at or below the read's len
+ * are in it. */
 struct bus_read *bus_read(struct bus *b, const char *msg_id, bus_read_cb cb, void *arg);
 /* cb will not be called (its reader went away); the read's memory is freed when its
  * reply comes. Only before cb was called. */
