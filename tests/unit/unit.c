@@ -15,7 +15,7 @@ static const struct {
 	{"ws", t_ws},         {"config", t_config},
 	{"admin", t_admin},   {"metrics", t_metrics},
 	{"lifecycle", t_lifecycle}, {"pg", t_pg},
-	{"pg-same", t_pg_same}, {"pg-run", t_pg_run},
+	{"pg-same", t_pg_same}, {"pg-run", t_pg_run}, {"bus", t_bus},
 };
 
 int

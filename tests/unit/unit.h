@@ -46,6 +46,7 @@ void t_admin(void);
 void t_pg(void);
 void t_pg_same(void);
 void t_pg_run(void);
+void t_bus(void);
 
 /* The PostgreSQL server the suites test against (tests/unit/t-pg.c): AICHATD_TEST_PG_URL,
  * or one started on first use with tests/lib/pg-instance and stopped at exit; NULL when
