@@ -317,6 +317,30 @@ cmd_migrate(const struct config *c, int argc, char **argv)
 	return 0;
 }
 
+/* Copy the data directory's SQLite store into an empty PostgreSQL database (the store
+ * then to use: database_url = URL). The SQLite file is left as it was. */
+static int
+cmd_migrate_to(const struct config *c, int argc, char **argv)
+{
+	struct store_copied n;
+	char err[ERR_LEN];
+
+	if (argc != 2 || !store_target_is_pg(argv[1]))
+		return misuse("migrate-to", "postgresql://...");
+	if (access(c->db_path, F_OK) != 0) {
+		fprintf(stderr, "aichatd migrate-to: no database at %s (data_dir %s): %s\n",
+			c->db_path, c->data_dir, strerror(errno));
+		return 1;
+	}
+	if (store_copy_to_pg(c->db_path, argv[1], &n, err) != RC_OK)
+		return fail("migrate-to", err);
+	printf("copied %s to the PostgreSQL database: %lld conversations, %lld messages, "
+	       "%lld runs, %lld model configs, %lld log lines, %lld travel plans\n",
+	       c->db_path, (long long)n.conversations, (long long)n.messages, (long long)n.runs,
+	       (long long)n.model_configs, (long long)n.logs, (long long)n.travel_plans);
+	return 0;
+}
+
 static int
 cmd_token(const struct config *c, int argc, char **argv)
 {
@@ -387,6 +411,13 @@ const struct admin_cmd admin_commands[] = {
 	 "after. A database newer than the program is refused with exit status 1 (so is\n"
 	 "serve, and aichatd-push).\n",
 	 cmd_migrate},
+	{"migrate-to", "URL", "copy the SQLite store into an empty PostgreSQL database",
+	 "Copies every row of the data directory's SQLite database (conversations, messages,\n"
+	 "runs, model configs, the log, travel plans; ids and times unchanged) into the empty\n"
+	 "PostgreSQL database URL (postgresql://...), after applying its migrations, in one\n"
+	 "transaction. Stop the stack first; then set database_url = URL. The SQLite file is\n"
+	 "left as it was. A database that already holds data is refused (exit status 1).\n",
+	 cmd_migrate_to},
 	{"token", "SUB [ROLE [TTL_S]]", "mint an HS256 token (needs jwt_secret)",
 	 "Prints an HS256 JWT for user SUB signed with jwt_secret: with \"role\": ROLE when\n"
 	 "given (admin: model-config writes and logs), valid for TTL_S seconds (default\n"

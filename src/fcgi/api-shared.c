@@ -231,6 +231,8 @@ int
 api_store_fail(struct req *r, int rc, const char *err)
 {
 	fprintf(stderr, "aichatd: %s %s: store error %d: %s\n", r->method, r->path, rc, err);
+	if (rc == RC_UNAVAIL) /* the database server is down: a retry later may succeed */
+		return req_fail(r, 503, 0, "the database is not reachable");
 	return req_fail(r, 500, 0, NULL);
 }
 

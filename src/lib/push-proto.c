@@ -327,9 +327,11 @@ push_posted_decode(const char *data, size_t len, struct pool *p, int run,
 		snprintf(err, ERR_LEN, "%s", e ? e : "");
 		if (r.bad || r.p != r.end)
 			goto bad;
-		/* only the store's own results pass; anything else is the frame's fault */
+		/* only the store's own results pass (RC_UNAVAIL: its database server is down,
+		 * and the worker's own try then answers 503); anything else is the frame's
+		 * fault */
 		if (result == RC_NOTFOUND || result == RC_NOMEM || result == RC_CONFLICT ||
-		    result == RC_DENIED || result == RC_ERR)
+		    result == RC_DENIED || result == RC_ERR || result == RC_UNAVAIL)
 			return (int)result;
 		goto bad;
 	}

@@ -389,6 +389,18 @@ int store_purge(struct store *st, int64_t before_ms, int dry_run, struct store_p
  * the conversations moved (RC_NOTFOUND for a conv_id that names no conversation). */
 int store_chown(struct store *st, const char *conv_id, const char *from_owner,
 		const char *new_owner, int64_t *moved, char *err);
+/* Copy the SQLite store at sqlite_path (at this binary's latest schema) into the empty
+ * PostgreSQL database url names, brought to its latest schema first: every conversation,
+ * message, run, model config, log line and travel plan, ids and times unchanged, in one
+ * transaction (nothing is left half-copied) read from one snapshot (src/lib/pg/import.c).
+ * RC_CONFLICT when the source is not at the latest schema or the target already holds
+ * conversations, messages, runs, logs or travel plans. *out: the rows copied per table. */
+struct store_copied {
+	int64_t conversations, messages, runs, model_configs, logs, travel_plans;
+};
+int store_copy_to_pg(const char *sqlite_path, const char *url, struct store_copied *out,
+		     char *err);
+
 /* SQLite busy waits (metrics): a statement that found the database locked (waits), the
  * time slept in the busy handler for it, and the waits given up (SQLITE_BUSY returned).
  * Counted for the whole process, in its own counters unless store_busy_count_in() names

@@ -78,33 +78,35 @@ def psql(dbname, sql):
     return out.stdout.decode("utf-8", "replace")
 
 
+_pg_databases = {}  # data directory (real path) -> its database on the test server
+
+
 def pg_database_for(data_dir):
-    """The PostgreSQL database of a data directory: made on first use, its name kept in
-    the directory (a stack started again on the same directory finds the same data)."""
-    path = os.path.join(data_dir, "test-pg-database")
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        pass
-    name = "it_" + uuid.uuid4().hex[:16]
-    psql("postgres", "CREATE DATABASE %s" % name)
-    with open(path, "w") as f:
-        f.write(name + "\n")
-    return name
+    """The PostgreSQL database of a data directory: made on first use and kept for it (a
+    stack started again on the same directory finds the same data). Nothing is written into
+    the directory itself."""
+    key = os.path.realpath(data_dir)
+    if key not in _pg_databases:
+        name = "it_" + uuid.uuid4().hex[:16]
+        psql("postgres", "CREATE DATABASE %s" % name)
+        _pg_databases[key] = name
+    return _pg_databases[key]
 
 
 def pg_drop_for(data_dir):
-    path = os.path.join(data_dir, "test-pg-database")
-    try:
-        with open(path) as f:
-            name = f.read().strip()
-    except OSError:
+    name = _pg_databases.pop(os.path.realpath(data_dir), None)
+    if not name:
         return
     try:
         psql("postgres", "DROP DATABASE IF EXISTS %s WITH (FORCE)" % name)
     except (StackError, OSError, subprocess.TimeoutExpired) as e:
         sys.stderr.write("harness: cannot drop test database %s: %s\n" % (name, e))
+
+
+def pg_drop_all():
+    """Drop every database the harness made that is still there (run.py, at its end)."""
+    for d in list(_pg_databases):
+        pg_drop_for(d)
 
 
 def store_env(data_dir):
@@ -118,8 +120,7 @@ def store_sql(data_dir, query):
     """Rows of a read-only query on the store of the stack on data_dir, as tuples (integers
     as int), whichever the store under test is."""
     if store_kind() == "pg":
-        with open(os.path.join(data_dir, "test-pg-database")) as f:
-            name = f.read().strip()
+        name = pg_database_for(data_dir)
         rows = []
         for line in psql(name, query).splitlines():
             rows.append(tuple(int(v) if re.fullmatch(r"-?\d+", v) else v

@@ -40,7 +40,7 @@ JWT_MODULES = ["test_auth", "test_fields_jwt"]
 SELF_MODULES = ["test_ai", "test_crash", "test_live", "test_ws", "test_ws_jwt", "test_ws_limits",
                 "test_secure", "test_config", "test_streams",
                 "test_sync", "test_admin", "test_nginx_conf", "test_metrics",
-                "test_lifecycle"]
+                "test_lifecycle", "test_scale"]
 
 
 def select(modules, wanted, pattern):
@@ -136,6 +136,8 @@ def main(argv):
     try:
         return run_all(wanted, pattern)
     finally:
+        if harness.store_kind() == "pg":
+            harness.pg_drop_all()
         if pg_dir:
             subprocess.call([os.path.join(harness.REPO, "tests", "lib", "pg-instance"), "stop",
                              pg_dir])

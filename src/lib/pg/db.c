@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stdio.h>
+#include <poll.h>
 #include <libpq-fe.h>
 
 #include "rc.h"
@@ -156,12 +157,31 @@ session_setup(struct pg_store *st, char *err)
 	return ok ? RC_OK : RC_ERR;
 }
 
+/* Whether an idle connection is still there: a server that went away (a restart, an
+ * administrator's pg_terminate_backend) has sent its goodbye and closed the socket, which
+ * is then readable; reading it marks the connection broken. One poll(), no round trip, so
+ * that the first statement after the server came back does not fail on a dead session
+ * (and no statement is ever sent twice). */
+static void
+conn_check_idle(struct pg_store *st)
+{
+	struct pollfd pfd = {PQsocket(st->conn), POLLIN, 0};
+	int i;
+
+	/* the goodbye (an error message) is read first, the end of the stream after it */
+	for (i = 0; i < 4 && pfd.fd >= 0 && poll(&pfd, 1, 0) > 0; i++)
+		if (!PQconsumeInput(st->conn) || PQstatus(st->conn) != CONNECTION_OK)
+			break; /* a notice is kept for later; EOF breaks the connection */
+}
+
 /* Ready to run a statement: RC_OK, or RC_UNAVAIL when the connection is broken. Outside a
  * transaction, a broken connection is reset once (its prepared statements are gone with
  * the old session); inside one, what it did is lost and the caller rolls back. */
 static int
 conn_ready(struct pg_store *st, char *err)
 {
+	if (!st->in_txn && !st->nested && PQstatus(st->conn) == CONNECTION_OK)
+		conn_check_idle(st);
 	if (PQstatus(st->conn) == CONNECTION_OK)
 		return RC_OK;
 	if (st->in_txn || st->nested)
