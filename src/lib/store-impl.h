@@ -72,6 +72,15 @@ struct store {
 	const struct store_ops *ops;
 };
 
+/* store-job.c, for both implementations: the config of a run whose config is gone (the
+ * default's names, in p); and the job of a run a post just started, filled from what the
+ * post wrote (no history, no config): returns the id of the config to read into
+ * job->cfg (the run's, the conversation's, else default_cfg). */
+struct pool;
+void store_job_default_cfg(struct pool *p, const char *default_cfg, struct mcfg *m);
+const char *store_job_from_post(const struct store_post *in, const struct store_posted *out,
+				const char *default_cfg, struct run_job *job);
+
 /* The implementations' openers (store_open() picks one by the target's form). */
 struct store *sq_open(const char *path, char *err);
 struct store *pg_open(const char *url, char *err);

@@ -94,19 +94,6 @@ pg_runs_open(struct store *sb, struct pool *p, int64_t after, int limit, int64_t
 	return rc;
 }
 
-/* The config of a run whose conversation names one that is gone: the default's names. */
-static void
-job_default_cfg(struct pool *p, const char *default_cfg, struct mcfg *m)
-{
-	m->config_id = pool_strdup(p, default_cfg);
-	m->provider = pool_strdup(p, default_cfg);
-	m->model_name = pool_strdup(p, default_cfg);
-	m->model_version = pool_strdup(p, "");
-	m->parameters = pool_strdup(p, "{}");
-	m->system_prompt = pool_strdup(p, "");
-	m->updated_at = 0;
-}
-
 static const struct pg_sql sql_run_job = {
 	P_RUN_JOB, 2, "SELECT r.id, r.record_id, r.ai_msg, am.msg_id, um.msg_id, c.id, "
 		      "um.user_id, um.content, r.created_at, mc.config_id, mc.provider, "
@@ -158,7 +145,7 @@ pg_run_job(struct store *sb, struct pool *p, int64_t run_id, const char *default
 	out->restarted = (int)col_int(res, 0, 18);
 	PQclear(res);
 	if (!out->cfg.provider)
-		job_default_cfg(p, default_cfg, &out->cfg);
+		store_job_default_cfg(p, default_cfg, &out->cfg);
 	return RC_OK;
 }
 
@@ -169,27 +156,12 @@ pg_post_job(struct store *sb, struct pool *p, const struct store_post *in,
 	    const struct store_posted *out, const char *default_cfg, struct run_job *job,
 	    char *err)
 {
-	/* the config as sql_run_job picks it: the run's, the conversation's, the default */
-	const char *cfg = in->run_config      ? in->run_config
-			  : out->conv.model_config ? out->conv.model_config
-						   : default_cfg;
+	const char *cfg = store_job_from_post(in, out, default_cfg, job);
 	int rc;
 
-	memset(job, 0, sizeof(*job));
-	job->run_id = out->run_id;
-	job->record_id = out->record_id;
-	job->ai_msg = out->reply.id;
-	job->ai_msg_id = out->reply.msg_id;
-	job->user_msg_id = out->msg.msg_id;
-	job->conv_id = out->conv.id;
-	job->user_id = out->msg.user_id;
-	job->content = out->msg.content;
-	job->created_at = out->msg.created_at;
-	job->conv_seq = out->conv.seq;
-	job->user_msg = out->msg.id;
 	rc = pg_mcfg_get(sb, p, cfg, &job->cfg, err);
 	if (rc == RC_NOTFOUND) {
-		job_default_cfg(p, default_cfg, &job->cfg);
+		store_job_default_cfg(p, default_cfg, &job->cfg);
 		rc = RC_OK;
 	}
 	return rc;

@@ -76,19 +76,6 @@ sq_runs_open(struct store *sb, struct pool *p, int64_t after, int limit, int64_t
 	return RC_OK;
 }
 
-/* The config of a run whose conversation names one that is gone: the default's names. */
-static void
-job_default_cfg(struct pool *p, const char *default_cfg, struct mcfg *m)
-{
-	m->config_id = pool_strdup(p, default_cfg);
-	m->provider = pool_strdup(p, default_cfg);
-	m->model_name = pool_strdup(p, default_cfg);
-	m->model_version = pool_strdup(p, "");
-	m->parameters = pool_strdup(p, "{}");
-	m->system_prompt = pool_strdup(p, "");
-	m->updated_at = 0;
-}
-
 static const struct db_sql sql_run_job = {
 	S_RUN_JOB, "SELECT r.id, r.record_id, r.ai_msg, am.msg_id, um.msg_id, c.id, "
 		   "um.user_id, um.content, r.created_at, mc.config_id, mc.provider, "
@@ -137,7 +124,7 @@ sq_run_job(struct store *sb, struct pool *p, int64_t run_id, const char *default
 	out->restarted = sqlite3_column_int(s, 18);
 	sqlite3_reset(s);
 	if (!out->cfg.provider)
-		job_default_cfg(p, default_cfg, &out->cfg);
+		store_job_default_cfg(p, default_cfg, &out->cfg);
 	return RC_OK;
 }
 
@@ -199,27 +186,12 @@ sq_post_job(struct store *sb, struct pool *p, const struct store_post *in,
 	       char *err)
 {
 	struct sq_store *st = sq_of(sb);
-	/* the config as sql_run_job picks it: the run's, the conversation's, the default */
-	const char *cfg = in->run_config      ? in->run_config
-			  : out->conv.model_config ? out->conv.model_config
-						   : default_cfg;
+	const char *cfg = store_job_from_post(in, out, default_cfg, job);
 	int rc;
 
-	memset(job, 0, sizeof(*job));
-	job->run_id = out->run_id;
-	job->record_id = out->record_id;
-	job->ai_msg = out->reply.id;
-	job->ai_msg_id = out->reply.msg_id;
-	job->user_msg_id = out->msg.msg_id;
-	job->conv_id = out->conv.id;
-	job->user_id = out->msg.user_id;
-	job->content = out->msg.content;
-	job->created_at = out->msg.created_at;
-	job->conv_seq = out->conv.seq;
-	job->user_msg = out->msg.id;
 	rc = mcfg_get_cached(st, p, cfg, &job->cfg, err);
 	if (rc == RC_NOTFOUND) {
-		job_default_cfg(p, default_cfg, &job->cfg);
+		store_job_default_cfg(p, default_cfg, &job->cfg);
 		rc = RC_OK;
 	}
 	return rc;
